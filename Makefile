@@ -1,0 +1,73 @@
+# callqa: `make demo` sets everything up and runs the pipeline; `make test` runs the tests.
+SHELL := /bin/bash
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Install once per lock hash: a changed requirements.lock or pyproject.toml reinstalls.
+LOCK_HASH := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(LOCK_HASH)
+DEMO_CALLS ?= 8
+PYTEST_ARGS ?=
+
+# Offline and quiet: no telemetry anywhere, models come from installed packages.
+export HF_HUB_OFFLINE ?= 1
+export HF_HUB_DISABLE_TELEMETRY := 1
+export MLFLOW_DISABLE_TELEMETRY := true
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export DVC_NO_ANALYTICS := 1
+export ORT_DISABLE_TELEMETRY := 1
+export GX_ANALYTICS_ENABLED := false
+
+.PHONY: install demo test test-fast lint format schema bench clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade "pip<26"
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: install
+	$(BIN)/callqa synth -n $(DEMO_CALLS) --out data/synth
+	$(BIN)/callqa ingest
+	$(BIN)/callqa validate
+	$(BIN)/callqa preprocess
+	$(BIN)/callqa transcribe
+	$(BIN)/callqa score data/synth --out reports/results.jsonl --report-dir reports/calls
+	@echo
+	@echo "Done. Results:"
+	@echo "  manifest        data/manifest.parquet (accepted/quarantined: data/accepted.parquet, data/quarantine.parquet)"
+	@echo "  data docs       reports/data_docs/index.html"
+	@echo "  preprocessed    data/preprocessed/<call_id>/"
+	@echo "  transcripts     data/transcripts/<call_id>.json"
+	@echo "  QA results      reports/results.jsonl"
+	@echo "  call reports    reports/calls/index.html"
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks flows
+	$(BIN)/ruff format --check src tests benchmarks flows
+
+format: install
+	$(BIN)/ruff format src tests benchmarks flows
+	$(BIN)/ruff check --fix src tests benchmarks flows
+
+schema: install
+	$(BIN)/callqa schema --out docs/qa_result.schema.json
+
+bench: install
+	$(BIN)/python benchmarks/bench_wer.py
+	$(BIN)/python benchmarks/bench_scorecard.py
+	$(BIN)/python benchmarks/bench_throughput.py
+	$(BIN)/python benchmarks/bench_roles.py
+
+clean:
+	rm -rf data reports .cache

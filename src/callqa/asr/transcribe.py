@@ -1,0 +1,230 @@
+"""Transcribe stage: preprocessed role tracks -> role-attributed segments with word timestamps.
+
+Stereo calls are transcribed per channel. Mono calls are transcribed once, then split into
+speakers by diarization, and the agent is the speaker whose words best match the scorecard's
+greeting/closing examples. ASR output is cached per (track audio, VAD speech, model, options)
+in `.cache/callqa/transcribe/`, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from callqa.asr.backend import AsrBackend, AsrSegment
+from callqa.audio.io import atomic_path
+from callqa.config import ScoreConfig, TranscribeConfig
+from callqa.schemas import Segment, Word
+
+logger = logging.getLogger(__name__)
+Interval = tuple[float, float]
+
+
+@dataclass
+class Transcript:
+    """What the later stages need from ASR, with roles resolved."""
+
+    segments: list[Segment]
+    speech: dict[str, list[Interval]]  # role -> activity intervals (VAD, or diarized turns)
+    tracks: dict[str, np.ndarray]  # role -> 16 kHz audio (mono input: the other speaker muted)
+    roles_from: str  # "channels" | "diarization"
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("CALLQA_CACHE_DIR", ".cache/callqa"))
+
+
+class CachedAsr:
+    """An ASR backend behind a per-track result cache keyed by audio, speech, model, options."""
+
+    def __init__(self, backend: AsrBackend, cfg: TranscribeConfig, root: Path | None = None):
+        self.backend = backend
+        self.options = cfg.model_dump(
+            include={"language", "beam_size", "max_no_speech_prob", "min_avg_logprob"}
+        )
+        self.root = (root or cache_dir()) / "transcribe"
+        self.hits = 0
+
+    def key(self, x: np.ndarray, speech: list[Interval]) -> str:
+        h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+        meta = [self.backend.name, self.backend.model_id, self.options, speech]
+        h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+        return h.hexdigest()[:32]
+
+    def transcribe(self, x: np.ndarray, speech: list[Interval]) -> list[AsrSegment]:
+        path = self.root / f"{self.key(x, speech)}.json"
+        if path.exists():
+            try:
+                rows = json.loads(path.read_text(encoding="utf-8"))
+                self.hits += 1
+                return [_segment_from_dict(r) for r in rows]
+            except (ValueError, KeyError, TypeError):
+                logger.warning("ignoring a corrupt ASR cache entry %s", path)
+        segments = self.backend.transcribe(x, speech)
+        with atomic_path(path) as tmp:
+            tmp.write_text(json.dumps([_segment_to_dict(s) for s in segments]), encoding="utf-8")
+        return segments
+
+
+def _segment_to_dict(s: AsrSegment) -> dict:
+    d = asdict(s)
+    d["words"] = [w.model_dump() for w in s.words]
+    return d
+
+
+def _segment_from_dict(d: dict) -> AsrSegment:
+    return AsrSegment(**{**d, "words": [Word(**w) for w in d["words"]]})
+
+
+def transcribe_prepared(
+    prep,
+    asr: CachedAsr,
+    encoder=None,
+    agent_examples: list[str] | None = None,
+    n_speakers: int = 2,
+) -> Transcript:
+    """Role-attributed transcript of one preprocessed call (`audio.preprocess.Prepared`)."""
+    if prep.roles_from == "channels":
+        segments = []
+        for role, x in prep.tracks.items():
+            for s in asr.transcribe(x, prep.speech[role]):
+                segments.append(_to_segment(role, s.start, s.end, s.words, s.text))
+        segments.sort(key=lambda s: (s.start, s.role))
+        return Transcript(segments, dict(prep.speech), dict(prep.tracks), "channels")
+    return _transcribe_mono(prep, asr, encoder, agent_examples or [], n_speakers)
+
+
+def _transcribe_mono(prep, asr, encoder, agent_examples, n_speakers) -> Transcript:
+    from callqa.asr.roles import diarize, pick_agent
+
+    x, speech = prep.tracks["mono"], prep.speech["mono"]
+    asr_segments = asr.transcribe(x, speech)
+    turns = diarize(x, speech, n_speakers=n_speakers) if speech else []
+    # Words go to the speaker turn that holds their midpoint (nearest turn otherwise).
+    words_by_turn: dict[int, list[Word]] = {i: [] for i in range(len(turns))}
+    for seg in asr_segments:
+        for w in seg.words:
+            if turns:
+                words_by_turn[_turn_of((w.start + w.end) / 2, turns)].append(w)
+    texts: dict[int, list[tuple[float, str]]] = {}
+    for i, (start, _end, spk) in enumerate(turns):
+        if words_by_turn[i]:
+            texts.setdefault(spk, []).append((start, " ".join(w.word for w in words_by_turn[i])))
+    agent = pick_agent(texts, agent_examples, encoder) if texts else 0
+    role_of = {spk: ("agent" if spk == agent else "customer") for _s, _e, spk in turns}
+
+    segments, activity = [], {"agent": [], "customer": []}
+    for i, (start, end, spk) in enumerate(turns):
+        role = role_of[spk]
+        activity[role].append((start, end))
+        words = words_by_turn[i]
+        if words:
+            text = " ".join(w.word for w in words)
+            segments.append(_to_segment(role, words[0].start, words[-1].end, words, text))
+    tracks = {role: _mask(x, activity[role]) for role in ("agent", "customer")}
+    return Transcript(segments, activity, tracks, "diarization")
+
+
+def _turn_of(t: float, turns: list[tuple[float, float, int]]) -> int:
+    best, best_d = 0, float("inf")
+    for i, (s, e, _spk) in enumerate(turns):
+        d = 0.0 if s <= t <= e else min(abs(t - s), abs(t - e))
+        if d < best_d:
+            best, best_d = i, d
+    return best
+
+
+def _mask(x: np.ndarray, intervals: list[Interval], sr: int = 16000) -> np.ndarray:
+    out = np.zeros_like(x)
+    for s, e in intervals:
+        a, b = int(s * sr), int(e * sr)
+        out[a:b] = x[a:b]
+    return out
+
+
+def _to_segment(role: str, start: float, end: float, words: list[Word], text: str) -> Segment:
+    return Segment(
+        role=role,
+        start=round(start, 3),
+        end=round(end, 3),
+        text=text.strip(),
+        words=[
+            Word(
+                word=w.word.strip(),
+                start=round(w.start, 3),
+                end=round(w.end, 3),
+                probability=None if w.probability is None else round(w.probability, 3),
+            )
+            for w in words
+        ],
+    )
+
+
+def run(
+    cfg: TranscribeConfig,
+    score_cfg: ScoreConfig,
+    preprocessed_dir: Path | None = None,
+    out_dir: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Transcribe every preprocessed call into `out_dir/<id>.json`."""
+    from callqa.asr.backend import load_backend
+    from callqa.audio.preprocess import load_prepared
+    from callqa.qa.encoder import get_encoder
+    from callqa.qa.scorecard import Scorecard
+
+    src = Path(preprocessed_dir or cfg.preprocessed_dir)
+    out = Path(out_dir or cfg.out_dir)
+    call_dirs = sorted(p for p in src.iterdir() if p.is_dir()) if src.exists() else []
+    if not call_dirs:
+        raise FileNotFoundError(f"no preprocessed calls in {src}: run `callqa preprocess` first")
+    t0 = time.perf_counter()
+    asr = CachedAsr(load_backend(cfg), cfg)
+    scorecard = Scorecard.load(score_cfg.scorecard)
+    encoder = None
+    out.mkdir(parents=True, exist_ok=True)
+    done, failed, audio_s = 0, 0, 0.0
+    from callqa.progress import track
+
+    for call_dir in track(call_dirs, "transcribe", enabled=progress and cfg.progress):
+        try:
+            prep = load_prepared(call_dir)
+            if prep.roles_from != "channels" and encoder is None:
+                encoder = get_encoder(score_cfg.sentence_encoder)
+            tr = transcribe_prepared(
+                prep, asr, encoder, scorecard.agent_examples(), score_cfg.diarization_speakers
+            )
+        except Exception as err:  # noqa: BLE001 - one bad call must not stop the batch
+            logger.error("%s: transcription failed: %s", call_dir.name, err)
+            failed += 1
+            continue
+        record = {
+            "call_id": call_dir.name,
+            "roles_from": tr.roles_from,
+            "asr": {"backend": asr.backend.name, "model": asr.backend.model_id},
+            "speech": tr.speech,
+            "segments": [s.model_dump() for s in tr.segments],
+        }
+        with atomic_path(out / f"{call_dir.name}.json") as tmp:
+            tmp.write_text(json.dumps(record), encoding="utf-8")
+        done += 1
+        audio_s += prep.duration_s
+    wall = time.perf_counter() - t0
+    summary = {
+        "calls": len(call_dirs),
+        "transcribed": done,
+        "from_cache_tracks": asr.hits,
+        "failed": failed,
+        "audio_s": round(audio_s, 1),
+        "wall_s": round(wall, 1),
+        "out_dir": str(out),
+    }
+    logger.info("transcribe: %s", summary)
+    return summary

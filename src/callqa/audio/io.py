@@ -1,0 +1,179 @@
+"""Decode, hash, resample and write audio. Everything returns float32 arrays (channels, samples).
+
+soundfile does the decoding (wav, flac, ogg, mp3, 8-bit and mu/A-law telephone files);
+torchaudio 2.9 cannot load files without TorchCodec, so it only gets tensors.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus"}
+
+
+class AudioError(Exception):
+    """A file that cannot be used; `code` is a quarantine / error code from CONTRACTS.md."""
+
+    def __init__(self, code: str, message: str):
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass
+class Audio:
+    samples: np.ndarray  # float32, shape (channels, n_samples), nominally in [-1, 1]
+    sample_rate_hz: int
+    subtype: str = ""  # soundfile subtype, e.g. PCM_16, PCM_U8, ULAW
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def duration_s(self) -> float:
+        return self.samples.shape[1] / self.sample_rate_hz if self.sample_rate_hz else 0.0
+
+
+def content_id(path: str | Path) -> str:
+    """`call_id`: first 16 hex digits of the SHA-256 of the file's bytes."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()[:16]
+
+
+def bytes_id(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()[:16]
+
+
+def probe(path: str | Path) -> dict:
+    """Header facts without decoding the samples (raises AudioError)."""
+    import soundfile as sf
+
+    path = Path(path)
+    _check_exists(path)
+    try:
+        info = sf.info(str(path))
+    except Exception as err:  # noqa: BLE001 - soundfile raises several types
+        raise _decode_error(path, err) from None
+    return {
+        "sample_rate_hz": int(info.samplerate),
+        "channels": int(info.channels),
+        "frames": int(info.frames),
+        "duration_s": float(info.frames) / info.samplerate if info.samplerate else 0.0,
+        "format": info.format,
+        "subtype": info.subtype,
+    }
+
+
+def load_audio(path: str | Path, max_duration_s: float | None = None) -> Audio:
+    """Decode a file to float32 (channels, n). Raises AudioError with a quarantine code."""
+    import soundfile as sf
+
+    path = Path(path)
+    _check_exists(path)
+    try:
+        with sf.SoundFile(str(path)) as f:
+            sr, subtype = int(f.samplerate), f.subtype
+            if max_duration_s is not None and f.frames > max_duration_s * sr:
+                raise AudioError(
+                    "too_long",
+                    f"{path.name}: {f.frames / sr:.0f} s is longer than the limit of "
+                    f"{max_duration_s:.0f} s",
+                )
+            data = f.read(dtype="float32", always_2d=True)
+    except AudioError:
+        raise
+    except Exception as err:  # noqa: BLE001
+        raise _decode_error(path, err) from None
+    if data.shape[0] == 0:
+        raise AudioError("unreadable", f"{path.name}: the file decodes to no samples")
+    return Audio(np.ascontiguousarray(data.T), sr, subtype)
+
+
+def decode_bytes(data: bytes, name: str = "upload") -> Audio:
+    """Decode in-memory audio (used by the model server)."""
+    import io as _io
+
+    import soundfile as sf
+
+    if not data:
+        raise AudioError("empty_file", f"{name}: the file is empty (0 bytes)")
+    try:
+        samples, sr = sf.read(_io.BytesIO(data), dtype="float32", always_2d=True)
+    except Exception as err:  # noqa: BLE001
+        raise AudioError("not_audio", f"{name}: not a readable audio file ({err})") from None
+    return Audio(np.ascontiguousarray(samples.T), int(sr))
+
+
+def _check_exists(path: Path) -> None:
+    if not path.exists():
+        raise AudioError("missing_file", f"{path}: file not found")
+    if path.stat().st_size == 0:
+        raise AudioError("empty_file", f"{path.name}: the file is empty (0 bytes)")
+
+
+def _decode_error(path: Path, err: Exception) -> AudioError:
+    with open(path, "rb") as f:
+        head = f.read(12)
+    known = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b"\xff\xfb", b"\xff\xf3")
+    if any(head.startswith(m) for m in known):
+        return AudioError(
+            "unreadable",
+            f"{path.name}: looks like audio but cannot be decoded (truncated or corrupt: {err})",
+        )
+    return AudioError("not_audio", f"{path.name}: not an audio file (no known audio header)")
+
+
+def to_mono(samples: np.ndarray) -> np.ndarray:
+    return samples.mean(axis=0) if samples.ndim == 2 else samples
+
+
+def resample(x: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
+    """Band-limited resampling (torchaudio sinc) of (..., n) float32 arrays."""
+    if from_hz == to_hz:
+        return x.astype(np.float32, copy=False)
+    import torch
+    import torchaudio.functional as AF
+
+    y = AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), from_hz, to_hz)
+    return y.numpy()
+
+
+def write_audio(path: str | Path, samples: np.ndarray, sample_rate_hz: int, subtype: str = "PCM_16"):
+    """Write (channels, n) or (n,) float audio atomically (temp name, then rename)."""
+    import soundfile as sf
+
+    path = Path(path)
+    data = samples.T if samples.ndim == 2 else samples
+    fmt = {".flac": "FLAC", ".wav": "WAV", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), data, sample_rate_hz, subtype=subtype, format=fmt)
+
+
+class atomic_path:
+    """Context manager yielding a temp path beside `path`, renamed onto it on success."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def __enter__(self) -> Path:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        os.close(fd)
+        self.tmp = Path(tmp)
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            os.replace(self.tmp, self.path)
+        else:
+            self.tmp.unlink(missing_ok=True)

@@ -1,0 +1,289 @@
+"""`callqa`: one command per pipeline stage, plus `score` for new calls.
+
+Each command loads params.yaml (the stage's section), lets options override it for this run,
+calls the stage's `run()` and prints its summary. Heavy libraries are imported inside commands,
+so `callqa --help` answers quickly.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+app = typer.Typer(
+    name="callqa",
+    help="Offline speech quality inspection for contact-center calls.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+models_app = typer.Typer(help="Manage bundled models.", no_args_is_help=True)
+app.add_typer(models_app, name="models")
+
+console = Console(stderr=True)
+out_console = Console()
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
+ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
+
+
+class _State:
+    verbose: bool = False
+
+
+_state = _State()
+
+
+@app.callback()
+def main(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging.")] = False,
+) -> None:
+    """callqa: check every call for greeting, verification, disclosure, closing, forbidden
+    language, dead air, overtalk and speech rate, with evidence a reviewer can jump to."""
+    _state.verbose = verbose
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.WARNING,
+        format="%(message)s",
+        handlers=[RichHandler(console=console, show_path=False, show_time=False)],
+    )
+    logging.getLogger("callqa").setLevel(logging.DEBUG if verbose else logging.INFO)
+    for var in ("HF_HUB_DISABLE_TELEMETRY", "ORT_DISABLE_TELEMETRY", "DVC_NO_ANALYTICS"):
+        os.environ.setdefault(var, "1")
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def _params(path: Path):
+    from callqa.config import ConfigError, load_params
+
+    try:
+        return load_params(path)
+    except ConfigError as err:
+        console.print(f"[red]error:[/red] {err}")
+        raise typer.Exit(2) from None
+
+
+def _print_summary(title: str, summary: dict) -> None:
+    table = Table(title=title, show_header=False, title_justify="left")
+    for key, value in summary.items():
+        if isinstance(value, float):
+            value = f"{value:.3f}".rstrip("0").rstrip(".")
+        elif isinstance(value, dict):
+            value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+        table.add_row(str(key), str(value))
+    console.print(table)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    console.print(f"[red]error:[/red] {message}")
+    return typer.Exit(code)
+
+
+@app.command()
+def synth(
+    n_calls: Annotated[int | None, typer.Option("-n", "--n-calls", help="How many calls.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder.")] = None,
+    seed: Annotated[int | None, typer.Option(help="Corpus seed.")] = None,
+    mono: Annotated[bool, typer.Option("--mono", help="Mix both parties into one channel.")] = False,
+    telephone: Annotated[bool, typer.Option(help="8 kHz telephone band, mu-law.")] = False,
+    snr_db: Annotated[float | None, typer.Option("--snr-db", help="Background noise SNR.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
+    phrase_bank: Annotated[str | None, typer.Option(help="train | heldout")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    progress: ProgressOpt = True,
+) -> None:
+    """Render labelled synthetic two-party calls (wav + JSON ground truth)."""
+    from callqa.data import synth as stage
+
+    cfg = _params(params).synth
+    overrides = {
+        "seed": seed,
+        "channels": "mono" if mono else None,
+        "telephone": telephone or None,
+        "snr_db": snr_db,
+        "workers": workers,
+        "phrase_bank": phrase_bank,
+    }
+    cfg = _override(cfg, overrides)
+    summary = stage.run(cfg, out_dir=out, n_calls=n_calls, progress=progress)
+    _print_summary("synth", summary)
+
+
+@app.command()
+def ingest(
+    source: Annotated[
+        list[Path] | None, typer.Option("--source", "-s", help="Audio folder (repeatable).")
+    ] = None,
+    labels_csv: Annotated[Path | None, typer.Option(help="CSV: path,label[,speaker].")] = None,
+    manifest: Annotated[Path | None, typer.Option(help="Manifest Parquet to write.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    progress: ProgressOpt = True,
+) -> None:
+    """Build the manifest (one row per audio file) from folders, CSV labels or corpora."""
+    from callqa.data import ingest as stage
+
+    cfg = _params(params).ingest
+    summary = stage.run(
+        cfg, sources=source or None, labels_csv=labels_csv, manifest=manifest, progress=progress
+    )
+    _print_summary("ingest", summary)
+
+
+@app.command()
+def validate(
+    manifest: Annotated[Path | None, typer.Option(help="Manifest to check.")] = None,
+    accepted: Annotated[Path | None, typer.Option(help="Accepted rows (Parquet).")] = None,
+    quarantine: Annotated[Path | None, typer.Option(help="Quarantined rows (Parquet).")] = None,
+    data_docs_dir: Annotated[Path | None, typer.Option(help="Great Expectations Data Docs.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    progress: ProgressOpt = True,
+) -> None:
+    """Great Expectations suite + audio checks: every file accepted or quarantined."""
+    from callqa.data import validate as stage
+
+    cfg = _params(params).validate_cfg
+    try:
+        summary = stage.run(
+            cfg,
+            manifest=manifest,
+            accepted=accepted,
+            quarantine=quarantine,
+            data_docs_dir=data_docs_dir,
+            progress=progress,
+        )
+    except stage.ValidationFailed as err:
+        raise _fail(str(err)) from None
+    _print_summary("validate", summary)
+
+
+@app.command()
+def preprocess(
+    accepted: Annotated[Path | None, typer.Option(help="Accepted rows (Parquet).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Output folder.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    progress: ProgressOpt = True,
+) -> None:
+    """Split roles, resample to 16 kHz, condition, VAD and log-mel per accepted call."""
+    from callqa.audio import preprocess as stage
+
+    cfg = _params(params).preprocess
+    summary = stage.run(cfg, accepted=accepted, out_dir=out, progress=progress)
+    _print_summary("preprocess", summary)
+    if summary.get("failed"):
+        raise _fail(f"{summary['failed']} file(s) failed; see the log above")
+
+
+@app.command()
+def transcribe(
+    preprocessed: Annotated[Path | None, typer.Option(help="Preprocessed folder.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Transcript folder.")] = None,
+    backend: Annotated[str | None, typer.Option(help="faster-whisper | transformers")] = None,
+    model: Annotated[str | None, typer.Option(help="Model path, name or hub id.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    progress: ProgressOpt = True,
+) -> None:
+    """Speech recognition with word timestamps per role (cached per audio, model, options)."""
+    from callqa.asr import transcribe as stage
+
+    p = _params(params)
+    cfg = _override(p.transcribe, {"backend": backend, "model": model})
+    summary = stage.run(cfg, p.score, preprocessed_dir=preprocessed, out_dir=out, progress=progress)
+    _print_summary("transcribe", summary)
+    if summary.get("failed"):
+        raise _fail(f"{summary['failed']} call(s) failed; see the log above")
+
+
+@app.command()
+def score(
+    audio: Annotated[list[Path], typer.Argument(help="Audio files or folders to score.")],
+    out: Annotated[Path | None, typer.Option("--out", help="Results JSONL.")] = None,
+    report_dir: Annotated[
+        Path | None, typer.Option(help="Write an HTML report per call and an index here.")
+    ] = None,
+    backend: Annotated[str | None, typer.Option(help="faster-whisper | transformers")] = None,
+    model: Annotated[str | None, typer.Option(help="ASR model path, name or hub id.")] = None,
+    scorecard: Annotated[Path | None, typer.Option(help="Scorecard YAML.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    progress: ProgressOpt = True,
+) -> None:
+    """Score calls: transcript, metrics, scorecard checks with evidence -> JSON lines."""
+    from callqa.pipeline import Scorer, expand_inputs
+
+    p = _params(params)
+    tr = _override(p.transcribe, {"backend": backend, "model": model})
+    sc = _override(p.score, {"scorecard": scorecard})
+    paths = expand_inputs(audio)
+    if not paths:
+        raise _fail("no audio files found in the given paths", 2)
+    try:
+        scorer = Scorer(p.preprocess, tr, sc, max_duration_s=p.validate_cfg.max_duration_s)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(str(err), 2) from None
+    summary = scorer.score_files(
+        paths, out or sc.out, report_dir=report_dir, progress=progress
+    )
+    _print_summary("score", summary)
+    if summary["failed"]:
+        raise typer.Exit(1)
+
+
+@app.command()
+def schema(
+    out: Annotated[Path, typer.Option("--out", help="Where to write it.")] = Path(
+        "docs/qa_result.schema.json"
+    ),
+) -> None:
+    """Write the JSON Schema of a `callqa score` output line."""
+    from callqa.audio.io import atomic_path
+    from callqa.schemas import json_schema_text
+
+    with atomic_path(out) as tmp:
+        tmp.write_text(json_schema_text(), encoding="utf-8")
+    console.print(f"wrote {out}")
+
+
+@models_app.command("convert-whisper")
+def convert_whisper(
+    src: Annotated[
+        Path | None, typer.Option(help="CTranslate2 Whisper folder (default: bundled tiny.en).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="transformers checkpoint folder.")] = None,
+) -> None:
+    """Convert the bundled CTranslate2 Whisper into a transformers checkpoint (offline)."""
+    from callqa.asr import convert
+
+    src = src or convert.bundled_ct2_dir()
+    out = out or convert.DEFAULT_HF_DIR
+    path = convert.convert_whisper(src, out)
+    console.print(f"wrote transformers checkpoint to {path}")
+
+
+def _override(cfg, values: dict):
+    """A copy of a config section with the given non-None values replaced (and re-validated)."""
+    from callqa.config import ConfigError, format_validation_error
+
+    changes = {k: v for k, v in values.items() if v is not None}
+    if not changes:
+        return cfg
+    from pydantic import ValidationError
+
+    try:
+        return type(cfg).model_validate({**cfg.model_dump(), **changes})
+    except ValidationError as err:
+        msg = format_validation_error(err, "command-line options", type(cfg))
+        console.print(f"[red]error:[/red] {msg}")
+        raise typer.Exit(2) from None
+    except ConfigError:
+        raise
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(app())

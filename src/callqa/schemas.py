@@ -1,0 +1,125 @@
+"""Records passed between stages: words, segments, checks and the `callqa score` result.
+
+`docs/qa_result.schema.json` is generated from `QAResult` and `QAError` (see `json_schema()`);
+a test fails when the file is stale.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+SCHEMA_VERSION = 1
+Role = Literal["agent", "customer"]
+EvidenceRole = Literal["agent", "customer", "call"]
+CHECK_IDS = [
+    "greeting",
+    "identity_verification",
+    "recording_disclosure",
+    "closing",
+    "forbidden_language",
+    "dead_air",
+    "overtalk",
+    "agent_speech_rate",
+]
+
+
+class Record(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Word(Record):
+    word: str
+    start: float
+    end: float
+    probability: float | None = None
+
+
+class Segment(Record):
+    """One stretch of one role's speech with its transcript."""
+
+    role: Role
+    start: float
+    end: float
+    text: str
+    words: list[Word] = []
+
+
+class Evidence(Record):
+    start: float
+    end: float
+    role: EvidenceRole
+    text: str
+
+
+class CheckResult(Record):
+    id: str
+    passed: bool | None  # True = compliant; None = not evaluated (e.g. overtalk on mono)
+    score: float = Field(ge=0, le=1)
+    evidence: list[Evidence] = []
+    detail: str = ""
+
+
+class AsrInfo(Record):
+    backend: str
+    model: str
+
+
+class ScorecardInfo(Record):
+    path: str
+    sha256: str
+
+
+class QAResult(Record):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    call_id: str
+    path: str
+    duration_s: float
+    channels: int
+    sample_rate_hz: int
+    roles_from: Literal["channels", "diarization"]
+    segments: list[Segment]
+    # {"call": {...}, "agent": {...}, "customer": {...}}; undefined values are null.
+    metrics: dict[str, dict[str, Any]]
+    checks: list[CheckResult]
+    score: float = Field(ge=0, le=100)
+    critical_fail: bool
+    asr: AsrInfo
+    scorecard: ScorecardInfo
+
+
+class ErrorInfo(Record):
+    code: str
+    message: str
+
+
+class QAError(Record):
+    schema_version: Literal[1] = SCHEMA_VERSION
+    path: str
+    call_id: str | None
+    error: ErrorInfo
+
+
+def round_times(obj: Any, ndigits: int = 3) -> Any:
+    """Round every float in a nested structure (times are seconds, 3 decimals)."""
+    if isinstance(obj, float):
+        return round(obj, ndigits)
+    if isinstance(obj, dict):
+        return {k: round_times(v, ndigits) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [round_times(v, ndigits) for v in obj]
+    return obj
+
+
+def json_schema() -> dict:
+    """JSON Schema of one `callqa score` output line (a result or an error)."""
+    schema = TypeAdapter(QAResult | QAError).json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "callqa score output line"
+    return schema
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
