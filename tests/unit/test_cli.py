@@ -1,0 +1,40 @@
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from callqa.cli import app
+from conftest import ROOT
+
+runner = CliRunner()
+
+
+def test_help_lists_one_command_per_stage():
+    res = runner.invoke(app, ["--help"])
+    assert res.exit_code == 0
+    for cmd in ("synth", "ingest", "validate", "preprocess", "transcribe", "score", "models"):
+        assert cmd in res.output
+
+
+def test_help_is_fast_and_imports_nothing_heavy():
+    code = (
+        "import sys, callqa.cli;"
+        "heavy = [m for m in ('torch', 'great_expectations', 'faster_whisper', 'transformers')"
+        " if m in sys.modules]; print(heavy)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_config_error_exits_2(tmp_path):
+    bad = tmp_path / "params.yaml"
+    bad.write_text("synth:\n  colour: red\n")
+    res = runner.invoke(app, ["synth", "--params", str(bad), "-n", "1", "--out", str(tmp_path)])
+    assert res.exit_code == 2
+
+
+def test_score_with_no_audio_exits_2(tmp_path):
+    res = runner.invoke(
+        app, ["score", str(tmp_path), "--params", str(ROOT / "params.yaml"), "--no-progress"]
+    )
+    assert res.exit_code == 2

@@ -1,0 +1,49 @@
+import pytest
+
+from callqa.config import ConfigError, load_params, parse_params
+from conftest import ROOT
+
+
+def test_repo_params_load():
+    p = load_params(ROOT / "params.yaml")
+    assert p.validate_cfg.labels == ["angry", "happy", "sad", "neutral"]
+    assert p.preprocess.channel_roles == ("agent", "customer")
+
+
+def test_unknown_key_names_file_key_and_allowed(tmp_path):
+    f = tmp_path / "params.yaml"
+    f.write_text("synth:\n  n_calss: 3\n")
+    with pytest.raises(ConfigError) as err:
+        load_params(f)
+    msg = str(err.value)
+    assert str(f) in msg and "synth.n_calss" in msg and "n_calls" in msg
+
+
+def test_nested_unknown_key_lists_nested_allowed():
+    with pytest.raises(ConfigError, match=r"preprocess\.vad\.thresh.*threshold"):
+        parse_params({"preprocess": {"vad": {"thresh": 0.4}}})
+
+
+@pytest.mark.parametrize(
+    "bad, fragment",
+    [
+        ({"transcribe": {"backend": "whisperx"}}, "'faster-whisper' or 'transformers'"),
+        ({"synth": {"n_calls": "many"}}, "synth.n_calls"),
+        ({"validate": {"min_accepted_share": 2}}, "validate.min_accepted_share"),
+        ({"preprocess": {"channel_roles": ["agent", "agent"]}}, "agent"),
+        ({"nope": {}}, "Allowed keys here: ingest, preprocess, score, synth, transcribe, validate"),
+    ],
+)
+def test_ill_typed_values_are_rejected(bad, fragment):
+    with pytest.raises(ConfigError) as err:
+        parse_params(bad)
+    assert fragment in str(err.value)
+
+
+def test_missing_and_non_mapping_files(tmp_path):
+    with pytest.raises(ConfigError, match="file not found"):
+        load_params(tmp_path / "nope.yaml")
+    f = tmp_path / "p.yaml"
+    f.write_text("- a\n- b\n")
+    with pytest.raises(ConfigError, match="mapping"):
+        load_params(f)

@@ -1,0 +1,67 @@
+import json
+
+import jsonschema
+import pytest
+from pydantic import ValidationError
+
+from callqa.schemas import CHECK_IDS, QAError, QAResult, json_schema, json_schema_text
+from conftest import ROOT
+
+
+def _result(**over):
+    base = dict(
+        call_id="0123456789abcdef",
+        path="a.wav",
+        duration_s=12.5,
+        channels=2,
+        sample_rate_hz=16000,
+        roles_from="channels",
+        segments=[
+            {
+                "role": "agent",
+                "start": 0.5,
+                "end": 2.0,
+                "text": "hello",
+                "words": [{"word": "hello", "start": 0.5, "end": 0.9, "probability": 0.9}],
+            }
+        ],
+        metrics={"call": {"longest_mutual_silence_s": None}, "agent": {}, "customer": {}},
+        checks=[{"id": cid, "passed": True, "score": 1.0} for cid in CHECK_IDS],
+        score=100.0,
+        critical_fail=False,
+        asr={"backend": "faster-whisper", "model": "tiny.en"},
+        scorecard={"path": "scorecards/default.yaml", "sha256": "x"},
+    )
+    return QAResult.model_validate({**base, **over})
+
+
+def test_schema_file_is_current():
+    path = ROOT / "docs" / "qa_result.schema.json"
+    assert path.read_text(encoding="utf-8") == json_schema_text(), (
+        "docs/qa_result.schema.json is stale: run `make schema`"
+    )
+
+
+def test_result_and_error_lines_validate_against_schema():
+    schema = json_schema()
+    jsonschema.validate(json.loads(_result().model_dump_json()), schema)
+    err = QAError(path="b.wav", call_id=None, error={"code": "not_audio", "message": "m"})
+    jsonschema.validate(json.loads(err.model_dump_json()), schema)
+
+
+def test_schema_rejects_bad_lines():
+    schema = json_schema()
+    good = json.loads(_result().model_dump_json())
+    for bad in (
+        {**good, "score": 120},
+        {**good, "roles_from": "magic"},
+        {k: v for k, v in good.items() if k != "checks"},
+        {**good, "emotion": {"customer": {"label": "happy"}}},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+
+
+def test_role_names_are_contract_roles():
+    with pytest.raises(ValidationError):
+        _result(segments=[{"role": "Agent", "start": 0, "end": 1, "text": "x"}])
