@@ -66,6 +66,7 @@ UNIT_SUFFIXES = {
     "_dbfs": "dBFS",
     "_pct": "%",
 }
+ACRONYMS = {"snr": "SNR", "lufs": "LUFS", "wpm": "WPM", "f0": "F0", "asr": "ASR", "vad": "VAD"}
 
 
 # --------------------------------------------------------------------------- public API
@@ -152,7 +153,8 @@ def render_report(
         figures.append(
             f'<figure class="fig"><figcaption style="color:{_role_color(role)}">'
             f"{_e(role)} &middot; waveform and spectrogram</figcaption>"
-            f'<div class="figwrap" data-dur="{duration_s:.3f}">'
+            f'<div class="figwrap" data-dur="{duration_s:.3f}" data-l="{AXES_LEFT}" '
+            f'data-r="{AXES_RIGHT}">'
             f'<img alt="{_e(role)} waveform and spectrogram" src="data:image/png;base64,{png}">'
             '<div class="playhead"></div></div></figure>'
         )
@@ -245,7 +247,7 @@ def _checks_html(checks: list[CheckResult]) -> str:
             f'<tr class="check {state}" id="check-{_e(c.id)}"><td><code>{_e(c.id)}</code></td>'
             f'<td><span class="badge {state}">{label}</span></td>'
             f'<td class="num">{c.score:.2f}</td><td>{_e(c.detail)}</td>'
-            f'<td>{"<ul class=ev>" + evidence + "</ul>" if evidence else ""}</td></tr>'
+            f"<td>{'<ul class=ev>' + evidence + '</ul>' if evidence else ''}</td></tr>"
         )
     return (
         "<section><h2>Scorecard</h2><table class=grid><thead><tr><th>Check</th><th>Result</th>"
@@ -278,7 +280,8 @@ def _transcript_html(segments: list[Segment], failed: list[CheckResult]) -> str:
         badges = "".join(f'<span class="flag">{_e(cid)}</span>' for cid in flag_ids)
         lines.append(
             f'<div class="seg {"flagged" if flag_ids else ""}" role="button" tabindex="0" '
-            f'data-t="{seg.start:.3f}" data-e="{seg.end:.3f}" style="border-left-color:{_role_color(seg.role)}">'
+            f'data-t="{seg.start:.3f}" data-e="{seg.end:.3f}" '
+            f'style="border-left-color:{_role_color(seg.role)}">'
             f'<span class="ts">{_fmt_time(seg.start)}&ndash;{_fmt_time(seg.end)}</span>'
             f'<span class="role" style="color:{_role_color(seg.role)}">{_e(seg.role)}</span>'
             f'<span class="text">{text}</span>{badges}</div>'
@@ -306,9 +309,7 @@ def _segment_text(seg: Segment, evidence: list[Evidence]) -> str:
     return " ".join(out)
 
 
-def _metrics_html(
-    metrics: dict[str, dict], silences: list[dict], overtalks: list[dict]
-) -> str:
+def _metrics_html(metrics: dict[str, dict], silences: list[dict], overtalks: list[dict]) -> str:
     roles = [r for r in _ordered_roles(metrics) if r != "call"]
     keys = _scalar_keys(metrics.get(r, {}) for r in roles)
     role_rows = "".join(
@@ -399,7 +400,7 @@ def _role_figure_png(
     t, lo, hi = waveform_envelope(x, sample_rate_hz)
     peak = float(max(np.abs(lo).max(initial=0.0), np.abs(hi).max(initial=0.0), 1e-3))
     if len(t):
-        ax_w.fill_between(t, lo, hi, color=color, linewidth=0.4, step="mid")
+        ax_w.fill_between(t, lo, hi, color=color, linewidth=0.4, step="mid", zorder=2)
     ax_w.set_ylim(-peak * 1.1, peak * 1.1)
     ax_w.set_yticks([])
     ax_w.set_ylabel(role, color=color, fontsize=9)
@@ -420,12 +421,14 @@ def _role_figure_png(
     ax_s.xaxis.set_major_formatter(FuncFormatter(lambda v, _: _fmt_time(v, decimals=0)))
 
     handles = []
-    for ax in (ax_w, ax_s):
-        for iv in silences:
-            ax.axvspan(iv["start"], iv["end"], color=SILENCE_COLOR, alpha=0.35, lw=0)
-        for ev in overtalks:
-            c = OVERTALK_COLORS.get(ev.get("by"), "#7f7f7f")
-            ax.axvspan(ev["start"], ev["end"], color=c, alpha=0.35, lw=0)
+    # Full-height shading behind the waveform; on the spectrogram only a strip along the top,
+    # where it does not veil the speech energy (translucent colours turn murky on magma).
+    spans = [(iv, SILENCE_COLOR) for iv in silences] + [
+        (ev, OVERTALK_COLORS.get(ev.get("by"), "#7f7f7f")) for ev in overtalks
+    ]
+    for iv, c in spans:
+        ax_w.axvspan(iv["start"], iv["end"], color=c, alpha=0.35, lw=0, zorder=0)
+        ax_s.axvspan(iv["start"], iv["end"], ymin=0.9, ymax=1.0, color=c, alpha=0.9, lw=0)
     for s, e in flagged:
         # Drawn in axes-fraction y so the bar sits on top whatever the amplitude scale.
         ax_w.axvspan(s, max(e, s + xmax / 500), ymin=0.9, ymax=1.0, color=FLAG_COLOR, lw=0)
@@ -498,9 +501,7 @@ def spectrogram_db(
 def render_index(results: list[QAResult | QAError], out_dir: Path) -> str:
     """The HTML text of the batch index (see `write_index`)."""
     out_dir = Path(out_dir)
-    ok = sorted(
-        (r for r in results if isinstance(r, QAResult)), key=lambda r: (r.score, r.call_id)
-    )
+    ok = sorted((r for r in results if isinstance(r, QAResult)), key=lambda r: (r.score, r.call_id))
     errors = [r for r in results if isinstance(r, QAError)]
     rows = []
     for r in ok:
@@ -542,7 +543,7 @@ def render_index(results: list[QAResult | QAError], out_dir: Path) -> str:
     mean = f"{np.mean([r.score for r in ok]):.1f}" if ok else "&ndash;"
     body = (
         "<header><h1>Call QA batch</h1>"
-        f'<p>{len(ok)} calls scored, {len(errors)} not scored, {n_crit} with a critical '
+        f"<p>{len(ok)} calls scored, {len(errors)} not scored, {n_crit} with a critical "
         f'failure; mean score {mean}. <a href="summary.csv">summary.csv</a></p>'
         '<p class="muted">Click a column header to sort (worst score first).</p></header>'
         f"<section>{table}</section>{err_html}"
@@ -620,10 +621,15 @@ def _scalar_keys(dicts: Iterable[dict]) -> list[str]:
 
 
 def _label(key: str) -> str:
-    for suffix, unit in UNIT_SUFFIXES.items():
+    """Metric key -> table label: `snr_db` -> `SNR (dB)`, `talk_ratio` -> `Talk ratio`."""
+    unit = ""
+    for suffix, name in UNIT_SUFFIXES.items():
         if key.endswith(suffix):
-            return f"{key[: -len(suffix)].replace('_', ' ').capitalize()} ({unit})"
-    return key.replace("_", " ").capitalize()
+            key, unit = key[: -len(suffix)], f" ({name})"
+            break
+    words = [ACRONYMS.get(w, w) for w in key.split("_") if w]
+    text = " ".join(words)
+    return (text[:1].upper() + text[1:]) + unit
 
 
 def _fmt_value(v: object) -> str:
@@ -722,21 +728,24 @@ document.querySelectorAll('[data-t]').forEach(function(el){
  el.addEventListener('keydown',function(ev){if(ev.key==='Enter'||ev.key===' '){
   ev.preventDefault();seek(parseFloat(el.dataset.t));}});
 });
-var L=%(left)s,R=%(right)s;
+// data-l / data-r: the axes' left and right edges as fractions of the image width.
+function frac(w,t){var L=parseFloat(w.dataset.l),R=parseFloat(w.dataset.r);
+ return L+t/parseFloat(w.dataset.dur)*(R-L);}
 document.querySelectorAll('.figwrap').forEach(function(w){
  w.addEventListener('click',function(ev){var r=w.getBoundingClientRect();
+  var L=parseFloat(w.dataset.l),R=parseFloat(w.dataset.r);
   var f=((ev.clientX-r.left)/r.width-L)/(R-L);
   if(f>=0&&f<=1)seek(f*parseFloat(w.dataset.dur));});
 });
 var segs=[].slice.call(document.querySelectorAll('.seg'));
 if(a)a.addEventListener('timeupdate',function(){var t=a.currentTime;
  document.querySelectorAll('.figwrap').forEach(function(w){var h=w.querySelector('.playhead');
-  h.style.display='block';h.style.left=((L+t/parseFloat(w.dataset.dur)*(R-L))*100)+'%%';});
+  h.style.display='block';h.style.left=(frac(w,t)*100)+'%';});
  segs.forEach(function(s){
   s.classList.toggle('playing',t>=parseFloat(s.dataset.t)&&t<parseFloat(s.dataset.e));});
 });
 })();
-""" % {"left": AXES_LEFT, "right": AXES_RIGHT}
+"""
 
 _INDEX_JS = """
 document.querySelectorAll('table.sortable').forEach(function(tb){
