@@ -131,9 +131,12 @@ def ingest(
     cfg = _params(params).ingest
     from callqa.data import ingest as stage
 
-    summary = stage.run(
-        cfg, sources=source or None, labels_csv=labels_csv, manifest=manifest, progress=progress
-    )
+    try:
+        summary = stage.run(
+            cfg, sources=source or None, labels_csv=labels_csv, manifest=manifest, progress=progress
+        )
+    except stage.IngestError as err:
+        raise _fail(str(err), 2) from None
     _print_summary("ingest", summary)
 
 
@@ -148,6 +151,7 @@ def validate(
 ) -> None:
     """Great Expectations suite + audio checks: every file accepted or quarantined."""
     cfg = _params(params).validate_cfg
+    from callqa.config import cache_root
     from callqa.data import validate as stage
 
     try:
@@ -158,6 +162,7 @@ def validate(
             quarantine=quarantine,
             data_docs_dir=data_docs_dir,
             progress=progress,
+            cache_dir=cache_root() / "validate",
         )
     except stage.ValidationFailed as err:
         raise _fail(str(err)) from None

@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 from callqa.asr.backend import AsrBackend, AsrSegment
 from callqa.audio.io import atomic_path
-from callqa.config import ScoreConfig, TranscribeConfig
+from callqa.config import ScoreConfig, TranscribeConfig, cache_root
 from callqa.schemas import Segment, Word
 
 logger = logging.getLogger(__name__)
@@ -37,10 +36,6 @@ class Transcript:
     roles_from: str  # "channels" | "diarization"
 
 
-def cache_dir() -> Path:
-    return Path(os.environ.get("CALLQA_CACHE_DIR", ".cache/callqa"))
-
-
 class CachedAsr:
     """An ASR backend behind a per-track result cache keyed by audio, speech, model, options."""
 
@@ -49,7 +44,7 @@ class CachedAsr:
         self.options = cfg.model_dump(
             include={"language", "beam_size", "max_no_speech_prob", "min_avg_logprob"}
         )
-        self.root = (root or cache_dir()) / "transcribe"
+        self.root = (root or cache_root()) / "transcribe"
         self.hits = 0
 
     def key(self, x: np.ndarray, speech: list[Interval]) -> str:

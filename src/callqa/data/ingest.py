@@ -1,0 +1,436 @@
+"""`callqa ingest`: audio folders (+ optional labels CSV) -> manifest.parquet.
+
+One row per input file, broken ones included: `callqa validate` decides what is kept, so a
+file that cannot be read still gets a row with a `probe_error` code.
+
+Example:
+    >>> from callqa.config import IngestConfig
+    >>> cfg = IngestConfig()
+    >>> summary = run(cfg, sources=[Path("data/synth")], progress=False)  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+import os
+import re
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+
+from callqa.audio.io import AUDIO_EXTENSIONS, AudioError, atomic_path, content_id, probe
+from callqa.config import IngestConfig, SplitConfig
+
+logger = logging.getLogger(__name__)
+
+# Containers soundfile cannot decode (m4a, aac, wma, amr) are still listed so that they reach
+# validate and are quarantined with a message, instead of vanishing without a word.
+SCAN_EXTENSIONS = AUDIO_EXTENSIONS | {
+    ".aif", ".aiff", ".au", ".snd", ".caf", ".w64", ".rf64",
+    ".m4a", ".aac", ".wma", ".amr",
+}  # fmt: skip
+
+# Filename patterns of public corpora. RAVDESS: modality-channel-emotion-intensity-statement-
+# repetition-actor; CREMA-D: actor_sentence_emotion_level.
+RAVDESS_RE = re.compile(r"^(\d{2})-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d{2})$")
+RAVDESS_EMOTIONS = {
+    "01": "neutral", "02": "calm", "03": "happy", "04": "sad",
+    "05": "angry", "06": "fearful", "07": "disgust", "08": "surprised",
+}  # fmt: skip
+CREMAD_RE = re.compile(r"^(\d{4})_([A-Z]{3})_(ANG|DIS|FEA|HAP|NEU|SAD)_([A-Z]{2})$")
+
+SOURCES = ("synth", "csv", "ravdess", "cremad", "folder")
+
+# Manifest columns and their Arrow types; validate reads the same list.
+MANIFEST_COLUMNS: dict[str, str] = {
+    "id": "string",  # first 16 hex of SHA-256 of the bytes; null if the file cannot be read
+    "path": "string",
+    "size_bytes": "int64",
+    "duration_s": "float64",
+    "sample_rate_hz": "int64",
+    "channels": "int64",
+    "format": "string",
+    "subtype": "string",  # soundfile subtype: PCM_16, ULAW, ... (quantisation step for clipping)
+    "probe_error": "string",  # missing_file | empty_file | not_audio | unreadable | null
+    "probe_message": "string",
+    "label_raw": "string",
+    "label": "string",
+    "label_status": "string",  # none | ok | out_of_scope | unknown
+    "labels_json": "string",
+    "speaker": "string",
+    "source": "string",
+    "split": "string",
+}
+LABEL_STATUSES = ("none", "ok", "out_of_scope", "unknown")
+
+
+class IngestError(ValueError):
+    """An input problem the user can fix (missing folder, bad labels CSV)."""
+
+
+@dataclass
+class Entry:
+    """One input file before probing."""
+
+    path: str
+    source: str
+    label_raw: str | None = None
+    speaker: str | None = None
+    labels_json: str | None = None
+
+
+def parse_corpus_name(stem: str) -> tuple[str, str, str, dict] | None:
+    """Recognise RAVDESS / CREMA-D file names.
+
+    Returns:
+        (source, label_raw, speaker, extras) or None when the name matches neither corpus.
+
+    Example:
+        >>> parse_corpus_name("03-01-05-02-01-01-07")[:3]
+        ('ravdess', 'angry', 'ravdess_actor07')
+        >>> parse_corpus_name("1001_DFA_ANG_XX")[:3]
+        ('cremad', 'ANG', 'cremad_1001')
+    """
+    m = RAVDESS_RE.match(stem)
+    if m:
+        modality, channel, emotion, intensity, statement, repetition, actor = m.groups()
+        extras = {
+            "corpus": "ravdess",
+            "modality": modality,
+            "vocal_channel": "speech" if channel == "01" else "song",
+            "intensity": "normal" if intensity == "01" else "strong",
+            "statement": statement,
+            "repetition": repetition,
+        }
+        return "ravdess", RAVDESS_EMOTIONS[emotion], f"ravdess_actor{actor}", extras
+    m = CREMAD_RE.match(stem)
+    if m:
+        actor, sentence, emotion, level = m.groups()
+        extras = {"corpus": "cremad", "sentence": sentence, "level": level}
+        return "cremad", emotion, f"cremad_{actor}", extras
+    return None
+
+
+def map_label(label_raw: str | None, label_map: dict[str, str | None]) -> tuple[str | None, str]:
+    """Map a corpus label onto a callqa label.
+
+    Exact key first, then a case-insensitive match, so a CSV that says "Angry" still maps.
+
+    Returns:
+        (label, status) with status none (no label), ok, out_of_scope (mapped to null) or
+        unknown (not a key of `label_map`).
+    """
+    if label_raw is None or not str(label_raw).strip():
+        return None, "none"
+    raw = str(label_raw).strip()
+    if raw in label_map:
+        key = raw
+    else:
+        folded = {k.casefold(): k for k in label_map}
+        key = folded.get(raw.casefold())
+        if key is None:
+            return None, "unknown"
+    mapped = label_map[key]
+    return (mapped, "ok") if mapped is not None else (None, "out_of_scope")
+
+
+def _read_sidecar(path: Path) -> dict | None:
+    """A synth sidecar (`<stem>.json` with `checks` and `emotion`), or None."""
+    side = path.with_suffix(".json")
+    if not side.is_file():
+        return None
+    try:
+        data = json.loads(side.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        logger.warning(
+            "%s: sidecar is not valid JSON (%s); the file is ingested unlabelled", side, err
+        )
+        return None
+    if isinstance(data, dict) and "checks" in data and "emotion" in data:
+        return data
+    return None
+
+
+def classify_file(path: Path, path_str: str) -> Entry:
+    """Decide source, label and speaker of one file found in a folder."""
+    sidecar = _read_sidecar(path)
+    if sidecar is not None:
+        emotion = sidecar.get("emotion") or {}
+        return Entry(
+            path=path_str,
+            source="synth",
+            label_raw=emotion.get("customer") if isinstance(emotion, dict) else None,
+            labels_json=json.dumps(sidecar, sort_keys=True, ensure_ascii=False),
+        )
+    parsed = parse_corpus_name(path.stem)
+    if parsed is not None:
+        source, label_raw, speaker, extras = parsed
+        return Entry(path_str, source, label_raw, speaker, json.dumps(extras, sort_keys=True))
+    return Entry(path=path_str, source="folder")
+
+
+def scan_source(source: Path) -> list[Entry]:
+    """Every audio file under `source` (a folder, walked recursively, or one file).
+
+    Hidden files and folders (names starting with ".") are skipped: they are temp files of
+    interrupted writes, macOS `._*` resource forks and tool caches, not recordings.
+
+    Raises:
+        IngestError: when `source` does not exist.
+    """
+    if not source.exists():
+        raise IngestError(
+            f"ingest source '{source}' does not exist: fix ingest.sources in params.yaml or "
+            "pass existing folders (run `callqa synth` first for data/synth)"
+        )
+    if source.is_file():
+        return [classify_file(source, os.path.normpath(str(source)))]
+    entries, hidden = [], 0
+    for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
+        hidden += sum(d.startswith(".") for d in dirnames)
+        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
+        for name in filenames:
+            if Path(name).suffix.lower() not in SCAN_EXTENSIONS:
+                continue
+            if name.startswith("."):
+                hidden += 1
+                continue
+            full = Path(dirpath) / name
+            entries.append(classify_file(full, os.path.normpath(str(full))))
+    if hidden:
+        logger.info("%s: skipped %d hidden files or folders", source, hidden)
+    return entries
+
+
+def read_labels_csv(csv_path: Path) -> list[Entry]:
+    """Rows of a labels CSV (`path,label[,speaker]`; paths relative to the CSV's folder).
+
+    A file named in the CSV that does not exist is still returned: validate quarantines it as
+    `missing_file`, so the user sees it in the report instead of a silent drop.
+
+    Raises:
+        IngestError: when the CSV is missing or lacks the `path` / `label` columns.
+    """
+    if not csv_path.is_file():
+        raise IngestError(f"labels CSV '{csv_path}' not found: fix ingest.labels_csv or --labels")
+    # utf-8-sig: spreadsheets often save a byte-order mark that would corrupt the first header.
+    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+        reader = csv.DictReader(f)
+        header = [h.strip().lower() for h in (reader.fieldnames or [])]
+        missing = [c for c in ("path", "label") if c not in header]
+        if missing:
+            raise IngestError(
+                f"labels CSV '{csv_path}': missing column(s) {', '.join(missing)} "
+                f"(found: {', '.join(header) or 'no header'}). Expected a header row "
+                "'path,label' with an optional 'speaker' column."
+            )
+        rows = [
+            {(k or "").strip().lower(): (v or "").strip() for k, v in r.items()} for r in reader
+        ]
+    entries: dict[str, Entry] = {}
+    for line_no, row in enumerate(rows, start=2):
+        rel = row.get("path", "")
+        if not rel:
+            logger.warning("%s line %d: empty path, row skipped", csv_path, line_no)
+            continue
+        full = Path(rel) if Path(rel).is_absolute() else csv_path.parent / rel
+        path_str = os.path.normpath(str(full))
+        speaker = row.get("speaker") or None
+        parsed = parse_corpus_name(full.stem)
+        if speaker is None and parsed is not None:
+            speaker = parsed[2]  # corpus file names still tell who speaks
+        entry = Entry(path_str, "csv", row.get("label") or None, speaker)
+        key = os.path.realpath(path_str)
+        if key in entries:
+            if entries[key].label_raw != entry.label_raw:
+                logger.warning(
+                    "%s line %d: %s is listed again with label %r; keeping the first, %r",
+                    csv_path, line_no, rel, entry.label_raw, entries[key].label_raw,
+                )  # fmt: skip
+            continue
+        entries[key] = entry
+    return list(entries.values())
+
+
+def _split_key(seed: int, group: str) -> str:
+    return hashlib.sha256(f"{seed}\0{group}".encode()).hexdigest()
+
+
+def assign_splits(group_sizes: dict[str, int], split: SplitConfig) -> dict[str, str]:
+    """Put whole groups (speakers, or single files) into test, val and train.
+
+    Groups are visited in an order fixed by a hash of (seed, group), so the result depends only
+    on the seed and the groups, not on file order. Each split takes groups while that brings
+    its file count closer to its share; if none fits (few large speakers), it takes the
+    smallest one, as long as one group is left for train.
+
+    Example:
+        >>> s = assign_splits({"a": 10, "b": 10, "c": 10}, SplitConfig())
+        >>> sorted(s.values())
+        ['test', 'train', 'val']
+    """
+    order = sorted(group_sizes, key=lambda g: _split_key(split.seed, g))
+    total = sum(group_sizes.values())
+    assigned: dict[str, str] = {}
+    for name, share in (("test", split.test_share), ("val", split.val_share)):
+        target = share * total
+        if target <= 0:
+            continue
+        taken = 0
+        for g in order:
+            if g in assigned or len(order) - len(assigned) <= 1:
+                continue
+            size = group_sizes[g]
+            if taken + size <= target + 0.5 * size:
+                assigned[g] = name
+                taken += size
+        free = [g for g in order if g not in assigned]
+        if taken == 0 and len(free) >= 2:
+            assigned[min(free, key=lambda g: group_sizes[g])] = name
+    return {g: assigned.get(g, "train") for g in order}
+
+
+def describe_file(path: str) -> dict:
+    """Hash and header facts of one file; never raises for a bad file."""
+    row: dict = {"id": None, "size_bytes": None, "duration_s": None, "sample_rate_hz": None,
+                 "channels": None, "format": None, "subtype": None,
+                 "probe_error": None, "probe_message": None}  # fmt: skip
+    p = Path(path)
+    try:
+        row["size_bytes"] = p.stat().st_size
+        row["id"] = content_id(p)
+    except FileNotFoundError:
+        row["size_bytes"] = None
+    except OSError as err:
+        row["probe_error"], row["probe_message"] = "unreadable", f"{path}: cannot be read ({err})"
+        return row
+    try:
+        info = probe(p)
+    except AudioError as err:
+        row["probe_error"], row["probe_message"] = err.code, err.message
+        if err.code == "not_audio" and p.suffix.lower() in SCAN_EXTENSIONS - {".wav"}:
+            # An .m4a that soundfile cannot open is audio in a format we do not decode.
+            row["probe_error"] = "unreadable"
+            row["probe_message"] = (
+                f"{p.name}: {p.suffix} files cannot be decoded here; convert it to WAV or FLAC "
+                "(e.g. `ffmpeg -i in.m4a out.wav`)"
+            )
+        return row
+    row.update({k: info[k] for k in ("duration_s", "sample_rate_hz", "channels", "format",
+                                     "subtype")})  # fmt: skip
+    return row
+
+
+def build_manifest(
+    entries: list[Entry], label_map: dict[str, str | None], split: SplitConfig, progress: bool
+) -> list[dict]:
+    """Probe every entry, map labels and assign speaker-disjoint splits (rows sorted by path)."""
+    from callqa.progress import track
+
+    rows = []
+    entries = sorted(entries, key=lambda e: e.path)
+    for e in track(entries, "ingest", enabled=progress):
+        label, status = map_label(e.label_raw, label_map)
+        facts = describe_file(e.path)
+        if facts["probe_error"] == "missing_file" and e.source == "csv":
+            facts["probe_message"] = (
+                f"{e.path}: file not found, but the labels CSV lists it; fix the path in the "
+                "CSV (relative to the CSV's folder) or remove the row"
+            )
+        rows.append({**facts, "path": e.path, "label_raw": e.label_raw,
+                     "label": label, "label_status": status, "labels_json": e.labels_json,
+                     "speaker": e.speaker, "source": e.source})  # fmt: skip
+    # Files of one speaker stay together; unknown speakers are single-file groups (by content,
+    # so two copies of one recording cannot land on both sides of the split).
+    groups = [
+        f"speaker:{r['speaker']}" if r["speaker"] else f"file:{r['id'] or r['path']}" for r in rows
+    ]
+    splits = assign_splits(dict(Counter(groups)), split)
+    for r, g in zip(rows, groups, strict=True):
+        r["split"] = splits[g]
+    return rows
+
+
+def write_manifest(rows: list[dict], path: Path) -> None:
+    """Write rows as Parquet with the fixed manifest schema (temp name, then rename)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([(name, getattr(pa, typ)()) for name, typ in MANIFEST_COLUMNS.items()])
+    table = pa.Table.from_pylist([{c: r.get(c) for c in MANIFEST_COLUMNS} for r in rows], schema)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def collect_entries(sources: list[Path], labels_csv: Path | None) -> list[Entry]:
+    """Folder scans plus CSV rows; a file found twice appears once, the CSV's labels winning."""
+    by_file: dict[str, Entry] = {}
+    for src in sources:
+        for e in scan_source(Path(src)):
+            by_file.setdefault(os.path.realpath(e.path), e)
+    if labels_csv is not None:
+        for e in read_labels_csv(Path(labels_csv)):
+            key = os.path.realpath(e.path)
+            found = by_file.get(key)
+            if found is not None:
+                e.path = found.path  # keep one spelling of the path
+                e.speaker = e.speaker or found.speaker
+                e.labels_json = found.labels_json
+            by_file[key] = e
+    return list(by_file.values())
+
+
+def run(
+    cfg: IngestConfig,
+    sources: list[Path] | None = None,
+    labels_csv: Path | None = None,
+    manifest: Path | None = None,
+    progress: bool = True,
+) -> dict:
+    """Build the manifest from audio folders and an optional labels CSV.
+
+    Args:
+        cfg: the `ingest` section; `sources`, `labels_csv`, `manifest` override it for this run.
+        sources: folders (or single files) to scan recursively.
+        labels_csv: CSV with `path,label[,speaker]`, paths relative to the CSV's folder.
+        manifest: output Parquet path.
+        progress: show a progress bar.
+
+    Returns:
+        Summary: manifest path, file count, counts by source, split, label status and probe
+        error, and the number of known speakers.
+
+    Raises:
+        IngestError: a source folder or the labels CSV is missing or malformed, or no input
+            file was found.
+    """
+    sources = list(cfg.sources if sources is None else sources)
+    labels_csv = cfg.labels_csv if labels_csv is None else labels_csv
+    manifest = Path(cfg.manifest if manifest is None else manifest)
+    entries = collect_entries(sources, labels_csv)
+    if not entries:
+        where = ", ".join(str(s) for s in sources) or "(no sources)"
+        raise IngestError(
+            f"no audio files found in {where}: check ingest.sources (extensions read: "
+            f"{', '.join(sorted(SCAN_EXTENSIONS))})"
+        )
+    rows = build_manifest(entries, cfg.label_map, cfg.split, progress)
+    write_manifest(rows, manifest)
+    summary = {
+        "manifest": str(manifest),
+        "files": len(rows),
+        "by_source": dict(Counter(r["source"] for r in rows)),
+        "by_split": dict(Counter(r["split"] for r in rows)),
+        "by_label_status": dict(Counter(r["label_status"] for r in rows)),
+        "probe_errors": dict(Counter(r["probe_error"] for r in rows if r["probe_error"])),
+        "speakers": len({r["speaker"] for r in rows if r["speaker"]}),
+    }
+    logger.info(
+        "ingest: %d files -> %s (sources %s, splits %s, probe errors %s)",
+        summary["files"], manifest, summary["by_source"], summary["by_split"],
+        summary["probe_errors"] or "none",
+    )  # fmt: skip
+    return summary

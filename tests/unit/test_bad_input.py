@@ -1,0 +1,194 @@
+"""Broken and awkward inputs go through ingest + validate; each ends quarantined with its reason.
+
+Good files are copies of real speech from ../shared/realdata (made in tmp_path only).
+"""
+
+from __future__ import annotations
+
+import shutil
+import struct
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from callqa.config import IngestConfig, ValidateConfig
+from callqa.data import ingest, validate
+
+REAL = Path(__file__).resolve().parents[3] / "shared" / "realdata"
+if not REAL.exists():
+    REAL = Path("/work/shared/realdata")
+ASR = REAL / "asr"
+NON_ASCII = "appel_client_é_通話.wav"
+HOUR_S = 3600
+
+
+def _speech(name: str = "librivox_ss01_0880.wav") -> tuple[np.ndarray, int]:
+    x, sr = sf.read(ASR / name, dtype="float32", always_2d=True)
+    return x, sr
+
+
+def write_silent_wav(path: Path, seconds: int, sample_rate_hz: int = 8000) -> None:
+    """16-bit mono WAV of digital silence, written as a header plus a sparse zero-filled body."""
+    n_bytes = seconds * sample_rate_hz * 2
+    header = b"RIFF" + struct.pack("<I", 36 + n_bytes) + b"WAVE"
+    header += b"fmt " + struct.pack("<IHHIIHH", 16, 1, 1, sample_rate_hz, sample_rate_hz * 2, 2, 16)
+    header += b"data" + struct.pack("<I", n_bytes)
+    with open(path, "wb") as f:
+        f.write(header)
+        f.truncate(len(header) + n_bytes)
+
+
+# file name -> expected reason code (None = accepted)
+EXPECTED = {
+    "good_a.wav": None,
+    "good_b.wav": None,
+    "good_c.flac": None,
+    NON_ASCII: None,
+    "zz_copy_of_good_a.wav": "duplicate_content",
+    "empty.wav": "empty_file",
+    "truncated_header.wav": "unreadable",
+    "notes.wav": "not_audio",
+    "nan_samples.wav": "nan_samples",
+    "one_sample.wav": "too_short",
+    "six_channels.wav": "too_many_channels",
+    "hour_of_silence.wav": "silent",
+    "clipped.wav": "clipped",
+    "low_rate.wav": "sample_rate_too_low",
+    "labels/missing.wav": "missing_file",
+    "labels/bored.wav": "unknown_label",
+    "labels/fearful.wav": "label_out_of_scope",
+}
+
+
+@pytest.fixture(scope="module")
+def outcome(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bad_input")
+    calls = root / "calls"
+    (calls / "labels").mkdir(parents=True)
+    shutil.copyfile(ASR / "librivox_ss01_0870.wav", calls / "good_a.wav")
+    shutil.copyfile(ASR / "ps_cards_002.wav", calls / "good_b.wav")
+    shutil.copyfile(ASR / "jfk.flac", calls / "good_c.flac")
+    shutil.copyfile(ASR / "librivox_ss01_0880.wav", calls / NON_ASCII)
+    shutil.copyfile(ASR / "librivox_ss01_0870.wav", calls / "zz_copy_of_good_a.wav")
+    (calls / "empty.wav").write_bytes(b"")
+    (calls / "truncated_header.wav").write_bytes((ASR / "ps_cards_001.wav").read_bytes()[:20])
+    (calls / "notes.wav").write_text("agent: hello, this is not audio\n", encoding="utf-8")
+    x, sr = _speech()
+    nan = x.copy()
+    nan[1000:1010] = np.nan
+    sf.write(calls / "nan_samples.wav", nan, sr, subtype="FLOAT")
+    sf.write(calls / "one_sample.wav", x[:1], sr)
+    sf.write(calls / "six_channels.wav", np.tile(x, (1, 6)), sr)
+    write_silent_wav(calls / "hour_of_silence.wav", HOUR_S)
+    sf.write(calls / "clipped.wav", np.clip(8 * x / np.abs(x).max(), -1, 1), sr)
+    sf.write(calls / "low_rate.wav", x[::4], sr // 4)  # 4 kHz: below the 8 kHz minimum
+    shutil.copyfile(ASR / "ps_goforward.wav", calls / "labels" / "bored.wav")
+    shutil.copyfile(ASR / "ps_cards_003.wav", calls / "labels" / "fearful.wav")
+    (calls / "readme.txt").write_text("not an audio extension: not ingested")
+    labels = calls / "labels" / "labels.csv"
+    labels.write_text(
+        "path,label,speaker\n"
+        "../good_a.wav,angry,spk1\n"
+        "missing.wav,neutral,spk2\n"
+        "bored.wav,bored,spk3\n"
+        "fearful.wav,fearful,spk4\n",
+        encoding="utf-8",
+    )
+
+    manifest = root / "manifest.parquet"
+    ing = ingest.run(IngestConfig(), [calls], labels, manifest, progress=False)
+    cfg = ValidateConfig()
+    t0 = time.perf_counter()
+    with pytest.raises(validate.ValidationFailed) as failed:
+        validate.run(
+            cfg, manifest, root / "accepted.parquet", root / "quarantine.parquet",
+            root / "docs", progress=False,
+        )  # fmt: skip
+    seconds = time.perf_counter() - t0
+    return {
+        "calls": calls,
+        "ingest": ing,
+        "manifest": pd.read_parquet(manifest),
+        "accepted": pd.read_parquet(root / "accepted.parquet"),
+        "quarantine": pd.read_parquet(root / "quarantine.parquet"),
+        "error": str(failed.value),
+        "seconds": seconds,
+        "docs": root / "docs",
+    }
+
+
+def _rel(calls: Path, path: str) -> str:
+    return Path(path).relative_to(calls).as_posix()
+
+
+def test_every_file_accounted_for_exactly_once(outcome):
+    calls = outcome["calls"]
+    manifest = {_rel(calls, p) for p in outcome["manifest"]["path"]}
+    assert manifest == set(EXPECTED)  # readme.txt and labels.csv are not audio
+    acc = {_rel(calls, p) for p in outcome["accepted"]["path"]}
+    quar = {_rel(calls, p) for p in outcome["quarantine"]["path"]}
+    assert acc.isdisjoint(quar)
+    assert acc | quar == set(EXPECTED)
+    assert outcome["manifest"]["path"].tolist() == sorted(outcome["manifest"]["path"])
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_file_ends_with_its_reason(outcome, name):
+    calls = outcome["calls"]
+    acc = {_rel(calls, p) for p in outcome["accepted"]["path"]}
+    q = outcome["quarantine"]
+    q = q.assign(rel=[_rel(calls, p) for p in q["path"]]).set_index("rel")
+    expected = EXPECTED[name]
+    if expected is None:
+        assert name in acc, (
+            f"{name} quarantined: {q.loc[name, 'message'] if name in q.index else ''}"
+        )
+        return
+    assert name in q.index
+    reasons = list(q.loc[name, "reasons"])
+    assert reasons[0] == expected or expected in reasons, reasons
+    # The specific reason leads (nothing spurious before it) and the message names the file.
+    assert reasons == [c for c in validate.CODES if c in reasons]
+    message = q.loc[name, "message"]
+    assert Path(name).name in message and len(message) > 25
+
+
+def test_specific_reasons_are_not_muddled(outcome):
+    q = outcome["quarantine"]
+    by_name = {Path(p).name: list(r) for p, r in zip(q["path"], q["reasons"], strict=True)}
+    assert by_name["hour_of_silence.wav"] == ["silent"]
+    assert by_name["clipped.wav"] == ["clipped"]
+    assert by_name["six_channels.wav"] == ["too_many_channels"]
+    assert by_name["nan_samples.wav"] == ["nan_samples"]
+    assert by_name["missing.wav"] == ["missing_file"]
+    assert by_name["bored.wav"] == ["unknown_label"]
+    assert by_name["fearful.wav"] == ["label_out_of_scope"]
+    assert by_name["zz_copy_of_good_a.wav"] == ["duplicate_content"]
+
+
+def test_duplicate_message_names_the_kept_file(outcome):
+    q = outcome["quarantine"].set_index("path")
+    dup = str(outcome["calls"] / "zz_copy_of_good_a.wav")
+    assert "good_a.wav" in q.loc[dup, "message"]
+    assert q.loc[dup, "id"] == outcome["manifest"].set_index("path").loc[dup, "id"]
+
+
+def test_missing_file_has_null_id_and_csv_label_wins(outcome):
+    m = outcome["manifest"].set_index("path")
+    calls = outcome["calls"]
+    missing = m.loc[str(calls / "labels" / "missing.wav")]
+    assert pd.isna(missing["id"]) and missing["probe_error"] == "missing_file"
+    good_a = m.loc[str(calls / "good_a.wav")]  # listed by the folder scan and by the CSV
+    assert (good_a["label"], good_a["speaker"], good_a["source"]) == ("angry", "spk1", "csv")
+
+
+def test_run_fails_with_a_readable_message_and_finishes_quickly(outcome):
+    assert "validate.min_accepted_share" in outcome["error"]
+    assert "quarantine.parquet" in outcome["error"]
+    assert (outcome["docs"] / "index.html").is_file()
+    # An hour of silence is streamed, not loaded: the whole validation stays quick.
+    assert outcome["seconds"] < 30

@@ -1,0 +1,217 @@
+"""callqa.data.validate: clipping, block streaming, reasons, the GX suite and the stage run."""
+
+from __future__ import annotations
+
+import math
+import shutil
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import soundfile as sf
+
+from callqa.audio import metrics
+from callqa.config import IngestConfig, ValidateConfig
+from callqa.data import ingest, validate
+from callqa.data.validate import AudioStats, _RunCounter
+
+REAL = Path("/work/shared/realdata")
+ASR = REAL / "asr"
+RAVDESS = REAL / "emotion" / "ravdess"
+
+
+def _naive_run_samples(mask: np.ndarray, min_run: int = 3) -> int:
+    total = 0
+    for row in mask:
+        run = 0
+        for v in list(row) + [False]:
+            if v:
+                run += 1
+            else:
+                total += run if run >= min_run else 0
+                run = 0
+    return total
+
+
+def test_run_counter_is_independent_of_block_boundaries():
+    rng = np.random.default_rng(0)
+    mask = rng.random((2, 3000)) < 0.6  # many short and long runs
+    expected = _naive_run_samples(mask)
+    for _ in range(5):
+        cuts = np.sort(rng.choice(np.arange(1, 3000), size=20, replace=False))
+        counter = _RunCounter(2)
+        for block in np.split(mask, cuts, axis=1):
+            counter.add(block)
+        assert counter.finish() == expected
+
+
+@pytest.mark.parametrize(
+    "fmt, subtype",
+    [("WAV", "PCM_16"), ("WAV", "ULAW"), ("WAV", "PCM_U8"), ("FLAC", "PCM_24"),
+     ("MP3", "MPEG_LAYER_III")],
+)  # fmt: skip
+def test_clipping_on_real_speech(tmp_path, monkeypatch, fmt, subtype):
+    x, sr = sf.read(ASR / "librivox_ss01_0870.wav", dtype="float32", always_2d=True)
+    loud = x / np.abs(x).max() * 0.999  # peaks at full scale, but not clipped
+    clipped = np.clip(8 * loud, -1, 1)
+    shares = {}
+    for name, audio in (("loud", loud), ("clipped", clipped)):
+        path = tmp_path / f"{name}.{fmt.lower()}"
+        sf.write(path, audio, sr, format=fmt, subtype=subtype)
+        stats = validate.measure_audio(path)
+        decoded, _ = sf.read(path, dtype="float32", always_2d=True)
+        # One definition of clipping: the streamed count equals audio.metrics on the whole file.
+        assert stats.clipped_share == pytest.approx(metrics.clipped_share(decoded.T, subtype))
+        monkeypatch.setattr(validate, "IN_MEMORY_SAMPLES", 0)
+        monkeypatch.setattr(validate, "BLOCK_FRAMES", 777)
+        assert validate.measure_audio(path).clipped_share == pytest.approx(stats.clipped_share)
+        monkeypatch.undo()
+        shares[name] = stats.clipped_share
+    assert shares["loud"] < 0.001
+    assert shares["clipped"] > 0.02
+
+
+def test_streaming_matches_whole_file(tmp_path, monkeypatch):
+    x, sr = sf.read(ASR / "librivox_ss01_0890.wav", dtype="float32", always_2d=True)
+    x = x / np.abs(x).max()
+    stereo = np.clip(np.concatenate([8 * x, 0.5 * x], axis=1), -1, 1)
+    path = tmp_path / "stereo.wav"
+    sf.write(path, stereo, sr, subtype="PCM_16")
+    whole = validate.measure_audio(path)
+    monkeypatch.setattr(validate, "IN_MEMORY_SAMPLES", 0)
+    monkeypatch.setattr(validate, "BLOCK_FRAMES", 1000)  # many blocks, runs cross boundaries
+    streamed = validate.measure_audio(path)
+    assert streamed.frames == whole.frames == len(x)
+    assert streamed.clipped_share == whole.clipped_share > 0.01
+    assert (streamed.peak_pos, streamed.peak_neg) == (whole.peak_pos, whole.peak_neg)
+    assert streamed.max_frame_dbfs == pytest.approx(whole.max_frame_dbfs, abs=1e-6)
+    assert whole.max_frame_dbfs > -10
+
+
+def test_clip_bounds():
+    hi, lo = validate.clip_bounds("PCM_16", 0.5, -1.0)
+    assert 0.5 - 2**-14 < hi < 0.5 and -1.0 < lo < -1.0 + 2**-14
+    assert validate.clip_bounds("ULAW", 0.98, -0.98)[0] > 0.979  # peak level only
+    assert validate.clip_bounds("PCM_16", 0.0, 0.0) == (math.inf, -math.inf)  # silence
+
+
+def test_file_reasons_follow_thresholds():
+    cfg = ValidateConfig()
+    ok = AudioStats(16000 * 3, 16000, 2, "PCM_16", max_frame_dbfs=-12.0, clipped_share=0.0)
+    assert validate.file_reasons(ok, cfg) == {}
+
+    def codes(**changes) -> list[str]:
+        fields = {**ok.__dict__, **changes}
+        return sorted(validate.file_reasons(AudioStats(**fields), cfg))
+
+    assert codes(frames=4000) == ["too_short"]
+    assert codes(channels=3) == ["too_many_channels"]
+    assert codes(sample_rate_hz=6000, frames=18000) == ["sample_rate_too_low"]
+    assert codes(max_frame_dbfs=-70.0) == ["silent"]
+    assert codes(max_frame_dbfs=-math.inf) == ["silent"]
+    assert codes(max_frame_dbfs=-45.0) == []  # quiet is not silent
+    assert codes(clipped_share=0.05) == ["clipped"]
+    assert codes(nonfinite=3, max_frame_dbfs=-math.inf) == ["nan_samples"]  # not also silent
+
+
+def test_label_reasons():
+    cfg = ValidateConfig()
+    assert validate.label_reasons({"label_status": "ok", "label": "sad"}, cfg) == {}
+    assert validate.label_reasons({"label_status": "none", "label": None}, cfg) == {}
+    unknown = validate.label_reasons({"label_status": "unknown", "label_raw": "bored"}, cfg)
+    assert list(unknown) == ["unknown_label"] and "'bored'" in unknown["unknown_label"]
+    narrow = ValidateConfig(labels=["angry", "neutral"])
+    assert list(validate.label_reasons({"label_status": "ok", "label": "sad"}, narrow)) == [
+        "label_out_of_scope"
+    ]
+
+
+def test_gx_suite_flags_manifest_rows(tmp_path):
+    cfg = ValidateConfig(labels=["angry", "neutral", "sad", "happy"])
+    df = pd.DataFrame(
+        {
+            "path": ["ok.wav", "noid.wav", "short.wav", "lowrate.wav", "six.wav", "bored.wav",
+                     "dup.wav"],
+            "id": ["a1", None, "a3", "a4", "a5", "a6", "a1"],
+            "duration_s": [3.0, None, 0.1, 3.0, 3.0, 3.0, 3.0],
+            "sample_rate_hz": [16000, None, 16000, 4000, 16000, 16000, 16000],
+            "channels": [1, None, 1, 1, 6, 1, 1],
+            "label": ["sad", None, None, None, None, None, "sad"],
+            "label_status": ["ok", "none", "none", "none", "none", "unknown", "ok"],
+            "probe_error": [None, "not_audio", None, None, None, None, None],
+        }
+    )  # fmt: skip
+    reasons, outcomes = validate.run_expectations(df, cfg, tmp_path / "docs")
+    assert reasons == {
+        "noid.wav": {"not_audio"},
+        "short.wav": {"too_short"},
+        "lowrate.wav": {"sample_rate_too_low"},
+        "six.wav": {"too_many_channels"},
+        "bored.wav": {"unknown_label"},
+    }  # duplicates are settled by path order in run(), not here
+    assert outcomes["be_unique(id)"] is False and outcomes["not_be_null(duration_s)"] is False
+    assert (tmp_path / "docs" / "index.html").is_file()
+
+
+@pytest.fixture(scope="module")
+def small_corpus(tmp_path_factory) -> Path:
+    """8 RAVDESS clips from 4 actors (4 sad, 4 fearful = out of scope), copied to tmp."""
+    folder = tmp_path_factory.mktemp("small_corpus")
+    for actor in ("03", "04", "07", "08"):
+        for emotion in ("04", "06"):
+            name = f"03-01-{emotion}-02-01-02-{actor}.flac"
+            shutil.copyfile(RAVDESS / name, folder / name)
+    return folder
+
+
+def test_run_accepts_real_speech_and_cleans_up(tmp_path, small_corpus, monkeypatch):
+    manifest = tmp_path / "manifest.parquet"
+    ingest.run(IngestConfig(), [small_corpus], manifest=manifest, progress=False)
+    systmp = tmp_path / "systmp"
+    systmp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(systmp))  # catch anything GX leaves in /tmp
+    cfg = ValidateConfig(min_accepted_share=1.0)  # out-of-scope labels do not count against it
+    out = tmp_path / "out"
+    kwargs = dict(manifest=manifest, accepted=out / "accepted.parquet",
+                  quarantine=out / "quarantine.parquet", data_docs_dir=out / "docs",
+                  progress=False, cache_dir=tmp_path / "cache")  # fmt: skip
+    summary = validate.run(cfg, **kwargs)
+    assert (summary["accepted"], summary["quarantined"]) == (4, 4)
+    assert summary["by_reason"] == {"label_out_of_scope": 4}
+    assert summary["accepted_share"] == 1.0
+    acc = pd.read_parquet(out / "accepted.parquet")
+    assert list(acc.columns) == list(ingest.MANIFEST_COLUMNS)
+    assert set(acc["label"]) == {"sad"}
+    assert Path(summary["data_docs"]).is_file()
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 8
+    # A second run reads the cache, gives the same answer and replaces (not piles up) the docs.
+    assert validate.run(cfg, **kwargs)["by_reason"] == summary["by_reason"]
+    assert len(list((out / "docs").rglob("validations/**/*.html"))) == 1
+    assert list(systmp.iterdir()) == []
+    assert sorted(p.name for p in out.iterdir()) == ["accepted.parquet", "docs",
+                                                     "quarantine.parquet"]  # fmt: skip
+
+
+def test_run_fails_after_writing_outputs(tmp_path, small_corpus):
+    folder = tmp_path / "in"
+    shutil.copytree(small_corpus, folder)
+    shutil.copyfile(ASR / "jfk.flac", folder / "jfk.flac")  # 11 s
+    manifest = tmp_path / "manifest.parquet"
+    ingest.run(IngestConfig(), [folder], manifest=manifest, progress=False)
+    # A manifest edited by hand: GX catches what the file itself would not show.
+    df = pd.read_parquet(manifest)
+    tampered = df["path"].str.endswith("03-01-04-02-01-02-03.flac")
+    df.loc[tampered, "duration_s"] = 0.1
+    df.to_parquet(manifest)
+    cfg = ValidateConfig(max_duration_s=5.0, min_accepted_share=0.9)
+    with pytest.raises(validate.ValidationFailed, match="only 3 of 5 in-scope files"):
+        validate.run(cfg, manifest, tmp_path / "a.parquet", tmp_path / "q.parquet",
+                     tmp_path / "docs", progress=False)  # fmt: skip
+    q = pd.read_parquet(tmp_path / "q.parquet").set_index("path")
+    jfk = q.loc[str(folder / "jfk.flac")]
+    assert list(jfk["reasons"]) == ["too_long"] and "validate.max_duration_s" in jfk["message"]
+    edited = q.loc[df.loc[tampered, "path"].iloc[0]]
+    assert list(edited["reasons"]) == ["too_short"]
+    assert len(pd.read_parquet(tmp_path / "a.parquet")) + len(q) == 9
