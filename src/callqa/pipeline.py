@@ -42,7 +42,9 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     for p in paths:
         if p.is_dir():
             out.extend(
-                sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS)
+                sorted(
+                    f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS
+                )
             )
         else:
             out.append(p)
@@ -88,9 +90,12 @@ class Scorer:
             self.score_cfg.diarization_speakers,
         )
         mono = tr.roles_from == "diarization"
-        words = {role: [w for s in tr.segments if s.role == role for w in s.words] for role in tr.speech}
-        stats = _stats_by_role(prep, mono)
-        metrics = call_metrics(tr.speech, words, prep.duration_s, stats, tr.tracks, mono=mono)
+        words = {
+            role: [w for s in tr.segments if s.role == role for w in s.words] for role in tr.speech
+        }
+        metrics = call_metrics(
+            tr.speech, words, prep.duration_s, prep.input_stats, tr.tracks, mono=mono
+        )
         metrics = round_times(metrics)
         checks, score, critical = evaluate(
             self.scorecard, tr.segments, metrics, prep.duration_s, self.encoder
@@ -169,7 +174,9 @@ class Scorer:
 
 def _check_samples(audio, path: Path) -> None:
     if not np.isfinite(audio.samples).all():
-        raise AudioError("nan_samples", f"{Path(path).name}: the audio holds NaN or infinite samples")
+        raise AudioError(
+            "nan_samples", f"{Path(path).name}: the audio holds NaN or infinite samples"
+        )
     if audio.duration_s < 0.1:
         raise AudioError("too_short", f"{Path(path).name}: {audio.duration_s:.3f} s is too short")
     if audio.sample_rate_hz < 8000:
@@ -177,15 +184,6 @@ def _check_samples(audio, path: Path) -> None:
             "sample_rate_too_low",
             f"{Path(path).name}: {audio.sample_rate_hz} Hz is below the 8000 Hz minimum",
         )
-
-
-def _stats_by_role(prep, mono: bool) -> dict:
-    """Decoded-audio stats per role: per channel for stereo, the mix's for both on mono."""
-    stats = prep.input_stats
-    if not mono:
-        return {role: stats[role] for role in prep.tracks if role in stats}
-    shared = stats.get("mono") or next(iter(stats.values()), {})
-    return {"agent": shared, "customer": shared}
 
 
 def _error(path: Path, code: str, message: str) -> QAError:

@@ -108,10 +108,15 @@ def decode_bytes(data: bytes, name: str = "upload") -> Audio:
     if not data:
         raise AudioError("empty_file", f"{name}: the file is empty (0 bytes)")
     try:
-        samples, sr = sf.read(_io.BytesIO(data), dtype="float32", always_2d=True)
+        with sf.SoundFile(_io.BytesIO(data)) as f:
+            # keep the subtype: clipping is measured against the format's quantisation step
+            sr, subtype = int(f.samplerate), f.subtype
+            samples = f.read(dtype="float32", always_2d=True)
     except Exception as err:  # noqa: BLE001
         raise AudioError("not_audio", f"{name}: not a readable audio file ({err})") from None
-    return Audio(np.ascontiguousarray(samples.T), int(sr))
+    if samples.shape[0] == 0:
+        raise AudioError("unreadable", f"{name}: the file decodes to no samples")
+    return Audio(np.ascontiguousarray(samples.T), sr, subtype)
 
 
 def _check_exists(path: Path) -> None:
@@ -148,7 +153,9 @@ def resample(x: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
     return y.numpy()
 
 
-def write_audio(path: str | Path, samples: np.ndarray, sample_rate_hz: int, subtype: str = "PCM_16"):
+def write_audio(
+    path: str | Path, samples: np.ndarray, sample_rate_hz: int, subtype: str = "PCM_16"
+):
     """Write (channels, n) or (n,) float audio atomically (temp name, then rename)."""
     import soundfile as sf
 
@@ -167,7 +174,9 @@ class atomic_path:
 
     def __enter__(self) -> Path:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
+        fd, tmp = tempfile.mkstemp(
+            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
+        )
         os.close(fd)
         self.tmp = Path(tmp)
         return self.tmp

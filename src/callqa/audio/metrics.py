@@ -1,10 +1,16 @@
 """Call metrics from VAD activity and word timestamps (definitions pinned in CONTRACTS.md).
 
 Synth labels and scorecard checks use these same functions, so a label and a check can only
-disagree where the audio or the ASR does.
+disagree where the audio or the ASR does. Also the signal measurements (clipping, loudness,
+SNR, pitch) and `call_metrics`, which assembles the `metrics` block of a QA result. Undefined
+values are None, never NaN or infinity.
 """
 
 from __future__ import annotations
+
+import math
+
+import numpy as np
 
 Interval = tuple[float, float]
 Activity = dict[str, list[Interval]]  # role -> sorted speech intervals (seconds)
@@ -58,3 +64,426 @@ def speech_rate_wpm(n_words: int, intervals: list[Interval]) -> float | None:
     """60 x words / total duration of the role's VAD speech; None when there is no speech."""
     speech_s = total_s(intervals)
     return 60.0 * n_words / speech_s if speech_s > 0 else None
+
+
+# ---------------------------------------------------------------------------------------------
+# Signal measurements (pure; numpy in, Python floats or None out)
+# ---------------------------------------------------------------------------------------------
+
+PITCH_MIN_HZ = 60.0
+PITCH_MAX_HZ = 400.0
+# YIN's cumulative-mean-normalised difference must dip below this for a frame to count as voiced
+# (0.10-0.15 in de Cheveigné & Kawahara 2002; 0.2 keeps voiced frames down to ~5-10 dB SNR).
+YIN_THRESHOLD = 0.2
+PITCH_SAMPLE_RATE_HZ = 8000
+MIN_VOICED_FRAMES = 10  # 0.1 s of voiced speech; fewer gives no pitch statistics
+LOUDNESS_MIN_S = 0.4  # one BS.1770 gating block
+SNR_FRAME_S = 0.02
+SNR_MIN_FRAMES = 10  # 0.2 s of speech and of non-speech, else SNR is undefined
+NOISE_FLOOR_POWER = (
+    1e-10  # ~ -100 dBFS, about 16-bit quantisation noise: caps SNR of digital silence
+)
+
+# Clipping tolerance per soundfile subtype ("within one quantisation step of the peak").
+# Linear PCM: one step inclusive, at least one 16-bit step (analog clipping before a 24-bit
+# converter jitters by more than one 24-bit step). mu-law / A-law: the peak level only: their
+# top step is 1/16 of full scale, and a whole step would flag loud unclipped speech.
+_PEAK_TOLERANCE = {"PCM_S8": 1 / 128, "PCM_U8": 1 / 128, "ULAW": 1e-6, "ALAW": 1e-6}
+_DEFAULT_PEAK_TOLERANCE = 1 / 32768
+# Lossy codecs ring around a clipped plateau: the file's own peak is an overshoot (1.1-1.4 seen
+# on MP3/Vorbis of clipped speech) and the plateau wobbles, so samples at |x| >= 0.95 count
+# instead (seen: within ~30% of the pre-encoding share, and 0 to 0.0001 on unclipped speech).
+_LOSSY_SUBTYPES = {"MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III", "VORBIS", "OPUS"}
+_LOSSY_CLIP_LEVEL = 0.95
+_CLIP_RUN = 3
+
+
+def finite_or_none(value, ndigits: int | None = 3) -> float | None:
+    """A JSON-safe float: None for None, NaN or infinity; rounded when `ndigits` is set."""
+    if value is None:
+        return None
+    value = float(value)
+    if not math.isfinite(value):
+        return None
+    return round(value, ndigits) if ndigits is not None else value
+
+
+def clipped_share(x: np.ndarray, subtype: str = "") -> float:
+    """Share of samples on the file's own positive or negative peak, in runs of 3 or more.
+
+    The peak is the file's own (mu-law tops out at 0.980, A-law at 0.984, 8-bit at 0.992), so a
+    fixed threshold near 1.0 finds nothing there. A sample counts when it lies within one
+    quantisation step of that peak (mu-law / A-law: on the peak level; lossy codecs: at or
+    above 0.95 of full scale, see `_LOSSY_SUBTYPES`) and belongs to a run of 3 or more.
+
+    Args:
+        x: decoded samples, (n,) or (channels, n); for 2-D input the peaks are the file's.
+        subtype: soundfile subtype of the file (PCM_16, PCM_U8, ULAW, MPEG_LAYER_III, ...).
+
+    Returns:
+        Share in [0, 1]; 0.0 for empty or all-zero input.
+
+    >>> clipped_share(np.clip(2 * np.sin(np.linspace(0, 20 * np.pi, 1000)), -1, 1), "PCM_16") > 0.3
+    True
+    """
+    x = np.asarray(x)
+    if x.size == 0:
+        return 0.0
+    subtype = (subtype or "").upper()
+    if subtype in _LOSSY_SUBTYPES:
+        hi, lo, tol = _LOSSY_CLIP_LEVEL, -_LOSSY_CLIP_LEVEL, 0.0
+    else:
+        hi, lo = float(np.max(x)), float(np.min(x))
+        # a hair over one step, so float rounding of decoded levels cannot drop a sample
+        tol = _PEAK_TOLERANCE.get(subtype, _DEFAULT_PEAK_TOLERANCE) * 1.001
+    rows = x.reshape(-1, x.shape[-1])
+    n_clipped = 0
+    for row in rows:
+        near = np.zeros(row.shape, dtype=bool)
+        if hi > tol:
+            near |= row >= hi - tol
+        if lo < -tol:
+            near |= row <= lo + tol
+        n_clipped += _samples_in_runs(near, _CLIP_RUN)
+    return n_clipped / x.size
+
+
+def _samples_in_runs(mask: np.ndarray, min_run: int) -> int:
+    """Number of True samples that belong to runs of at least `min_run` consecutive Trues."""
+    if not mask.any():
+        return 0
+    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
+    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
+    lengths = ends - starts
+    return int(lengths[lengths >= min_run].sum())
+
+
+def loudness_lufs(x: np.ndarray, sample_rate_hz: int) -> float | None:
+    """Integrated loudness (ITU-R BS.1770, gated) in LUFS of (n,) or (channels, n) audio.
+
+    Returns None when undefined: shorter than one 0.4 s gating block, or nothing above the
+    -70 LUFS absolute gate (silence).
+    """
+    x = np.asarray(x, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[None, :]
+    if x.shape[-1] < int(LOUDNESS_MIN_S * sample_rate_hz) + 1 or not np.any(x):
+        return None
+    import torch
+    import torchaudio.functional as AF
+
+    value = float(AF.loudness(torch.from_numpy(np.ascontiguousarray(x)), sample_rate_hz))
+    return value if math.isfinite(value) and value > -70.0 else None
+
+
+def rms_dbfs(x: np.ndarray) -> float | None:
+    """RMS level in dB relative to full scale; None for silence or empty input."""
+    x = np.asarray(x, dtype=np.float64)
+    if x.size == 0:
+        return None
+    ms = float(np.mean(x * x))
+    return 10.0 * math.log10(ms) if ms > 0 else None
+
+
+def _frame_power(x: np.ndarray, frame: int) -> np.ndarray:
+    n = x.size // frame
+    f = np.asarray(x[: n * frame], dtype=np.float64).reshape(n, frame)
+    return np.mean(f * f, axis=1)
+
+
+def _frames_in(intervals: list[Interval], centers_s: np.ndarray) -> np.ndarray:
+    """Boolean mask: frame centre inside any interval."""
+    mask = np.zeros(centers_s.shape, dtype=bool)
+    for s, e in intervals:
+        mask |= (centers_s >= s) & (centers_s < e)
+    return mask
+
+
+def snr_db(x: np.ndarray, sample_rate_hz: int, speech: list[Interval] | None) -> float | None:
+    """Signal-to-noise ratio (dB) from 20 ms frame powers.
+
+    With VAD intervals: noise power = median power of non-speech frames (median, so a click or a
+    breath does not dominate), signal power = mean power of speech frames minus noise power.
+    Without intervals (`speech=None`): the same with the top 50% and bottom 10% of frames.
+    Noise power is floored at -100 dBFS so digital silence gives a large finite value.
+
+    Returns:
+        SNR in dB, or None when undefined: no speech, or under 0.2 s of speech or of non-speech.
+    """
+    x = np.asarray(x)
+    frame = max(1, int(SNR_FRAME_S * sample_rate_hz))
+    power = _frame_power(x, frame)
+    if power.size == 0:
+        return None
+    if speech is None:
+        if power.size < 2 * SNR_MIN_FRAMES or not np.any(power > 0):
+            return None
+        order = np.sort(power)
+        p_noise = float(np.mean(order[: max(1, order.size // 10)]))
+        p_speech = float(np.mean(order[order.size // 2 :]))
+    else:
+        centers = (np.arange(power.size) + 0.5) * frame / sample_rate_hz
+        is_speech = _frames_in(speech, centers)
+        if is_speech.sum() < SNR_MIN_FRAMES or (~is_speech).sum() < SNR_MIN_FRAMES:
+            return None
+        p_noise = float(np.median(power[~is_speech]))
+        p_speech = float(np.mean(power[is_speech]))
+    p_noise = max(p_noise, NOISE_FLOOR_POWER)
+    # Speech frames hold speech + noise; floor the difference at -30 dB so the log stays finite.
+    p_signal = max(p_speech - p_noise, p_noise * 1e-3)
+    return 10.0 * math.log10(p_signal / p_noise)
+
+
+def pitch_track(
+    x: np.ndarray,
+    sample_rate_hz: int,
+    speech: list[Interval] | None = None,
+    hop_s: float = 0.01,
+    window_s: float = 0.025,
+    fmin_hz: float = PITCH_MIN_HZ,
+    fmax_hz: float = PITCH_MAX_HZ,
+    threshold: float = YIN_THRESHOLD,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Fundamental frequency per frame with YIN (de Cheveigné & Kawahara 2002).
+
+    Only frames whose centre lies in `speech` (all frames if None) are analysed. Audio above
+    8 kHz is first resampled to 8 kHz: a 400 Hz ceiling needs no more, and it is ~4x faster.
+
+    Returns:
+        (times_s, f0_hz) for the analysed frames; f0 is NaN where the frame is unvoiced.
+    """
+    if sample_rate_hz > PITCH_SAMPLE_RATE_HZ:
+        from callqa.audio.io import resample
+
+        x = resample(np.asarray(x, dtype=np.float32), sample_rate_hz, PITCH_SAMPLE_RATE_HZ)
+        sample_rate_hz = PITCH_SAMPLE_RATE_HZ
+    x = np.asarray(x, dtype=np.float64)
+    window = int(round(window_s * sample_rate_hz))
+    hop = max(1, int(round(hop_s * sample_rate_hz)))
+    tau_min = max(2, int(math.floor(sample_rate_hz / fmax_hz)))
+    tau_max = int(math.ceil(sample_rate_hz / fmin_hz))
+    span = window + tau_max + 1
+    if x.size < span:
+        return np.zeros(0), np.zeros(0)
+    starts = np.arange(0, x.size - span + 1, hop)
+    centers_s = (starts + window / 2 + tau_max / 2) / sample_rate_hz
+    if speech is not None:
+        keep = _frames_in(speech, centers_s)
+        starts, centers_s = starts[keep], centers_s[keep]
+    f0 = np.full(starts.size, np.nan)
+    n_fft = 1 << int(math.ceil(math.log2(span + window)))
+    taus = np.arange(tau_max + 1)
+    chunk = 2048  # frames per batch: bounds memory on hour-long calls
+    for c0 in range(0, starts.size, chunk):
+        idx = starts[c0 : c0 + chunk, None] + np.arange(span)[None, :]
+        frames = x[idx]
+        frames = frames - frames.mean(axis=1, keepdims=True)
+        head = np.fft.rfft(frames[:, :window], n_fft)
+        full = np.fft.rfft(frames, n_fft)
+        # r[tau] = sum_j x[j] x[j + tau] over the integration window
+        r = np.fft.irfft(np.conj(head) * full, n_fft)[:, : tau_max + 1]
+        cs = np.concatenate([np.zeros((frames.shape[0], 1)), np.cumsum(frames**2, axis=1)], axis=1)
+        e0 = cs[:, window]
+        e_tau = cs[:, taus + window] - cs[:, taus]
+        d = np.maximum(e0[:, None] + e_tau - 2 * r, 0.0)
+        d[:, 0] = 0.0
+        cum = np.cumsum(d[:, 1:], axis=1)
+        cmnd = np.ones_like(d)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            cmnd[:, 1:] = np.where(cum > 0, d[:, 1:] * taus[1:] / cum, 1.0)
+        seg = cmnd[:, tau_min - 1 : tau_max + 1]  # one extra lag each side for the minimum test
+        mid = seg[:, 1:-1]
+        local_min = (mid <= seg[:, :-2]) & (mid <= seg[:, 2:])
+        cand = local_min & (mid < threshold)
+        voiced = cand.any(axis=1) & (e0 > window * 1e-8)
+        first = np.argmax(cand, axis=1)
+        tau = first + tau_min
+        rows = np.flatnonzero(voiced)
+        if rows.size == 0:
+            continue
+        t = tau[rows]
+        # Parabolic interpolation between neighbouring lags for sub-sample period.
+        a, b, cc = cmnd[rows, t - 1], cmnd[rows, t], cmnd[rows, np.minimum(t + 1, tau_max)]
+        denom = a - 2 * b + cc
+        with np.errstate(divide="ignore", invalid="ignore"):
+            shift = np.where(np.abs(denom) > 1e-12, 0.5 * (a - cc) / denom, 0.0)
+        period = t + np.clip(shift, -1, 1)
+        hz = sample_rate_hz / period
+        hz[(hz < fmin_hz * 0.95) | (hz > fmax_hz * 1.05)] = np.nan
+        f0[c0 + rows] = hz
+    return centers_s, f0
+
+
+def pitch_stats(x: np.ndarray, sample_rate_hz: int, speech: list[Interval] | None) -> dict:
+    """Pitch statistics (Hz) over the voiced frames inside VAD speech.
+
+    `pitch_min_hz` / `pitch_max_hz` are the 5th / 95th percentiles: single-frame octave errors
+    would otherwise decide them. All values are None with under 0.1 s of voiced speech.
+    """
+    keys = ("pitch_mean_hz", "pitch_std_hz", "pitch_min_hz", "pitch_max_hz")
+    if speech is not None and not speech:
+        return dict.fromkeys(keys)
+    _, f0 = pitch_track(x, sample_rate_hz, speech)
+    f0 = f0[np.isfinite(f0)]
+    if f0.size < MIN_VOICED_FRAMES:
+        return dict.fromkeys(keys)
+    values = (np.mean(f0), np.std(f0), np.percentile(f0, 5), np.percentile(f0, 95))
+    return {k: finite_or_none(v, 1) for k, v in zip(keys, values, strict=True)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Call metrics: activity + words + input stats + role audio -> the `metrics` block of a result
+# ---------------------------------------------------------------------------------------------
+
+ROLES = ("agent", "customer")
+INPUT_STAT_KEYS = ("loudness_lufs", "clipped_share", "snr_db")
+
+
+def response_latencies(activity: Activity, role: str) -> list[float]:
+    """Gaps between the other party's last speech and each turn `role` starts after it.
+
+    A turn counts only when `role` was silent since the other party stopped (not a pause in its
+    own turn) and the other party is silent when it starts (interruptions are overtalk instead).
+
+    >>> response_latencies({"agent": [(0, 2), (5, 6)], "customer": [(3, 4)]}, "customer")
+    [1.0]
+    """
+    own = merge_intervals(list(activity.get(role, [])))
+    others = merge_intervals([iv for r, ivs in activity.items() if r != role for iv in ivs])
+    out = []
+    prev_own_end = -math.inf
+    for start, end in own:
+        active = any(s < start < e for s, e in others)
+        ends_before = [e for s, e in others if e <= start]
+        if not active and ends_before and max(ends_before) >= prev_own_end:
+            out.append(float(start - max(ends_before)))
+        prev_own_end = end
+    return out
+
+
+def _word_count(words) -> int:
+    n = 0
+    for w in words or []:
+        text = w.get("word", "") if isinstance(w, dict) else getattr(w, "word", "")
+        n += bool(str(text).strip())
+    return n
+
+
+def call_metrics(
+    speech: Activity,
+    words: dict[str, list] | None,
+    duration_s: float,
+    input_stats_by_role: dict[str, dict] | None,
+    tracks: dict[str, np.ndarray] | None,
+    mono: bool,
+    sample_rate_hz: int = 16000,
+) -> dict:
+    """All call metrics: `{"call": {...}, "agent": {...}, "customer": {...}}`.
+
+    Args:
+        speech: role -> VAD speech intervals (stereo: the role's channel; mono: diarized turns).
+        words: role -> ASR words (`Word` or dicts with "word"); None = no transcript, so word
+            counts and speech rates are None.
+        duration_s: length of the call.
+        input_stats_by_role: role -> stats of the decoded audio (`Prepared.input_stats`). On
+            mono input the "mono" entry serves both roles.
+        tracks: role -> role audio at `sample_rate_hz` (no normalisation), or {"mono": x}; used
+            for pitch (and, on mono, per-role loudness over that role's turns). None = skip.
+        mono: roles come from diarization: overtalk is not evaluated (None; list empty).
+        sample_rate_hz: rate of `tracks`.
+
+    Returns:
+        Nested dict of floats/ints/lists; undefined values are None, never NaN or infinity.
+        Times are seconds rounded to 3 decimals. `talk_ratio` is the role's share of the two
+        roles' talk time. `call.overtalk_evaluated` is False on mono input.
+    """
+    activity = {r: merge_intervals(list(speech.get(r, []))) for r in ROLES}
+    union = merge_intervals([iv for ivs in activity.values() for iv in ivs])
+    gaps = mutual_silence(activity)
+    events = [] if mono else overtalk(activity)
+    talk_by_role = {r: total_s(activity[r]) for r in ROLES}
+    talk_sum = sum(talk_by_role.values())
+
+    call = {
+        "duration_s": finite_or_none(duration_s),
+        "talk_s": finite_or_none(total_s(union)),
+        "mutual_silence": [
+            {
+                "start": finite_or_none(s),
+                "end": finite_or_none(e),
+                "duration_s": finite_or_none(e - s),
+            }
+            for s, e in gaps
+        ],
+        "mutual_silence_s": finite_or_none(total_s(gaps)),
+        "longest_mutual_silence_s": finite_or_none(max((e - s for s, e in gaps), default=0.0)),
+        "overtalk_evaluated": not mono,
+        "overtalk": [
+            {
+                "start": finite_or_none(ev["start"]),
+                "end": finite_or_none(ev["end"]),
+                "duration_s": finite_or_none(ev["end"] - ev["start"]),
+                "by": ev["by"],
+                "over": ev["over"],
+            }
+            for ev in events
+        ],
+        "overtalk_s": None
+        if mono
+        else finite_or_none(total_s(merge_intervals([(ev["start"], ev["end"]) for ev in events]))),
+    }
+    out = {"call": call}
+    for role in ROLES:
+        ivs = activity[role]
+        n_words = None if words is None else _word_count(words.get(role))
+        rate = None if n_words is None else speech_rate_wpm(n_words, ivs)
+        mine = [ev["end"] - ev["start"] for ev in events if ev["by"] == role]
+        lat = response_latencies(activity, role)
+        m = {
+            "talk_s": finite_or_none(talk_by_role[role]),
+            "talk_ratio": finite_or_none(talk_by_role[role] / talk_sum) if talk_sum > 0 else None,
+            "n_words": n_words,
+            "speech_rate_wpm": finite_or_none(rate, 1),
+            "overtalk_s": None if mono else finite_or_none(sum(mine)),
+            "longest_overtalk_s": None if mono else finite_or_none(max(mine, default=0.0)),
+            "n_responses": len(lat),
+            "response_latency_mean_s": finite_or_none(np.mean(lat)) if lat else None,
+            "response_latency_max_s": finite_or_none(max(lat)) if lat else None,
+        }
+        m.update(_role_input_stats(role, ivs, input_stats_by_role, tracks, mono, sample_rate_hz))
+        track = _role_track(role, tracks)
+        if track is not None:
+            m.update(pitch_stats(track, sample_rate_hz, ivs))
+        else:
+            m.update(
+                dict.fromkeys(("pitch_mean_hz", "pitch_std_hz", "pitch_min_hz", "pitch_max_hz"))
+            )
+        out[role] = m
+    return out
+
+
+def _role_track(role: str, tracks: dict[str, np.ndarray] | None) -> np.ndarray | None:
+    if not tracks:
+        return None
+    return tracks.get(role, tracks.get("mono"))
+
+
+def _role_input_stats(role, ivs, stats_by_role, tracks, mono, sample_rate_hz) -> dict:
+    stats = (stats_by_role or {}).get(role)
+    if stats is None and stats_by_role:
+        stats = stats_by_role.get("mono")
+    stats = stats or {}
+    out = {
+        k: finite_or_none(stats.get(k), 4 if k == "clipped_share" else 2) for k in INPUT_STAT_KEYS
+    }
+    if mono and tracks and role not in (stats_by_role or {}):
+        # One mixed channel: the file's loudness is not this speaker's; measure the role's turns.
+        track = _role_track(role, tracks)
+        if track is not None and ivs:
+            parts = [track[int(s * sample_rate_hz) : int(e * sample_rate_hz)] for s, e in ivs]
+            out["loudness_lufs"] = finite_or_none(
+                loudness_lufs(np.concatenate(parts), sample_rate_hz), 2
+            )
+        else:
+            out["loudness_lufs"] = None
+    return out

@@ -31,7 +31,11 @@ def _load_model():
     return load_silero_vad(onnx=True)
 
 
-def detect_speech(x: np.ndarray, sample_rate_hz: int, cfg: VadConfig = VadConfig()) -> list[Interval]:
+def detect_speech(
+    x: np.ndarray,
+    sample_rate_hz: int,
+    cfg: VadConfig = VadConfig(),  # noqa: B008 - frozen
+) -> list[Interval]:
     """Speech intervals (seconds) of a mono signal.
 
     >>> detect_speech(np.zeros(16000, np.float32), 16000)

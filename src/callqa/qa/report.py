@@ -42,19 +42,18 @@ SPEC_FLOOR_DB = 70.0
 
 # Per-role metric keys shown first (whatever else the metrics hold follows alphabetically).
 METRIC_ORDER = (
-    "talk_time_s",
+    "talk_s",
     "talk_ratio",
     "speech_rate_wpm",
-    "words",
     "n_words",
-    "response_latency_s",
-    "latency_s",
-    "mean_latency_s",
+    "response_latency_mean_s",
+    "response_latency_max_s",
+    "longest_overtalk_s",
+    "overtalk_s",
     "loudness_lufs",
     "snr_db",
-    "clipping_share",
+    "clipped_share",
     "pitch_mean_hz",
-    "pitch_median_hz",
     "pitch_std_hz",
 )
 UNIT_SUFFIXES = {

@@ -1,0 +1,83 @@
+"""Silero VAD on real speech, silence and noise; overtalk on a real two-speaker stereo file."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from callqa.audio.io import resample
+from callqa.audio.metrics import overtalk, total_s
+from callqa.audio.vad import detect_speech
+from callqa.config import VadConfig
+
+REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
+SR = 16000
+
+
+def _read16k(path: Path) -> np.ndarray:
+    x, sr = sf.read(path, dtype="float32", always_2d=True)
+    return resample(x.T, sr, SR)
+
+
+def test_finds_the_speech_in_jfk():
+    x = _read16k(REALDATA / "asr" / "jfk.flac").mean(axis=0)
+    speech = detect_speech(x, SR)
+    # "And so my fellow Americans ... ask what you can do for your country": four phrases,
+    # first word near 0.3 s, last speech reaching the end of the 11 s clip
+    assert 3 <= len(speech) <= 6
+    assert 0.1 < speech[0][0] < 0.6
+    assert speech[-1][1] > 10.0
+    assert 7.0 < total_s(speech) < 10.5
+    assert all(e > s for s, e in speech)
+    assert all(a[1] <= b[0] for a, b in zip(speech, speech[1:], strict=False))
+
+
+def test_speech_at_8khz_and_padding_changes_nothing_outside():
+    x = _read16k(REALDATA / "asr" / "librivox_ss01_0880.wav")[0]
+    at16 = detect_speech(x, SR)
+    at8 = detect_speech(resample(x, SR, 8000), 8000)
+    assert at16 and at8
+    assert abs(total_s(at16) - total_s(at8)) < 0.5
+    padded = np.concatenate([np.zeros(2 * SR, np.float32), x, np.zeros(2 * SR, np.float32)])
+    shifted = detect_speech(padded, SR)
+    assert shifted[0][0] == pytest.approx(at16[0][0] + 2.0, abs=0.1)
+    assert shifted[-1][1] < 2.0 + x.size / SR + 0.1
+
+
+def test_nothing_in_silence_or_steady_noise():
+    assert detect_speech(np.zeros(5 * SR, np.float32), SR) == []
+    rng = np.random.default_rng(0)
+    hiss = (rng.standard_normal(5 * SR) * 0.003).astype(np.float32)
+    assert detect_speech(hiss, SR) == []
+    hum = (0.05 * np.sin(2 * np.pi * 50 * np.arange(5 * SR) / SR)).astype(np.float32)
+    assert detect_speech(hum, SR) == []
+
+
+def test_rejects_unsupported_rate():
+    with pytest.raises(ValueError, match="8000 or 16000"):
+        detect_speech(np.zeros(44100, np.float32), 44100)
+
+
+def test_threshold_param_is_used():
+    x = _read16k(REALDATA / "asr" / "ps_goforward.wav")[0]
+    loose = total_s(detect_speech(x, SR, VadConfig(threshold=0.2)))
+    strict = total_s(detect_speech(x, SR, VadConfig(threshold=0.9)))
+    assert loose >= strict > 0
+
+
+def test_overtalk_on_real_stereo_overlap():
+    # one LibriSpeech speaker per channel; the right one speaks ~0.3-2.5 s over the left one
+    x = _read16k(REALDATA / "overlap" / "fw_stereo_diarization.wav")
+    activity = {"agent": detect_speech(x[0], SR), "customer": detect_speech(x[1], SR)}
+    assert activity["agent"][0][0] < 0.5 and activity["agent"][-1][1] > 4.5
+    assert len(activity["customer"]) == 1
+    cs, ce = activity["customer"][0]
+    assert cs == pytest.approx(0.3, abs=0.2) and ce == pytest.approx(2.5, abs=0.25)
+    events = overtalk(activity)
+    assert len(events) == 1
+    ev = events[0]
+    assert ev["by"] == "customer" and ev["over"] == "agent"  # the right channel started later
+    assert ev["end"] - ev["start"] > 1.8
