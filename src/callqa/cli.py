@@ -92,7 +92,9 @@ def synth(
     n_calls: Annotated[int | None, typer.Option("-n", "--n-calls", help="How many calls.")] = None,
     out: Annotated[Path | None, typer.Option("--out", help="Output folder.")] = None,
     seed: Annotated[int | None, typer.Option(help="Corpus seed.")] = None,
-    mono: Annotated[bool, typer.Option("--mono", help="Mix both parties into one channel.")] = False,
+    mono: Annotated[
+        bool, typer.Option("--mono", help="Mix both parties into one channel.")
+    ] = False,
     telephone: Annotated[bool, typer.Option(help="8 kHz telephone band, mu-law.")] = False,
     snr_db: Annotated[float | None, typer.Option("--snr-db", help="Background noise SNR.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
@@ -145,7 +147,9 @@ def validate(
     manifest: Annotated[Path | None, typer.Option(help="Manifest to check.")] = None,
     accepted: Annotated[Path | None, typer.Option(help="Accepted rows (Parquet).")] = None,
     quarantine: Annotated[Path | None, typer.Option(help="Quarantined rows (Parquet).")] = None,
-    data_docs_dir: Annotated[Path | None, typer.Option(help="Great Expectations Data Docs.")] = None,
+    data_docs_dir: Annotated[
+        Path | None, typer.Option(help="Great Expectations Data Docs.")
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
     progress: ProgressOpt = True,
 ) -> None:
@@ -232,9 +236,7 @@ def score(
         scorer = Scorer(p.preprocess, tr, sc, max_duration_s=p.validate_cfg.max_duration_s)
     except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err), 2) from None
-    summary = scorer.score_files(
-        paths, out or sc.out, report_dir=report_dir, progress=progress
-    )
+    summary = scorer.score_files(paths, out or sc.out, report_dir=report_dir, progress=progress)
     _print_summary("score", summary)
     if summary["failed"]:
         raise typer.Exit(1)
@@ -260,7 +262,9 @@ def convert_whisper(
     src: Annotated[
         Path | None, typer.Option(help="CTranslate2 Whisper folder (default: bundled tiny.en).")
     ] = None,
-    out: Annotated[Path | None, typer.Option("--out", help="transformers checkpoint folder.")] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", help="transformers checkpoint folder.")
+    ] = None,
 ) -> None:
     """Convert the bundled CTranslate2 Whisper into a transformers checkpoint (offline)."""
     from callqa.asr import convert

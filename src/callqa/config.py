@@ -182,9 +182,7 @@ def cache_root() -> Path:
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """Walk `loc` through nested models and list the keys the innermost one accepts."""
     for key in loc[:-1]:
-        field = next(
-            (f for name, f in model.model_fields.items() if key in (name, f.alias)), None
-        )
+        field = next((f for name, f in model.model_fields.items() if key in (name, f.alias)), None)
         ann = getattr(field, "annotation", None)
         if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
             return []

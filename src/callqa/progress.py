@@ -8,7 +8,9 @@ from typing import TypeVar
 T = TypeVar("T")
 
 
-def track(items: Iterable[T], description: str, enabled: bool = True, total: int | None = None) -> Iterator[T]:
+def track(
+    items: Iterable[T], description: str, enabled: bool = True, total: int | None = None
+) -> Iterator[T]:
     """Yield `items`, drawing a progress bar on stderr when `enabled` and stderr is a terminal.
 
     >>> list(track([1, 2], "demo", enabled=False))

@@ -5,11 +5,11 @@ import json
 import jsonschema
 import pandas as pd
 import pytest
+from conftest import ROOT
 from typer.testing import CliRunner
 
 from callqa.cli import app
 from callqa.schemas import CHECK_IDS, json_schema
-from conftest import ROOT
 
 runner = CliRunner()
 PARAMS = ["--params", str(ROOT / "params.yaml"), "--no-progress"]
@@ -30,10 +30,14 @@ def corpus(tmp_path_factory):
     _ok(
         [
             "validate",
-            "--manifest", str(d / "manifest.parquet"),
-            "--accepted", str(d / "accepted.parquet"),
-            "--quarantine", str(d / "quarantine.parquet"),
-            "--data-docs-dir", str(d / "docs"),
+            "--manifest",
+            str(d / "manifest.parquet"),
+            "--accepted",
+            str(d / "accepted.parquet"),
+            "--quarantine",
+            str(d / "quarantine.parquet"),
+            "--data-docs-dir",
+            str(d / "docs"),
         ]
     )
     first = _ok(["preprocess", "--accepted", str(d / "accepted.parquet"), "--out", str(d / "pre")])

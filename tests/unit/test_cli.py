@@ -1,10 +1,10 @@
 import subprocess
 import sys
 
+from conftest import ROOT
 from typer.testing import CliRunner
 
 from callqa.cli import app
-from conftest import ROOT
 
 runner = CliRunner()
 

@@ -1,7 +1,7 @@
 import pytest
+from conftest import ROOT
 
 from callqa.config import ConfigError, load_params, parse_params
-from conftest import ROOT
 
 
 def test_repo_params_load():

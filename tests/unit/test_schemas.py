@@ -2,10 +2,10 @@ import json
 
 import jsonschema
 import pytest
+from conftest import ROOT
 from pydantic import ValidationError
 
 from callqa.schemas import CHECK_IDS, QAError, QAResult, json_schema, json_schema_text
-from conftest import ROOT
 
 
 def _result(**over):
