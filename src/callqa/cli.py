@@ -56,6 +56,7 @@ def main(
         handlers=[RichHandler(console=console, show_path=False, show_time=False)],
     )
     logging.getLogger("callqa").setLevel(logging.DEBUG if verbose else logging.INFO)
+    logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # two INFO lines per track
     for var in ("HF_HUB_DISABLE_TELEMETRY", "ORT_DISABLE_TELEMETRY", "DVC_NO_ANALYTICS"):
         os.environ.setdefault(var, "1")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -271,7 +272,10 @@ def convert_whisper(
 
     src = src or convert.bundled_ct2_dir()
     out = out or convert.DEFAULT_HF_DIR
-    path = convert.convert_whisper(src, out)
+    try:
+        path = convert.convert_whisper(src, out)
+    except (convert.ConversionError, FileNotFoundError) as err:
+        raise _fail(str(err), 2) from None
     console.print(f"wrote transformers checkpoint to {path}")
 
 

