@@ -1,0 +1,285 @@
+"""Synthetic calls: real eSpeak speech, labels measured on the rendered audio, deterministic."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from callqa.audio import metrics
+from callqa.audio.io import content_id
+from callqa.audio.vad import detect_speech
+from callqa.config import SynthConfig
+from callqa.data import synth
+from callqa.data.phrases import BANKS, EMOTIONS, all_sentences
+
+SIDECAR_KEYS = {
+    "call_id",
+    "seed",
+    "sample_rate_hz",
+    "channels",
+    "channel_roles",
+    "duration_s",
+    "checks",
+    "emotion",
+    "agent_speech_rate_wpm",
+    "events",
+    "turns",
+}
+NONE_FAIL = dict.fromkeys(synth.CHECK_IDS, False)
+ALL_FAIL = dict.fromkeys(synth.CHECK_IDS, True)
+SEED = 4242  # no benchmark uses it
+
+
+def _read(data: bytes) -> tuple[np.ndarray, int, str]:
+    info = sf.info(io.BytesIO(data))
+    x, sr = sf.read(io.BytesIO(data), dtype="float32", always_2d=True)
+    return x.T, sr, info.subtype
+
+
+@pytest.fixture(scope="module")
+def clean_call():
+    """One compliant stereo call."""
+    return synth.synth_call(SEED, NONE_FAIL, SynthConfig())
+
+
+@pytest.fixture(scope="module")
+def bad_call():
+    """One stereo call planned with every failure."""
+    return synth.synth_call(SEED + 1, ALL_FAIL, SynthConfig())
+
+
+# ---------------------------------------------------------------------------------- pure parts
+
+
+def test_espeak_utterance_does_not_depend_on_history():
+    engine = synth._engine()
+    say = dict(voice="en-us+f2", rate=160, volume=100, pitch=50, pitch_range=50, seed=7)
+    first = engine.synth("She sells sea shells by the shore.", **say)
+    engine.synth("Something else entirely, to move the engine's state.", **{**say, "rate": 230})
+    again = engine.synth("She sells sea shells by the shore.", **say)
+    assert first.size > engine.sample_rate_hz  # over a second of real speech
+    assert np.array_equal(first, again)
+
+
+def test_failure_plan_is_balanced_and_prefix_stable():
+    cfg = SynthConfig(seed=3)
+    plans = synth.failure_plan(cfg, 40)
+    for check in synth.CHECK_IDS:
+        share = sum(p[check] for p in plans) / 40
+        assert 0.25 <= share <= 0.5, (check, share)
+    assert synth.failure_plan(cfg, 20) == plans[:20]
+    assert synth.call_seeds(3, 5) == synth.call_seeds(3, 40)[:5]
+    assert synth.failure_plan(SynthConfig(seed=4), 40) != plans
+    off = SynthConfig(**{f: 0.0 for f in synth.FAILURE_P.values()})
+    assert not any(any(p.values()) for p in synth.failure_plan(off, 40))
+
+
+def test_plan_follows_planned_failures():
+    bank = BANKS["train"]
+    good = synth.plan_call(11, NONE_FAIL, bank)
+    bad = synth.plan_call(11, ALL_FAIL, bank)
+    kinds = lambda plan: {k for ln in plan.lines if ln.role == "agent" for k, _ in ln.parts}  # noqa: E731
+    assert {"greeting", "identity", "disclosure", "closing"} <= kinds(good)
+    assert "forbidden" not in kinds(good)
+    assert not {"greeting", "identity", "disclosure", "closing"} & kinds(bad)
+    assert "forbidden" in kinds(bad)
+    assert any(ln.interrupt for ln in bad.lines) and not any(ln.interrupt for ln in good.lines)
+    assert bad.target_wpm >= 220 and 120 <= good.target_wpm <= 165
+    assert plan_texts(synth.plan_call(11, NONE_FAIL, bank)) == plan_texts(good)  # pure
+    assert plan_texts(synth.plan_call(12, NONE_FAIL, bank)) != plan_texts(good)
+
+
+def plan_texts(plan) -> list[str]:
+    return [ln.text for ln in plan.lines]
+
+
+def test_phrase_banks_are_varied_and_disjoint():
+    train, heldout = BANKS["train"], BANKS["heldout"]
+    for bank in (train, heldout):
+        assert len(bank.greetings) >= 8 and len(bank.closings) >= 8
+        assert len(bank.identity) >= 8 and len(bank.disclosures) >= 8
+        assert len(bank.forbidden) >= 10 and len(bank.topics) >= 6
+        assert set(bank.opener) == set(EMOTIONS) == set(bank.reaction)
+        assert not re_digits(all_sentences(bank)), "spell numbers out for eSpeak and word counts"
+    shared = set(all_sentences(train)) & set(all_sentences(heldout))
+    assert not shared, shared
+    assert not set(train.companies) & set(heldout.companies)
+
+
+def re_digits(sentences: list[str]) -> list[str]:
+    return [s for s in sentences if any(c.isdigit() for c in s)]
+
+
+def test_compute_labels_uses_contract_definitions():
+    turns = [
+        {"role": "agent", "start": 0.5, "kinds": ["greeting", "disclosure"]},
+        {"role": "customer", "start": 5.0, "kinds": ["body"]},
+        {"role": "agent", "start": 30.0, "kinds": ["identity", "forbidden"]},
+        {"role": "agent", "start": 70.0, "kinds": ["closing"]},
+    ]
+    activity = {
+        # agent talks over the customer at 6.0-7.2 (1.2 s, agent started later)
+        "agent": [(0.5, 4.0), (6.0, 9.0), (30.0, 40.0), (70.0, 75.0)],
+        "customer": [(4.2, 7.2), (10.0, 24.5), (40.2, 69.5)],
+    }
+    checks, events, wpm = synth.compute_labels(activity, turns, 76.0, 60)
+    assert checks["greeting"] and checks["identity_verification"]
+    assert checks["recording_disclosure"] and checks["closing"]
+    assert not checks["forbidden_language"]
+    assert not checks["dead_air"]  # 24.5 -> 30.0 is 5.5 s of mutual silence
+    assert not checks["overtalk"]
+    assert wpm == pytest.approx(60 * 60 / 21.5) and checks["agent_speech_rate"]
+    assert {"type": "dead_air", "start": 24.5, "end": 30.0, "by": None} in events
+    assert any(e["type"] == "overtalk" and e["by"] == "agent" for e in events)
+    # Customer overlap, a 5.0 s silence, a late greeting and an early closing all differ.
+    activity = {"agent": [(0.0, 3.0), (8.0, 20.0)], "customer": [(2.0, 3.0)]}
+    turns = [
+        {"role": "agent", "start": 16.0, "kinds": ["greeting"]},
+        {"role": "agent", "start": 8.0, "kinds": ["closing"]},
+    ]
+    checks, events, wpm = synth.compute_labels(activity, turns, 60.0, 70)
+    assert checks["dead_air"] and checks["overtalk"]  # exactly 5.0 s passes; customer's 1.0 s
+    assert not checks["greeting"] and not checks["closing"]
+    assert wpm == pytest.approx(280.0) and not checks["agent_speech_rate"]
+    assert [e["by"] for e in events] == ["customer"]
+
+
+# ------------------------------------------------------------------------------ rendered calls
+
+
+def _check_sidecar(data: bytes, sc: dict) -> None:
+    assert set(sc) == SIDECAR_KEYS
+    assert list(sc["checks"]) == list(synth.CHECK_IDS)
+    assert all(isinstance(v, bool) for v in sc["checks"].values())
+    assert sc["emotion"]["customer"] in EMOTIONS and sc["emotion"]["agent"] in EMOTIONS
+    x, sr, _ = _read(data)
+    assert sc["sample_rate_hz"] == sr and sc["channels"] == x.shape[0]
+    assert sc["duration_s"] == pytest.approx(x.shape[1] / sr, abs=1e-3)
+    assert 25.0 <= sc["duration_s"] <= 110.0
+    assert len(sc["turns"]) >= 8 and {t["role"] for t in sc["turns"]} == {"agent", "customer"}
+    starts = [t["start"] for t in sc["turns"]]
+    assert starts == sorted(starts) and all(t["end"] > t["start"] for t in sc["turns"])
+    assert all(t["end"] <= sc["duration_s"] and t["text"] for t in sc["turns"])
+    for ev in sc["events"]:
+        assert ev["type"] in ("dead_air", "overtalk") and ev["end"] > ev["start"]
+        assert ev["by"] in (None, "agent", "customer")
+    json.dumps(sc, allow_nan=False)
+
+
+def _activity_from_file(data: bytes) -> dict:
+    x, sr, _ = _read(data)
+    return {role: detect_speech(x[c], sr) for c, role in enumerate(("agent", "customer"))}
+
+
+def test_compliant_call_is_measured_compliant(clean_call):
+    data, sc = clean_call
+    _check_sidecar(data, sc)
+    assert sc["channel_roles"] == ["agent", "customer"] and sc["sample_rate_hz"] == 16000
+    assert all(sc["checks"].values()), sc["checks"]
+    assert sc["events"] == []
+    assert 120 <= sc["agent_speech_rate_wpm"] <= 165
+    # Independently, from the written file: no dead air, no agent overtalk, rate in bounds.
+    act = _activity_from_file(data)
+    assert max(e - s for s, e in metrics.mutual_silence(act)) <= 3.5
+    agent_ot = [e["end"] - e["start"] for e in metrics.overtalk(act) if e["by"] == "agent"]
+    assert max(agent_ot, default=0.0) <= 0.5
+    words = sum(len(t["text"].split()) for t in sc["turns"] if t["role"] == "agent")
+    assert metrics.speech_rate_wpm(words, act["agent"]) == pytest.approx(
+        sc["agent_speech_rate_wpm"], rel=0.03
+    )
+
+
+def test_failing_call_is_measured_failing(bad_call):
+    data, sc = bad_call
+    _check_sidecar(data, sc)
+    assert not any(sc["checks"].values()), sc["checks"]
+    assert sc["agent_speech_rate_wpm"] >= 215
+    act = _activity_from_file(data)
+    gaps = metrics.mutual_silence(act)
+    assert max(e - s for s, e in gaps) >= 6.0  # dead air rendered >= 6.5 s, measured > 5 s
+    agent_ot = [e["end"] - e["start"] for e in metrics.overtalk(act) if e["by"] == "agent"]
+    assert max(agent_ot) >= 1.4
+    types = {e["type"] for e in sc["events"]}
+    assert types == {"dead_air", "overtalk"}
+    dead = next(e for e in sc["events"] if e["type"] == "dead_air")
+    assert any(abs(s - dead["start"]) < 0.2 and abs(e - dead["end"]) < 0.2 for s, e in gaps)
+    texts = " ".join(t["text"] for t in sc["turns"] if t["role"] == "agent")
+    assert any(f in texts for f in BANKS["train"].forbidden)
+
+
+def test_mono_telephone_noisy_variant_keeps_script_and_labels(clean_call):
+    data, sc = clean_call
+    cfg = SynthConfig(channels="mono", telephone=True, snr_db=10.0)
+    tel_data, tel = synth.synth_call(SEED, NONE_FAIL, cfg)
+    _check_sidecar(tel_data, tel)
+    x, sr, subtype = _read(tel_data)
+    assert (sr, x.shape[0], subtype) == (8000, 1, "ULAW")
+    assert tel["channel_roles"] is None and tel["channels"] == 1
+    assert tel["turns"] == sc["turns"] and tel["checks"] == sc["checks"]
+    assert tel["call_id"] == content_id_bytes(tel_data) != sc["call_id"]
+    # Nothing above the telephone band survives (8 kHz file: up to 4 kHz exists).
+    spec = np.abs(np.fft.rfft(x[0])) ** 2
+    f = np.fft.rfftfreq(x.shape[1], 1 / sr)
+    assert spec[f > 3800].sum() < 1e-3 * spec.sum() and spec[f < 150].sum() < 1e-3 * spec.sum()
+
+
+def test_noise_is_added_at_the_requested_snr(clean_call):
+    data, sc = clean_call
+    noisy_data, noisy = synth.synth_call(SEED, NONE_FAIL, SynthConfig(snr_db=5.0))
+    assert noisy["checks"] == sc["checks"] and noisy["turns"] == sc["turns"]
+    clean, sr, _ = _read(data)
+    x, _, _ = _read(noisy_data)
+    noise = x - clean
+    for c, role in enumerate(("agent", "customer")):
+        speech = detect_speech(clean[c], sr)
+        ps = np.mean(np.concatenate([clean[c][int(s * sr) : int(e * sr)] for s, e in speech]) ** 2)
+        snr = 10 * math.log10(ps / np.mean(noise[c] ** 2))
+        assert snr == pytest.approx(5.0, abs=1.0), role
+    # Noise fills the pauses too: the quietest 10% of 20 ms frames are far from silent.
+    frames = x[0][: x.shape[1] // 320 * 320].reshape(-1, 320)
+    assert np.percentile(np.mean(frames**2, axis=1), 10) > 1e-5
+
+
+def test_noise_kinds_have_their_spectra():
+    rng = np.random.default_rng(0)
+    speech = [np.sin(np.linspace(0, 400, 8000)).astype(np.float32)]
+    f = np.fft.rfftfreq(32000, 1 / 16000)
+    low = {}
+    for kind in synth.NOISE_KINDS:
+        x = synth.make_noise(kind, 32000, rng, speech)
+        assert x.dtype == np.float32 and np.mean(x**2) == pytest.approx(1.0, rel=1e-3)
+        p = np.abs(np.fft.rfft(x)) ** 2
+        low[kind] = p[f < 500].sum() / p.sum()
+    assert low["brown"] > low["pink"] > low["white"]
+    assert low["hum"] > 0.9
+    with pytest.raises(ValueError, match="unknown noise kind"):
+        synth.make_noise("rain", 100, rng, speech)
+
+
+def content_id_bytes(data: bytes) -> str:
+    from callqa.audio.io import bytes_id
+
+    return bytes_id(data)
+
+
+@pytest.mark.slow
+def test_run_is_deterministic_across_worker_counts(tmp_path):
+    cfg = SynthConfig(seed=SEED)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "call_00007.json").write_text("{}")  # stale file from a bigger run
+    one = synth.run(cfg.model_copy(update={"workers": 1}), tmp_path / "a", 2, progress=False)
+    two = synth.run(cfg.model_copy(update={"workers": 2}), tmp_path / "b", 2, progress=False)
+    assert one["n_calls"] == two["n_calls"] == 2 and one["plan_mismatches"] == 0
+    assert one["violations"] == two["violations"]
+    names = sorted(p.name for p in (tmp_path / "a").iterdir())
+    assert names == ["call_00000.json", "call_00000.wav", "call_00001.json", "call_00001.wav"]
+    for name in names:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes()
+    sc = json.loads((tmp_path / "a" / "call_00001.json").read_text())
+    assert sc["call_id"] == content_id(tmp_path / "a" / "call_00001.wav")
+    assert sc["seed"] == synth.call_seeds(SEED, 2)[1]
