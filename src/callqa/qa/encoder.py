@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import logging
+from collections import OrderedDict
 from pathlib import Path
 
 import numpy as np
@@ -53,14 +54,29 @@ class SentenceEncoder:
         (1, 384)
     """
 
-    def __init__(self, name: str = BUNDLED, batch_size: int = 64, device: str = "cpu"):
+    def __init__(
+        self,
+        name: str = BUNDLED,
+        batch_size: int = 64,
+        device: str = "cpu",
+        cache_size: int = 50_000,
+    ):
+        """
+        Args:
+            name: "bundled", a model folder, or a hub id (see `resolve_model_path`).
+            batch_size: texts per forward pass.
+            device: torch device.
+            cache_size: embeddings kept (least recently used dropped first); 50k is ~80 MB.
+        """
         self.name = name
         self.batch_size = batch_size
         self.device = device
+        self.cache_size = cache_size
         self._model = None
         self._tokenizer = None
-        # Scorecard examples and overlapping candidate spans repeat across checks and calls.
-        self._cache: dict[str, np.ndarray] = {}
+        # Scorecard examples and overlapping candidate spans repeat across checks and calls;
+        # bounded, since a long-running scorer sees new spans with every call.
+        self._cache: OrderedDict[str, np.ndarray] = OrderedDict()
 
     @property
     def dim(self) -> int:
@@ -76,7 +92,7 @@ class SentenceEncoder:
         try:
             self._tokenizer = AutoTokenizer.from_pretrained(path)
             model = AutoModel.from_pretrained(path)
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # missing files; a malformed hub id
             raise EncoderError(
                 f"cannot load sentence encoder {self.name!r} (from {path!r}): {exc}. Set "
                 "score.sentence_encoder to 'bundled', a local model folder, or a hub id that "
@@ -94,17 +110,24 @@ class SentenceEncoder:
         Returns:
             float32 array of shape (len(texts), 384).
         """
-        missing = list(dict.fromkeys(t for t in texts if t not in self._cache))
+        if not texts:
+            return np.zeros((0, self.dim), dtype=np.float32)
+        found = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
+        for t in found:
+            self._cache.move_to_end(t)
+        # Batches of similar length waste less compute on padding.
+        missing = sorted((t for t in dict.fromkeys(texts) if t not in found), key=len)
         if missing:
             self._load()
             for i in range(0, len(missing), self.batch_size):
                 batch = missing[i : i + self.batch_size]
-                for text, vec in zip(batch, self._embed(batch), strict=True):
-                    self._cache[text] = vec
+                found.update(zip(batch, self._embed(batch), strict=True))
             logger.debug("encoded %d new texts (%d cached)", len(missing), len(self._cache))
-        if not texts:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        return np.stack([self._cache[t] for t in texts])
+            for t in missing:
+                self._cache[t] = found[t]
+            while len(self._cache) > self.cache_size:
+                self._cache.popitem(last=False)
+        return np.stack([found[t] for t in texts])
 
     def _embed(self, texts: list[str]) -> np.ndarray:
         import torch
