@@ -1,0 +1,46 @@
+"""The synth phrase banks share no sentence with the default scorecard (CONTRACTS.md).
+
+If they did, the scorecard benchmark would measure memorisation, not paraphrase recall.
+"""
+
+import re
+
+import pytest
+import yaml
+
+from callqa.data.phrases import BANKS, all_sentences
+from conftest import ROOT
+
+
+def _norm(text: str) -> str:
+    text = re.sub(r"\{[^}]*\}", " ", text.lower())  # template slots: {company}, {agent}
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text).split())
+
+
+def _sentences(text: str) -> set[str]:
+    parts = (_norm(p) for p in re.split(r"[.!?;]+", text))
+    return {p for p in parts if len(p.split()) >= 3}
+
+
+def _scorecard_examples(node) -> list[str]:
+    out = []
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "examples":
+                out.extend(value)
+            else:
+                out.extend(_scorecard_examples(value))
+    elif isinstance(node, list):
+        for item in node:
+            out.extend(_scorecard_examples(item))
+    return out
+
+
+@pytest.mark.parametrize("bank", sorted(BANKS))
+def test_no_sentence_shared_with_default_scorecard(bank):
+    card = yaml.safe_load((ROOT / "scorecards" / "default.yaml").read_text(encoding="utf-8"))
+    examples = set().union(*(_sentences(e) for e in _scorecard_examples(card)))
+    assert len(examples) > 20, "expected the default scorecard to carry example sentences"
+    script = set().union(*(_sentences(s) for s in all_sentences(BANKS[bank])))
+    assert len(script) > 50
+    assert not examples & script, sorted(examples & script)
