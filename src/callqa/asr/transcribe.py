@@ -24,6 +24,7 @@ from callqa.schemas import Segment, Word
 
 logger = logging.getLogger(__name__)
 Interval = tuple[float, float]
+MAX_PAUSE_S = 1.0  # a longer gap between words starts a new transcript segment
 
 
 @dataclass
@@ -90,7 +91,7 @@ def transcribe_prepared(
         segments = []
         for role, x in prep.tracks.items():
             for s in asr.transcribe(x, prep.speech[role]):
-                segments.append(_to_segment(role, s.start, s.end, s.words, s.text))
+                segments.extend(_split_on_pauses(role, s.words))
         segments.sort(key=lambda s: (s.start, s.role))
         return Transcript(segments, dict(prep.speech), dict(prep.tracks), "channels")
     return _transcribe_mono(prep, asr, encoder, agent_examples or [], n_speakers)
@@ -119,12 +120,27 @@ def _transcribe_mono(prep, asr, encoder, agent_examples, n_speakers) -> Transcri
     for i, (start, end, spk) in enumerate(turns):
         role = role_of[spk]
         activity[role].append((start, end))
-        words = words_by_turn[i]
-        if words:
-            text = " ".join(w.word for w in words)
-            segments.append(_to_segment(role, words[0].start, words[-1].end, words, text))
+        segments.extend(_split_on_pauses(role, words_by_turn[i]))
     tracks = {role: _mask(x, activity[role]) for role in ("agent", "customer")}
     return Transcript(segments, activity, tracks, "diarization")
+
+
+def _split_on_pauses(role: str, words: list[Word], max_gap_s: float = MAX_PAUSE_S) -> list[Segment]:
+    """Cut a run of words into segments at pauses, so a transcript line is one utterance.
+
+    ASR decodes merged windows of up to 30 s; without this a line (and the evidence that
+    points at it) would span many turns.
+    """
+    groups: list[list[Word]] = []
+    for w in words:
+        if groups and w.start - groups[-1][-1].end <= max_gap_s:
+            groups[-1].append(w)
+        else:
+            groups.append([w])
+    return [
+        _to_segment(role, g[0].start, g[-1].end, g, " ".join(w.word.strip() for w in g))
+        for g in groups
+    ]
 
 
 def _turn_of(t: float, turns: list[tuple[float, float, int]]) -> int:
