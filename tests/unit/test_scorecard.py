@@ -707,3 +707,110 @@ def test_body_only_call_fails_every_required_phrase(encoder):
         assert by_id[cid].evidence == []
     assert by_id["forbidden_language"].passed is True, by_id["forbidden_language"].detail
     assert critical is True
+
+
+# Real-world script phrasings and ASR-style errors (misheard words, numerals, split compounds),
+# written for these tests from call-center scripts, not from any synthetic phrase bank.
+ASR_STYLE = {
+    "identity_verification": [
+        "for data protection purposes can i take your full name please",
+        "can you confirm the post code on the account",
+        "whats your date a birth please",
+        "could you read me the last 4 digits of your card",
+        "can i just grab the last three of your social security number",
+        "i need to verify who i'm speaking with before i go into the account",
+        "so first i'll need your account number",
+        "can i have your customer id please",
+        "are you the account holder i just need to confirm a few details",
+        "can you verify your billing address for me",
+        "what's the phone number on the account",
+        "we'll just need to go through security questions first",
+        "what's the zipcode for the account",
+        "could you give me the last four numbers on the card linked to this account",
+        "let me just verify some information can i get your birth date",
+    ],
+    "closing": [
+        "thanks for choosing northwind have a great rest of your day",
+        "okay that's everything thank you bye bye",
+        "alright you're all sorted cheers bye now",
+        "is there anything else i could help you with",
+        "thank you for your business have a wonderful evening",
+        "it's been a pleasure talking to you take care",
+        "great thanks very much speak soon",
+        "lovely thanks for your time goodbye",
+        "have a really good weekend",
+        "will that be all for today",
+    ],
+}
+# Negatives: body talk that shares words with the patterns (confirm, number, details, bye,
+# identity) without verifying anyone or closing the call.
+ASR_STYLE_NEGATIVE = {
+    "identity_verification": [
+        "thank you for choosing identity solutions",
+        "the right identity for your brand is what we sell",
+        "i'll send you an email to confirm the booking",
+        "the order number is on the confirmation email",
+        "let me check the details of your order",
+        "your new card number will be sent by post",
+        "what's a good phone number to reach you on for the engineer",
+        "can you confirm the details of the fault for me",
+        "the last four days of the month are the busiest",
+        "i've updated the address on the delivery",
+        "calls may be recorded for security purposes",
+        "okay i've reset your password you should get a text",
+    ],
+    "closing": [
+        "let me pull up your account bye the way it's the second one",
+        "i'll put you on hold one moment",
+        "the refund will reach your account in a few days",
+        "can you spell your surname for me",
+        "sorry the system is slow today",
+        "i'll transfer you to billing now",
+    ],
+}
+
+
+def test_asr_style_sets_are_not_scorecard_examples():
+    card = Scorecard.load(DEFAULT)
+    examples = {
+        normalize_text(e)
+        for c in card.by_id.values()
+        if isinstance(c, SemanticCheck)
+        for e in c.examples
+    }
+    for sets in (ASR_STYLE, ASR_STYLE_NEGATIVE):
+        for texts in sets.values():
+            assert not examples & {normalize_text(t) for t in texts}
+
+
+@pytest.mark.slow
+def test_default_scorecard_on_script_phrasings_and_asr_errors(encoder):
+    card = Scorecard.load(DEFAULT)
+    lines = []
+    for cid, texts in ASR_STYLE.items():
+        misses = [t for t in texts if _passed(card, encoder, t)[cid] is not True]
+        negs = ASR_STYLE_NEGATIVE[cid] + BODY
+        fps = [t for t in negs if _passed(card, encoder, t)[cid] is True]
+        tp = len(texts) - len(misses)
+        lines.append(f"{cid}: recall {tp}/{len(texts)} {misses}; false positives {fps}")
+        assert tp / len(texts) >= 0.9, lines[-1]
+        assert tp / max(tp + len(fps), 1) >= 0.95 and len(fps) <= 1, lines[-1]
+    logger.info("script / ASR sets: %s", "; ".join(lines))
+
+
+def test_semantic_anchors_gate_candidate_spans(encoder):
+    check = {
+        "id": "v",
+        "type": "semantic",
+        "role": "agent",
+        "threshold": 0.3,
+        "examples": ["before we go any further i need to verify your identity"],
+    }
+    segs = [seg("agent", 1.0, "thank you for choosing the right identity")]
+    free = evaluate(card_of(check), segs, {}, 20.0, encoder)[0][0]
+    assert free.passed is True
+    gated = card_of(check | {"anchors": [r"\b(verify|birth|account)\b"]})
+    r = evaluate(gated, segs, {}, 20.0, encoder)[0][0]
+    assert r.passed is False and r.evidence == [] and "no speech" in r.detail
+    with pytest.raises(ScorecardError, match="anchor"):
+        card_of(check | {"anchors": ["("]})

@@ -116,6 +116,20 @@ class SemanticCheck(CheckBase):
     # Sliding windows of consecutive words, so a phrase buried in a long segment is found.
     span_words: list[int] = Field([6, 10, 15], min_length=1)
     stride_words: int = Field(3, ge=1)
+    # Regexes (on normalised text); when given, only spans matching one are compared. Embeddings
+    # of short, ASR-garbled spans drift: a word like "identity" in a misheard company name can
+    # reach the threshold alone, so the span must also say something on topic.
+    anchors: list[str] = []
+
+    @field_validator("anchors")
+    @classmethod
+    def _anchor_regexes(cls, anchors: list[str]) -> list[str]:
+        for a in anchors:
+            try:
+                re.compile(a)
+            except re.error as exc:
+                raise ValueError(f"anchor {a!r} is not a valid regex: {exc}") from exc
+        return anchors
 
 
 class MetricCheck(CheckBase):
@@ -572,10 +586,13 @@ def _eval_semantic(check: SemanticCheck, ctx: _Context) -> Outcome:
     if ctx.encoder is None:
         raise ScorecardError(f"check {check.id!r} is semantic and needs a sentence encoder")
     w0, w1 = resolve_window(check.window_s, ctx.duration_s)
+    anchor = re.compile("|".join(f"(?:{a})" for a in check.anchors)) if check.anchors else None
     cands: list[tuple[Run, int, int]] = []
     for run in _runs_for(ctx.runs, check.role):
         for i0, i1 in candidate_spans(run, check.span_words, check.stride_words):
-            if w0 <= run.tokens[i0].start <= w1:
+            if w0 <= run.tokens[i0].start <= w1 and (
+                anchor is None or anchor.search(run.text(i0, i1))
+            ):
                 cands.append((run, i0, i1))
     best, best_i = 0.0, None
     if cands:
