@@ -81,7 +81,8 @@ class Scorer:
 
         audio = load_audio(path, max_duration_s=self.max_duration_s)
         _check_samples(audio, path)
-        prep = prepare(audio, self.pre_cfg)
+        # The log-mel image feeds only a trained model; reports draw their own spectrogram.
+        prep = prepare(audio, self.pre_cfg, with_logmel=False)
         tr = transcribe_prepared(
             prep,
             self.asr,

@@ -200,6 +200,22 @@ def test_loudness_monotone_with_gain_and_undefined_on_silence():
     assert loudness_lufs(x[:1000], SR) is None  # shorter than one 0.4 s block
 
 
+@pytest.mark.parametrize(
+    "name", ["asr/jfk.flac", "conversation/pyannote_sample.wav", "overlap/fw_stereo_diarization.wav"]
+)
+def test_loudness_matches_torchaudio_bs1770_on_real_speech(name):
+    """Our scipy K-weighting and gating give torchaudio's BS.1770 figure (mono and stereo)."""
+    import torch
+    import torchaudio.functional as AF
+
+    x, sr = sf.read(REALDATA / name, dtype="float32", always_2d=True)
+    for sig in (x.T, x.T[:1]):
+        ref = float(AF.loudness(torch.from_numpy(np.ascontiguousarray(sig)), sr))
+        assert loudness_lufs(sig, sr) == pytest.approx(ref, abs=0.01)
+    at8k = loudness_lufs(x.T[0, :: sr // 8000], 8000)  # decimated: speech energy is below 4 kHz
+    assert at8k == pytest.approx(loudness_lufs(x.T[0], sr), abs=1.0)
+
+
 def test_snr_tracks_added_noise():
     rng = np.random.default_rng(2)
     speech = [(1.0, 3.0), (4.0, 6.0)]

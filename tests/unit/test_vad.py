@@ -81,3 +81,41 @@ def test_overtalk_on_real_stereo_overlap():
     ev = events[0]
     assert ev["by"] == "customer" and ev["over"] == "agent"  # the right channel started later
     assert ev["end"] - ev["start"] > 1.8
+
+
+def _frame_mask(intervals, n_frames: int) -> np.ndarray:
+    mask = np.zeros(n_frames, bool)
+    for s, e in intervals:
+        mask[int(s * 100) : int(e * 100)] = True
+    return mask
+
+
+def test_batched_pieces_agree_with_upstream_silero_on_a_long_call():
+    """Pieces scored side by side (with warm-up) find what one sequential pass finds."""
+    import torch
+    from silero_vad import get_speech_timestamps
+
+    from callqa.audio.vad import PIECE_S, _load_model, detect_speech_many
+
+    x = _read16k(REALDATA / "conversation" / "pyannote_sample.wav")[0]
+    jfk = _read16k(REALDATA / "asr" / "jfk.flac").mean(axis=0)
+    tracks = [x, np.concatenate([jfk, np.zeros(SR, np.float32), jfk])]
+    assert all(len(t) > 2 * PIECE_S * SR for t in tracks)  # several pieces per track
+    cfg = VadConfig()
+    ours = detect_speech_many(tracks, SR, cfg)
+    for t, got in zip(tracks, ours, strict=True):
+        stamps = get_speech_timestamps(
+            torch.from_numpy(t),
+            _load_model(),
+            threshold=cfg.threshold,
+            min_speech_duration_ms=cfg.min_speech_ms,
+            min_silence_duration_ms=cfg.min_silence_ms,
+            speech_pad_ms=cfg.speech_pad_ms,
+        )
+        ref = [(s["start"] / SR, s["end"] / SR) for s in stamps]
+        n = int(len(t) / SR * 100) + 1
+        agreement = (_frame_mask(got, n) == _frame_mask(ref, n)).mean()
+        assert agreement > 0.99, (got, ref)
+        assert abs(len(got) - len(ref)) <= 1
+    # One track at a time gives the same as a shared batch.
+    assert [detect_speech(t, SR, cfg) for t in tracks] == ours

@@ -9,6 +9,7 @@ values are None, never NaN or infinity.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
 
 import numpy as np
 
@@ -159,21 +160,61 @@ def _samples_in_runs(mask: np.ndarray, min_run: int) -> int:
 
 
 def loudness_lufs(x: np.ndarray, sample_rate_hz: int) -> float | None:
-    """Integrated loudness (ITU-R BS.1770, gated) in LUFS of (n,) or (channels, n) audio.
+    """Integrated loudness (ITU-R BS.1770-4, gated) in LUFS of (n,) or (channels, n) audio.
+
+    The same K-weighting, blocks and gates as `torchaudio.functional.loudness`, but filtered
+    with scipy: torchaudio's `lfilter` runs a Python-level loop on CPU and cost 10% of a whole
+    `callqa score` run. Unlike torchaudio, the filtered signal is not clamped to [-1, 1]
+    (BS.1770 has no clamp). Up to 5 channels (L, R, C weight 1; surrounds 1.41).
 
     Returns None when undefined: shorter than one 0.4 s gating block, or nothing above the
     -70 LUFS absolute gate (silence).
     """
-    x = np.asarray(x, dtype=np.float32)
+    from scipy.signal import lfilter
+
+    x = np.asarray(x, dtype=np.float64)
     if x.ndim == 1:
         x = x[None, :]
-    if x.shape[-1] < int(LOUDNESS_MIN_S * sample_rate_hz) + 1 or not np.any(x):
+    if x.shape[-1] < int(LOUDNESS_MIN_S * sample_rate_hz) + 1 or not np.any(x) or len(x) > 5:
         return None
-    import torch
-    import torchaudio.functional as AF
-
-    value = float(AF.loudness(torch.from_numpy(np.ascontiguousarray(x)), sample_rate_hz))
+    (b1, a1), (b2, a2) = _k_weighting(sample_rate_hz)
+    y = lfilter(b2, a2, lfilter(b1, a1, x, axis=-1), axis=-1)
+    block = int(round(LOUDNESS_MIN_S * sample_rate_hz))
+    step = int(round(block * 0.25))
+    n_blocks = 1 + (y.shape[-1] - block) // step
+    # Mean square per 400 ms block (75% overlap) from a running sum: O(n), not O(n * block).
+    csum = np.concatenate([np.zeros((len(y), 1)), np.cumsum(y * y, axis=-1)], axis=-1)
+    starts = np.arange(n_blocks) * step
+    energy = (csum[:, starts + block] - csum[:, starts]) / block  # (channels, blocks)
+    g = np.array([1.0, 1.0, 1.0, 1.41, 1.41])[: len(y), None]
+    with np.errstate(divide="ignore"):
+        block_lufs = -0.691 + 10 * np.log10(np.sum(g * energy, axis=0))
+        gated = block_lufs > -70.0
+        if not gated.any():
+            return None
+        relative = -0.691 + 10 * np.log10(np.sum(g[:, 0] * energy[:, gated].mean(axis=1))) - 10
+        gated &= block_lufs > relative
+        value = -0.691 + 10 * np.log10(np.sum(g[:, 0] * energy[:, gated].mean(axis=1)))
+    value = float(value)
     return value if math.isfinite(value) and value > -70.0 else None
+
+
+@lru_cache(maxsize=8)
+def _k_weighting(sample_rate_hz: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
+    """BS.1770 K-weighting as torchaudio builds it: a +4 dB high shelf at 1500 Hz (Q 1/sqrt 2),
+    then a 38 Hz high-pass (Q 0.5); RBJ cookbook biquads, as (b, a) pairs."""
+    w0 = 2 * math.pi * 1500.0 / sample_rate_hz
+    alpha = math.sin(w0) / 2 / (1 / math.sqrt(2))
+    big_a = 10 ** (4.0 / 40)
+    t1, t2, t3 = 2 * math.sqrt(big_a) * alpha, (big_a - 1) * math.cos(w0), (big_a + 1) * math.cos(w0)
+    shelf_b = [big_a * ((big_a + 1) + t2 + t1), -2 * big_a * ((big_a - 1) + t3),
+               big_a * ((big_a + 1) + t2 - t1)]  # fmt: skip
+    shelf_a = [(big_a + 1) - t2 + t1, 2 * ((big_a - 1) - t3), (big_a + 1) - t2 - t1]
+    w0 = 2 * math.pi * 38.0 / sample_rate_hz
+    alpha = math.sin(w0) / 2 / 0.5
+    hp_b = [(1 + math.cos(w0)) / 2, -1 - math.cos(w0), (1 + math.cos(w0)) / 2]
+    hp_a = [1 + alpha, -2 * math.cos(w0), 1 - alpha]
+    return (np.array(shelf_b), np.array(shelf_a)), (np.array(hp_b), np.array(hp_a))
 
 
 def rms_dbfs(x: np.ndarray) -> float | None:

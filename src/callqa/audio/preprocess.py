@@ -50,7 +50,7 @@ from callqa.audio.metrics import (
     rms_dbfs,
     snr_db,
 )
-from callqa.audio.vad import detect_speech
+from callqa.audio.vad import detect_speech_many
 from callqa.config import PreprocessConfig, cache_root
 from callqa.progress import track
 
@@ -74,7 +74,8 @@ class Prepared:
     tracks: dict[str, np.ndarray]  # 16 kHz mono float32 role audio, not normalised
     roles_from: str  # "channels" | "diarization"
     speech: dict[str, list[tuple[float, float]]]  # Silero VAD speech intervals per track
-    logmel: np.ndarray  # (n_tracks, n_mels, frames) float32, of the conditioned audio
+    # (n_tracks, n_mels, frames) float32, of the conditioned audio; None when not asked for
+    logmel: np.ndarray | None
     input_stats: dict  # per track, of the decoded audio before any processing
     duration_s: float
     sample_rate_hz: int  # of the original file
@@ -283,8 +284,11 @@ def input_stats(
     }
 
 
-def prepare(audio: Audio, cfg: PreprocessConfig) -> Prepared:
+def prepare(audio: Audio, cfg: PreprocessConfig, with_logmel: bool = True) -> Prepared:
     """Decoded audio -> role tracks at 16 kHz, VAD speech, input stats and log-mel.
+
+    `with_logmel=False` skips conditioning and the log-mel image (`logmel` is None): scoring
+    needs neither until a model reads them.
 
     Raises:
         AudioError: `nan_samples` when the decoded samples are not all finite.
@@ -297,17 +301,20 @@ def prepare(audio: Audio, cfg: PreprocessConfig) -> Prepared:
         name: quantise_pcm16(resample(sig, sr, cfg.sample_rate_hz)) for name, sig in sources.items()
     }
     # 3 decimals, as stored and as in results (CONTRACTS): memory and disk agree exactly
+    found = detect_speech_many(list(tracks.values()), cfg.sample_rate_hz, cfg.vad)
     speech = {
-        name: [(round(s, 3), round(e, 3)) for s, e in detect_speech(t, cfg.sample_rate_hz, cfg.vad)]
-        for name, t in tracks.items()
+        name: [(round(s, 3), round(e, 3)) for s, e in intervals]
+        for name, intervals in zip(tracks, found, strict=True)
     }
     stats = {
         name: input_stats(sources[name], x[rows[name]], sr, audio.subtype, speech[name])
         for name in tracks
     }
-    logmel = np.stack(
-        [log_mel(condition(t, cfg, cfg.sample_rate_hz), cfg) for t in tracks.values()]
-    )
+    logmel = None
+    if with_logmel:
+        logmel = np.stack(
+            [log_mel(condition(t, cfg, cfg.sample_rate_hz), cfg) for t in tracks.values()]
+        )
     return Prepared(
         tracks=tracks,
         roles_from="diarization" if reason else "channels",
