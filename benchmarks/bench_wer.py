@@ -1,7 +1,9 @@
 """WER of callqa's ASR on ../shared/realdata/asr (jiwer, Whisper English normalisation).
 
-Runs the same path `callqa score` uses (Silero VAD -> backend on speech windows) and bare
-faster-whisper on the whole file, and prints raw and normalised WER for both.
+Runs the same path `callqa score` uses (Silero VAD -> backend on speech windows), bare
+faster-whisper on the whole file (sequential `WhisperModel.transcribe`, and the batched
+pipeline callqa builds on), and prints raw and normalised WER for each. Nine short clips:
+one word more or less moves a file by 25-50%, so read the totals, not the rows.
 
     python benchmarks/bench_wer.py [--backend faster-whisper|transformers]
 """
@@ -28,7 +30,7 @@ def main() -> None:
     args = ap.parse_args()
 
     import jiwer
-    from faster_whisper import WhisperModel
+    from faster_whisper import BatchedInferencePipeline, WhisperModel
     from whisper_normalizer.english import EnglishTextNormalizer
 
     from callqa.asr.backend import load_backend
@@ -47,42 +49,46 @@ def main() -> None:
         compute_type="int8",
         cpu_threads=2,
     )
+    batched = BatchedInferencePipeline(bare)
     norm = EnglishTextNormalizer()
 
     def raw(t: str) -> str:
         return jiwer.RemovePunctuation()(t.lower()).strip()
 
-    rows, hyp_ours, hyp_bare, total_s, t_ours, t_bare = [], [], [], 0.0, 0.0, 0.0
+    rows, total_s = [], 0.0
+    hyps = {"callqa (VAD + backend)": [], "bare faster-whisper": [], "bare batched": []}
+    secs = dict.fromkeys(hyps, 0.0)
     for name, ref in refs.items():
         audio = load_audio(args.data / name)
         x = resample(to_mono(audio.samples), audio.sample_rate_hz, 16000)
         total_s += len(x) / 16000
-        t0 = time.perf_counter()
-        segs = backend.transcribe(x, detect_speech(x, 16000, VadConfig()))
-        t_ours += time.perf_counter() - t0
-        ours = " ".join(s.text for s in segs)
-        t0 = time.perf_counter()
-        b, _ = bare.transcribe(x, beam_size=5, language="en")
-        b = " ".join(s.text for s in b)
-        t_bare += time.perf_counter() - t0
-        hyp_ours.append(ours)
-        hyp_bare.append(b)
-        rows.append((name, jiwer.wer(norm(ref), norm(ours) or "<empty>")))
+        runs = {
+            "callqa (VAD + backend)": lambda x=x: backend.transcribe(
+                x, detect_speech(x, 16000, VadConfig())
+            ),
+            "bare faster-whisper": lambda x=x: bare.transcribe(x, beam_size=5, language="en")[0],
+            "bare batched": lambda x=x: batched.transcribe(
+                x, beam_size=5, language="en", batch_size=8
+            )[0],
+        }
+        for label, fn in runs.items():
+            t0 = time.perf_counter()
+            text = " ".join(seg.text for seg in fn())
+            secs[label] += time.perf_counter() - t0
+            hyps[label].append(text)
+        ours = hyps["callqa (VAD + backend)"][-1]
+        rows.append((name, jiwer.wer(norm(ref), norm(ours) or "<empty>"), ours))
     refs_l = list(refs.values())
     print(
         f"files: {len(refs)}, audio: {total_s:.1f} s, backend: {backend.name} ({backend.model_id})"
     )
-    for name, w in rows:
-        print(f"  {name:32s} normalised WER {w:6.1%}")
-    for label, hyps, secs in (
-        ("callqa (VAD + backend)", hyp_ours, t_ours),
-        ("bare faster-whisper", hyp_bare, t_bare),
-    ):
-        w_raw = jiwer.wer([raw(r) for r in refs_l], [raw(h) or "<empty>" for h in hyps])
-        w_norm = jiwer.wer([norm(r) for r in refs_l], [norm(h) or "<empty>" for h in hyps])
-        print(
-            f"{label:24s} raw WER {w_raw:6.1%}   normalised WER {w_norm:6.1%}   {total_s / secs:5.1f}x real time"
-        )
+    for name, w, text in rows:
+        print(f"  {name:30s} normalised WER {w:6.1%}  {text.strip()!r}")
+    for label, hyp in hyps.items():
+        w_raw = jiwer.wer([raw(r) for r in refs_l], [raw(h) or "<empty>" for h in hyp])
+        w_norm = jiwer.wer([norm(r) for r in refs_l], [norm(h) or "<empty>" for h in hyp])
+        speed = total_s / secs[label]
+        print(f"{label:24s} raw WER {w_raw:6.1%}  normalised WER {w_norm:6.1%}  {speed:5.1f}x rt")
 
 
 if __name__ == "__main__":

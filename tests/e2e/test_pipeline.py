@@ -1,4 +1,4 @@
-"""End to end through the CLI: synth -> ingest -> validate -> preprocess (-> transcribe -> score)."""
+"""End to end through the CLI: synth, ingest, validate, preprocess (then transcribe, score)."""
 
 import json
 

@@ -201,7 +201,8 @@ def test_loudness_monotone_with_gain_and_undefined_on_silence():
 
 
 @pytest.mark.parametrize(
-    "name", ["asr/jfk.flac", "conversation/pyannote_sample.wav", "overlap/fw_stereo_diarization.wav"]
+    "name",
+    ["asr/jfk.flac", "conversation/pyannote_sample.wav", "overlap/fw_stereo_diarization.wav"],
 )
 def test_loudness_matches_torchaudio_bs1770_on_real_speech(name):
     """Our scipy K-weighting and gating give torchaudio's BS.1770 figure (mono and stereo)."""

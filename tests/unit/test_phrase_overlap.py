@@ -7,9 +7,9 @@ import re
 
 import pytest
 import yaml
+from conftest import ROOT
 
 from callqa.data.phrases import BANKS, all_sentences
-from conftest import ROOT
 
 
 def _norm(text: str) -> str:

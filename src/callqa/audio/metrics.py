@@ -206,7 +206,11 @@ def _k_weighting(sample_rate_hz: int) -> tuple[tuple[np.ndarray, np.ndarray], ..
     w0 = 2 * math.pi * 1500.0 / sample_rate_hz
     alpha = math.sin(w0) / 2 / (1 / math.sqrt(2))
     big_a = 10 ** (4.0 / 40)
-    t1, t2, t3 = 2 * math.sqrt(big_a) * alpha, (big_a - 1) * math.cos(w0), (big_a + 1) * math.cos(w0)
+    t1, t2, t3 = (
+        2 * math.sqrt(big_a) * alpha,
+        (big_a - 1) * math.cos(w0),
+        (big_a + 1) * math.cos(w0),
+    )
     shelf_b = [big_a * ((big_a + 1) + t2 + t1), -2 * big_a * ((big_a - 1) + t3),
                big_a * ((big_a + 1) + t2 - t1)]  # fmt: skip
     shelf_a = [(big_a + 1) - t2 + t1, 2 * ((big_a - 1) - t3), (big_a + 1) - t2 - t1]

@@ -85,7 +85,10 @@ def speech_probs(tracks: list[np.ndarray], sample_rate_hz: int) -> list[np.ndarr
             model.reset_states(len(batch))
             t = torch.from_numpy(chunk)
             scores = np.concatenate(
-                [model(t[:, k * win : (k + 1) * win], sample_rate_hz).numpy() for k in range(steps)],
+                [
+                    model(t[:, k * win : (k + 1) * win], sample_rate_hz).numpy()
+                    for k in range(steps)
+                ],
                 axis=1,
             )
             for r, (i, w0, n, lead) in enumerate(batch):
