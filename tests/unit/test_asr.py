@@ -14,7 +14,8 @@ from callqa.asr.backend import (
     is_hallucination,
     load_backend,
     make_segment,
-    speech_windows,
+    pack_speech,
+    speech_pieces,
 )
 from callqa.config import TranscribeConfig, VadConfig
 from callqa.schemas import Word
@@ -97,13 +98,13 @@ def test_word_times_are_absolute_monotonic_and_inside_speech(jfk, jfk_result):
     speech, segments = jfk_result
     words = _words(segments)
     assert len(words) >= 18
-    windows = speech_windows(jfk, speech)
+    pieces = speech_pieces(jfk, speech)
     starts = [w.start for w in words]
     assert starts == sorted(starts)
     for w in words:
         assert w.word == w.word.strip() and w.word
         assert w.end >= w.start
-        assert any(lo <= w.start and w.end <= hi for lo, hi in windows), (w, windows)
+        assert any(lo <= w.start and w.end <= hi for lo, hi in pieces), (w, pieces)
         assert w.probability is not None and 0 <= w.probability <= 1
     # The words cover the speech: first near the first onset, last near the last offset.
     assert abs(words[0].start - speech[0][0]) < 0.6
@@ -143,7 +144,7 @@ def test_long_speech_is_split_not_truncated(backend, jfk, realdata):
     talk = _load_16k(realdata / "conversation" / "pyannote_sample.wav")
     x = np.concatenate([jfk, talk])
     duration_s = len(x) / SR
-    windows = speech_windows(x, [(0.0, duration_s)])
+    windows = pack_speech([(x, [(0.0, duration_s)])]).windows
     assert len(windows) == 2 and all(e - s <= MAX_WINDOW_S for s, e in windows)
     words = _words(backend.transcribe(x, [(0.0, duration_s)]))
     text = " ".join(w.word for w in words)
@@ -168,34 +169,56 @@ def test_telephone_quality_speech(backend, jfk, tmp_path):
 # --- windows and filters (no model) -----------------------------------------------------
 
 
-def test_windows_merge_neighbours_and_pad_without_overlap():
+def test_pieces_pad_join_short_pauses_and_never_overlap():
     x = np.zeros(60 * SR, np.float32)
-    windows = speech_windows(x, [(5.0, 6.0), (1.0, 2.0), (40.0, 41.0), (59.9, 60.5)])
-    # Windows span pauses (a 30 s input costs the same however much of it is speech).
-    assert windows == [(0.8, 6.2), (39.8, 60.0)]
-    assert speech_windows(x, []) == []
-    assert speech_windows(x, [(3.0, 3.0), (70.0, 80.0)]) == []
+    pieces = speech_pieces(x, [(5.0, 6.0), (1.0, 2.0), (2.3, 2.9), (40.0, 41.0), (59.9, 60.5)])
+    # A 0.4 s pause stays audio; longer silences separate pieces; padding stops at the track.
+    assert pieces == [(0.8, 3.1), (4.8, 6.2), (39.8, 41.2), (59.7, 60.0)]
+    assert speech_pieces(x, []) == []
+    assert speech_pieces(x, [(3.0, 3.0), (70.0, 80.0)]) == []
+    close = speech_pieces(x, [(1.0, 2.0), (2.2, 3.0)], join_gap_s=0.0)
+    assert close == [(0.8, 2.1), (2.1, 3.2)]  # padding meets half-way
 
 
-def test_windows_never_exceed_30_s_or_overlap():
+def test_packing_leaves_silence_out_and_maps_words_back():
+    from callqa.schemas import Word
+
     x = np.zeros(200 * SR, np.float32)
-    speech = [(float(s), float(s) + 4.5) for s in range(0, 195, 5)]
-    windows = speech_windows(x, speech)
-    assert all(e - s <= MAX_WINDOW_S + 1e-9 for s, e in windows)
-    assert all(a[1] <= b[0] for a, b in zip(windows, windows[1:], strict=False))
-    covered = sum(e - s for s, e in windows)
-    assert covered >= sum(e - s for s, e in speech)
+    speech = [(float(s), float(s) + 2.0) for s in range(5, 195, 10)]  # 2 s every 10 s
+    packed = pack_speech([(x, speech)])
+    assert all(e - s <= MAX_WINDOW_S + 1e-9 for s, e in packed.windows)
+    assert all(a[1] <= b[0] for a, b in zip(packed.windows, packed.windows[1:], strict=False))
+    # 19 pieces of 2.4 s: 45.6 s of audio in two inputs instead of seven 30 s spans.
+    assert len(packed.audio) / SR == pytest.approx(sum(p.duration_s for p in packed.pieces))
+    assert len(packed.windows) == 2
+    second = packed.pieces[1]  # track 14.8-17.2 s sits at 2.4-4.8 s of the packed audio
+    assert second.start_s == pytest.approx(14.8) and second.at_s == pytest.approx(2.4)
+    first = packed.windows[0]
+    words = [Word(word="hi", start=2.5, end=2.9), Word(word="edge", start=4.6, end=5.1)]
+    hi, edge = packed.to_track(words, first)
+    assert (hi.start, hi.end) == (pytest.approx(14.9), pytest.approx(15.3))
+    # "edge" straddles two pieces: it goes to the one holding its midpoint (the third)
+    assert edge.start == pytest.approx(24.8) and edge.end == pytest.approx(25.1)
+    assert packed.locate(first) == (0, (4.8, 117.2))
+
+
+def test_two_tracks_share_a_batch_but_never_a_window():
+    x = np.zeros(60 * SR, np.float32)
+    packed = pack_speech([(x, [(1.0, 3.0)]), (x, []), (x, [(10.0, 12.0), (50.0, 51.0)])])
+    assert len(packed.windows) == 2  # 2.4 s of track 0; 3.8 s of track 2; nothing of track 1
+    assert packed.locate(packed.windows[0]) == (0, (0.8, 3.2))
+    assert packed.locate(packed.windows[1]) == (2, (9.8, 51.2))
 
 
 def test_a_long_interval_is_cut_in_its_quietest_moment():
     rng = np.random.default_rng(1)
     x = (rng.normal(size=70 * SR) * 0.1).astype(np.float32)
     x[int(27.0 * SR) : int(27.3 * SR)] *= 0.01  # a breath pause at 27.0-27.3 s
-    windows = speech_windows(x, [(0.0, 70.0)])
-    assert len(windows) == 3
-    assert 27.0 <= windows[0][1] <= 27.3
-    assert windows[0][1] == windows[1][0]
-    assert windows[-1][1] == 70.0
+    pieces = speech_pieces(x, [(0.0, 70.0)])
+    assert len(pieces) == 3
+    assert 27.0 <= pieces[0][1] <= 27.3
+    assert pieces[0][1] == pieces[1][0]
+    assert pieces[-1][1] == 70.0
 
 
 def test_hallucination_rule_needs_both_conditions():

@@ -24,6 +24,7 @@ from callqa.schemas import Segment, Word
 
 logger = logging.getLogger(__name__)
 Interval = tuple[float, float]
+CACHE_VERSION = 2  # bump when the same audio would be transcribed differently (2: packed speech)
 MAX_PAUSE_S = 1.0  # a longer gap between words starts a new transcript segment
 
 
@@ -50,22 +51,39 @@ class CachedAsr:
 
     def key(self, x: np.ndarray, speech: list[Interval]) -> str:
         h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes())
-        meta = [self.backend.name, self.backend.model_id, self.options, speech]
+        meta = [CACHE_VERSION, self.backend.name, self.backend.model_id, self.options, speech]
         h.update(json.dumps(meta, sort_keys=True, default=str).encode())
         return h.hexdigest()[:32]
 
     def transcribe(self, x: np.ndarray, speech: list[Interval]) -> list[AsrSegment]:
-        path = self.root / f"{self.key(x, speech)}.json"
-        if path.exists():
-            try:
-                rows = json.loads(path.read_text(encoding="utf-8"))
-                self.hits += 1
-                return [_segment_from_dict(r) for r in rows]
-            except (ValueError, KeyError, TypeError):
-                logger.warning("ignoring a corrupt ASR cache entry %s", path)
-        segments = self.backend.transcribe(x, speech)
-        with atomic_path(path) as tmp:
-            tmp.write_text(json.dumps([_segment_to_dict(s) for s in segments]), encoding="utf-8")
+        return self.transcribe_many([(x, speech)])[0]
+
+    def transcribe_many(
+        self, tracks: list[tuple[np.ndarray, list[Interval]]]
+    ) -> list[list[AsrSegment]]:
+        """Cached tracks come from disk; the others are decoded together, then cached."""
+        paths = [self.root / f"{self.key(x, speech)}.json" for x, speech in tracks]
+        out: list[list[AsrSegment] | None] = [self._read(p) for p in paths]
+        todo = [i for i, got in enumerate(out) if got is None]
+        if todo:
+            fresh = self.backend.transcribe_many([tracks[i] for i in todo])
+            for i, segments in zip(todo, fresh, strict=True):
+                with atomic_path(paths[i]) as tmp:
+                    rows = [_segment_to_dict(s) for s in segments]
+                    tmp.write_text(json.dumps(rows), encoding="utf-8")
+                out[i] = segments
+        return out  # type: ignore[return-value]
+
+    def _read(self, path: Path) -> list[AsrSegment] | None:
+        if not path.exists():
+            return None
+        try:
+            rows = json.loads(path.read_text(encoding="utf-8"))
+            segments = [_segment_from_dict(r) for r in rows]
+        except (ValueError, KeyError, TypeError):
+            logger.warning("ignoring a corrupt ASR cache entry %s", path)
+            return None
+        self.hits += 1
         return segments
 
 
@@ -89,8 +107,10 @@ def transcribe_prepared(
     """Role-attributed transcript of one preprocessed call (`audio.preprocess.Prepared`)."""
     if prep.roles_from == "channels":
         segments = []
-        for role, x in prep.tracks.items():
-            for s in asr.transcribe(x, prep.speech[role]):
+        roles = list(prep.tracks)
+        decoded = asr.transcribe_many([(prep.tracks[r], prep.speech[r]) for r in roles])
+        for role, track_segments in zip(roles, decoded, strict=True):
+            for s in track_segments:
                 segments.extend(_split_on_pauses(role, s.words))
         segments.sort(key=lambda s: (s.start, s.role))
         return Transcript(segments, dict(prep.speech), dict(prep.tracks), "channels")

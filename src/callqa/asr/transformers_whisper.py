@@ -21,8 +21,8 @@ from callqa.asr.backend import (
     AsrSegment,
     Interval,
     check_track,
-    make_segment,
-    speech_windows,
+    decoded_segment,
+    pack_speech,
 )
 from callqa.asr.convert import DEFAULT_HF_DIR
 from callqa.config import TranscribeConfig
@@ -126,21 +126,30 @@ class TransformersWhisperBackend:
 
     def transcribe(self, audio_16k: np.ndarray, speech: list[Interval]) -> list[AsrSegment]:
         """Transcribe only the speech of one track; times are absolute seconds of the track."""
-        x = check_track(audio_16k)
-        windows = speech_windows(x, speech)
-        out: list[AsrSegment] = []
+        return self.transcribe_many([(audio_16k, speech)])[0]
+
+    def transcribe_many(
+        self, tracks: list[tuple[np.ndarray, list[Interval]]]
+    ) -> list[list[AsrSegment]]:
+        """Transcribe several tracks; their windows share batches."""
+        packed = pack_speech([(check_track(x), speech) for x, speech in tracks])
+        windows, audio = packed.windows, packed.audio
+        speech = [sp for _x, sp in tracks]
+        out: list[list[AsrSegment]] = [[] for _ in tracks]
         for i in range(0, len(windows), self.cfg.batch_size):
             batch = windows[i : i + self.cfg.batch_size]
-            clips = [x[int(s * SAMPLE_RATE_HZ) : int(e * SAMPLE_RATE_HZ)] for s, e in batch]
+            clips = [audio[int(s * SAMPLE_RATE_HZ) : int(e * SAMPLE_RATE_HZ)] for s, e in batch]
             with self._lock, _torch_threads(self.cfg.cpu_threads if self.device == "cpu" else 0):
                 decoded = self._decode(clips)
             for window, (tokens, bounds, logprobs, no_speech) in zip(batch, decoded, strict=True):
                 words = self._words(tokens, bounds, logprobs, window[0])
                 text = self.processor.tokenizer.decode(tokens, skip_special_tokens=True)
                 avg_logprob = float(np.mean(logprobs)) if len(logprobs) else None
-                made = make_segment(words, text, window, avg_logprob, no_speech, self.cfg, speech)
+                track, made = decoded_segment(
+                    packed, window, words, text, avg_logprob, no_speech, self.cfg, speech
+                )
                 if made is not None:
-                    out.append(made)
+                    out[track].append(made)
         return out
 
     def _decode(

@@ -170,15 +170,17 @@ def loudness_lufs(x: np.ndarray, sample_rate_hz: int) -> float | None:
     Returns None when undefined: shorter than one 0.4 s gating block, or nothing above the
     -70 LUFS absolute gate (silence).
     """
-    from scipy.signal import lfilter
+    from scipy.signal import sosfilt
 
-    x = np.asarray(x, dtype=np.float64)
+    x = np.ascontiguousarray(x, dtype=np.float64)  # filtering a strided view is 3x slower
     if x.ndim == 1:
         x = x[None, :]
     if x.shape[-1] < int(LOUDNESS_MIN_S * sample_rate_hz) + 1 or not np.any(x) or len(x) > 5:
         return None
-    (b1, a1), (b2, a2) = _k_weighting(sample_rate_hz)
-    y = lfilter(b2, a2, lfilter(b1, a1, x, axis=-1), axis=-1)
+    # Digital silence makes the IIR state decay into subnormal floats, which are ~10x slower
+    # to compute with; a -240 dB tone at Nyquist keeps it normal and changes no figure.
+    nyquist_tone = np.where(np.arange(x.shape[-1]) % 2 == 0, 1e-12, -1e-12)
+    y = sosfilt(_k_weighting(sample_rate_hz), x + nyquist_tone, axis=-1)
     block = int(round(LOUDNESS_MIN_S * sample_rate_hz))
     step = int(round(block * 0.25))
     n_blocks = 1 + (y.shape[-1] - block) // step
@@ -200,25 +202,21 @@ def loudness_lufs(x: np.ndarray, sample_rate_hz: int) -> float | None:
 
 
 @lru_cache(maxsize=8)
-def _k_weighting(sample_rate_hz: int) -> tuple[tuple[np.ndarray, np.ndarray], ...]:
-    """BS.1770 K-weighting as torchaudio builds it: a +4 dB high shelf at 1500 Hz (Q 1/sqrt 2),
-    then a 38 Hz high-pass (Q 0.5); RBJ cookbook biquads, as (b, a) pairs."""
+def _k_weighting(sample_rate_hz: int) -> np.ndarray:
+    """BS.1770 K-weighting as torchaudio builds it, as second-order sections: a +4 dB high
+    shelf at 1500 Hz (Q 1/sqrt 2), then a 38 Hz high-pass (Q 0.5); RBJ cookbook biquads."""
     w0 = 2 * math.pi * 1500.0 / sample_rate_hz
-    alpha = math.sin(w0) / 2 / (1 / math.sqrt(2))
-    big_a = 10 ** (4.0 / 40)
-    t1, t2, t3 = (
-        2 * math.sqrt(big_a) * alpha,
-        (big_a - 1) * math.cos(w0),
-        (big_a + 1) * math.cos(w0),
-    )
-    shelf_b = [big_a * ((big_a + 1) + t2 + t1), -2 * big_a * ((big_a - 1) + t3),
-               big_a * ((big_a + 1) + t2 - t1)]  # fmt: skip
-    shelf_a = [(big_a + 1) - t2 + t1, 2 * ((big_a - 1) - t3), (big_a + 1) - t2 - t1]
+    cos, alpha = math.cos(w0), math.sin(w0) / 2 * math.sqrt(2)
+    g = 10 ** (4.0 / 40)
+    t1, t2, t3 = 2 * math.sqrt(g) * alpha, (g - 1) * cos, (g + 1) * cos
+    shelf_b = [g * ((g + 1) + t2 + t1), -2 * g * ((g - 1) + t3), g * ((g + 1) + t2 - t1)]
+    shelf_a = [(g + 1) - t2 + t1, 2 * ((g - 1) - t3), (g + 1) - t2 - t1]
     w0 = 2 * math.pi * 38.0 / sample_rate_hz
-    alpha = math.sin(w0) / 2 / 0.5
-    hp_b = [(1 + math.cos(w0)) / 2, -1 - math.cos(w0), (1 + math.cos(w0)) / 2]
-    hp_a = [1 + alpha, -2 * math.cos(w0), 1 - alpha]
-    return (np.array(shelf_b), np.array(shelf_a)), (np.array(hp_b), np.array(hp_a))
+    cos, alpha = math.cos(w0), math.sin(w0) / 2 / 0.5
+    hp_b = [(1 + cos) / 2, -1 - cos, (1 + cos) / 2]
+    hp_a = [1 + alpha, -2 * cos, 1 - alpha]
+    return np.array([[*np.divide(b, a[0]), *np.divide(a, a[0])] for b, a in
+                     ((shelf_b, shelf_a), (hp_b, hp_a))])  # fmt: skip
 
 
 def rms_dbfs(x: np.ndarray) -> float | None:

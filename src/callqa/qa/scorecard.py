@@ -710,11 +710,16 @@ def _eval_metric(check: MetricCheck, ctx: _Context) -> Outcome:
 
 
 def _eval_combination(check: CombinationCheck, ctx: _Context) -> Outcome:
+    # Children run in order and stop once one decides the result (any/none: a pass; all: a
+    # fail), so a phrase match spares the sentence encoder its work on that call.
+    decisive = False if check.type == "all" else True
     kids = []
     for child in check.checks:
         cid = child if isinstance(child, str) else child.id
         # Inline children are named by their parent ("greeting.phrase" -> "phrase").
         kids.append((cid.removeprefix(f"{check.id}."), ctx.run(child)))
+        if kids[-1][1].passed is decisive:
+            break
     states = [o.passed for _, o in kids]
     if check.type == "any":
         passed = True if True in states else (None if None in states else False)
