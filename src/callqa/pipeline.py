@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.audio.io import AUDIO_EXTENSIONS, AudioError, atomic_path, content_id, load_audio
+from callqa.audio.io import SCAN_EXTENSIONS, AudioError, atomic_path, content_id, load_audio
 from callqa.config import PreprocessConfig, ScoreConfig, TranscribeConfig
 from callqa.schemas import (
     AsrInfo,
@@ -41,11 +41,12 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
     out: list[Path] = []
     for p in paths:
         if p.is_dir():
-            out.extend(
-                sorted(
-                    f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_EXTENSIONS
-                )
+            found = sorted(
+                f for f in p.rglob("*") if f.suffix.lower() in SCAN_EXTENSIONS and not f.is_dir()
             )
+            if not found:
+                logger.warning("%s: a folder with no audio files in it", p)
+            out.extend(found)
         else:
             out.append(p)
     return out

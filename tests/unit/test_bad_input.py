@@ -58,6 +58,11 @@ EXPECTED = {
     "hour_of_silence.wav": "silent",
     "clipped.wav": "clipped",
     "low_rate.wav": "sample_rate_too_low",
+    "phone_gsm.wav": None,  # GSM 6.10, 8 kHz: libsndfile cannot seek in it
+    "phone_u8.wav": None,  # 8-bit unsigned PCM, 8 kHz
+    "voicemail.m4a": "unreadable",  # a real container that soundfile cannot decode
+    "header_only.wav": "too_short",  # a valid header and no samples
+    "dangling_link.wav": "missing_file",  # a symlink to nowhere
     "labels/missing.wav": "missing_file",
     "labels/bored.wav": "unknown_label",
     "labels/fearful.wav": "label_out_of_scope",
@@ -86,6 +91,13 @@ def outcome(tmp_path_factory):
     write_silent_wav(calls / "hour_of_silence.wav", HOUR_S)
     sf.write(calls / "clipped.wav", np.clip(8 * x / np.abs(x).max(), -1, 1), sr)
     sf.write(calls / "low_rate.wav", x[::4], sr // 4)  # 4 kHz: below the 8 kHz minimum
+    phone = x[::2, 0]  # 16 -> 8 kHz (librivox is narrow-band enough not to alias badly)
+    sf.write(calls / "phone_gsm.wav", phone, sr // 2, subtype="GSM610", format="WAV")
+    sf.write(calls / "phone_u8.wav", phone, sr // 2, subtype="PCM_U8")
+    mp4_head = b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00isomiso2"
+    (calls / "voicemail.m4a").write_bytes(mp4_head + bytes(range(256)) * 8)
+    (calls / "header_only.wav").write_bytes((ASR / "ps_cards_001.wav").read_bytes()[:44])
+    (calls / "dangling_link.wav").symlink_to(calls / "no_such_target.wav")
     shutil.copyfile(ASR / "ps_goforward.wav", calls / "labels" / "bored.wav")
     shutil.copyfile(ASR / "ps_cards_003.wav", calls / "labels" / "fearful.wav")
     (calls / "readme.txt").write_text("not an audio extension: not ingested")
@@ -168,6 +180,9 @@ def test_specific_reasons_are_not_muddled(outcome):
     assert by_name["bored.wav"] == ["unknown_label"]
     assert by_name["fearful.wav"] == ["label_out_of_scope"]
     assert by_name["zz_copy_of_good_a.wav"] == ["duplicate_content"]
+    assert by_name["voicemail.m4a"] == ["unreadable"]
+    message = q.set_index("path").loc[str(outcome["calls"] / "voicemail.m4a"), "message"]
+    assert "MP4/M4A" in message and "convert" in message
 
 
 def test_duplicate_message_names_the_kept_file(outcome):

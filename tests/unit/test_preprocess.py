@@ -342,3 +342,16 @@ def test_workers_give_the_same_outputs(tmp_path, files):
         b = load_prepared(tmp_path / "out" / content_id(p))
         assert a.speech == b.speech
         np.testing.assert_array_equal(a.logmel, b.logmel)
+
+
+def test_a_dc_offset_changes_neither_roles_nor_speech():
+    """Cheap sound cards add DC: the VAD must find the same turns, a silent channel stays silent."""
+    x, sr = sf.read(REALDATA / "conversation" / "pyannote_sample.wav", dtype="float32")
+    clean = prepare(Audio(x[None], sr, "PCM_16"), CFG, with_logmel=False)
+    shifted = prepare(Audio((x * 0.5 + 0.3)[None], sr, "PCM_16"), CFG, with_logmel=False)
+    assert len(shifted.speech["mono"]) == len(clean.speech["mono"]) >= 2
+    for (s0, e0), (s1, e1) in zip(clean.speech["mono"], shifted.speech["mono"], strict=True):
+        assert abs(s0 - s1) < 0.15 and abs(e0 - e1) < 0.15
+    offset_channel = np.full_like(x, 0.2)  # DC alone, no voice
+    stereo = prepare(Audio(np.stack([x, offset_channel]), sr, "PCM_16"), CFG, with_logmel=False)
+    assert stereo.mono_reason == "silent_channel"

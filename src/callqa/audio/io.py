@@ -15,6 +15,13 @@ from pathlib import Path
 import numpy as np
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus"}
+# Every extension a folder scan picks up: also other libsndfile containers, and containers
+# soundfile cannot decode (m4a, aac, wma, amr), so those end with an error that says so
+# instead of vanishing without a word.
+SCAN_EXTENSIONS = AUDIO_EXTENSIONS | {
+    ".aif", ".aiff", ".au", ".snd", ".caf", ".w64", ".rf64",
+    ".m4a", ".aac", ".wma", ".amr",
+}  # fmt: skip
 
 
 class AudioError(Exception):
@@ -89,7 +96,7 @@ def load_audio(path: str | Path, max_duration_s: float | None = None) -> Audio:
                     f"{path.name}: {f.frames / sr:.0f} s is longer than the limit of "
                     f"{max_duration_s:.0f} s",
                 )
-            data = f.read(dtype="float32", always_2d=True)
+            data = read_all(f)
     except AudioError:
         raise
     except Exception as err:  # noqa: BLE001
@@ -111,12 +118,29 @@ def decode_bytes(data: bytes, name: str = "upload") -> Audio:
         with sf.SoundFile(_io.BytesIO(data)) as f:
             # keep the subtype: clipping is measured against the format's quantisation step
             sr, subtype = int(f.samplerate), f.subtype
-            samples = f.read(dtype="float32", always_2d=True)
+            samples = read_all(f)
     except Exception as err:  # noqa: BLE001
         raise AudioError("not_audio", f"{name}: not a readable audio file ({err})") from None
     if samples.shape[0] == 0:
         raise AudioError("unreadable", f"{name}: the file decodes to no samples")
     return Audio(np.ascontiguousarray(samples.T), sr, subtype)
+
+
+def read_all(f, block_frames: int = 1 << 18) -> np.ndarray:
+    """Every frame of an open `soundfile.SoundFile` as float32 (n, channels).
+
+    libsndfile reports some codecs as not seekable (GSM 6.10 in WAV, a common telephone
+    format) and then refuses a read of "all frames": read those block by block to the end.
+    """
+    if f.seekable():
+        return f.read(dtype="float32", always_2d=True)
+    blocks = []
+    while True:
+        block = f.read(block_frames, dtype="float32", always_2d=True)
+        if block.shape[0] == 0:
+            break
+        blocks.append(block)
+    return np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
 
 
 def _check_exists(path: Path) -> None:
@@ -126,9 +150,27 @@ def _check_exists(path: Path) -> None:
         raise AudioError("empty_file", f"{path.name}: the file is empty (0 bytes)")
 
 
+# Containers libsndfile cannot decode, by their magic bytes (offset, bytes).
+UNDECODABLE = {
+    "MP4/M4A": (4, b"ftyp"),
+    "AMR": (0, b"#!AMR"),
+    "WMA/ASF": (0, bytes.fromhex("3026b2758e66cf11")),
+    "AAC (ADTS)": (0, b"\xff\xf1"),
+    "AAC (ADTS) ": (0, b"\xff\xf9"),
+    "WebM/Matroska": (0, bytes.fromhex("1a45dfa3")),
+}
+
+
 def _decode_error(path: Path, err: Exception) -> AudioError:
     with open(path, "rb") as f:
-        head = f.read(12)
+        head = f.read(16)
+    for kind, (offset, magic) in UNDECODABLE.items():
+        if head[offset : offset + len(magic)] == magic:
+            return AudioError(
+                "unreadable",
+                f"{path.name}: {kind.strip()} audio cannot be decoded here; convert it to WAV or "
+                "FLAC (e.g. `ffmpeg -i in.m4a -ar 16000 out.wav`)",
+            )
     known = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b"\xff\xfb", b"\xff\xf3")
     if any(head.startswith(m) for m in known):
         return AudioError(

@@ -112,6 +112,13 @@ def _correlation(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 20) -> float:
     return sab / den if den > 0 else 0.0
 
 
+def remove_dc(x: np.ndarray) -> np.ndarray:
+    """The signal minus its mean. Cheap sound cards add a DC offset, and Silero VAD misses
+    most speech riding on one (seen: a 0.3 offset lost 4 of 6 turns of a real call)."""
+    x = np.asarray(x, dtype=np.float32)
+    return x - np.float32(x.mean(dtype=np.float64)) if x.size else x
+
+
 def split_roles(
     samples: np.ndarray, channel_roles: tuple[str, str] = ("agent", "customer")
 ) -> tuple[dict[str, np.ndarray], dict[str, list[int]], str | None]:
@@ -133,7 +140,7 @@ def split_roles(
     if n_ch > 2:
         logger.warning("%d channels: mixing down to mono, roles from diarization", n_ch)
         return {"mono": samples.mean(axis=0)}, {"mono": list(range(n_ch))}, "mixdown"
-    levels = [rms_dbfs(ch) for ch in samples]
+    levels = [rms_dbfs(remove_dc(ch)) for ch in samples]  # a DC offset is not a voice
     silent = [lv is None or lv < SILENT_CHANNEL_DBFS for lv in levels]
     if silent[0] != silent[1]:
         live = 0 if silent[1] else 1
@@ -298,7 +305,8 @@ def prepare(audio: Audio, cfg: PreprocessConfig, with_logmel: bool = True) -> Pr
         raise AudioError("nan_samples", "the decoded audio holds NaN or infinite samples")
     sources, rows, reason = split_roles(x, cfg.channel_roles)
     tracks = {
-        name: quantise_pcm16(resample(sig, sr, cfg.sample_rate_hz)) for name, sig in sources.items()
+        name: quantise_pcm16(resample(remove_dc(sig), sr, cfg.sample_rate_hz))
+        for name, sig in sources.items()
     }
     # 3 decimals, as stored and as in results (CONTRACTS): memory and disk agree exactly
     found = detect_speech_many(list(tracks.values()), cfg.sample_rate_hz, cfg.vad)

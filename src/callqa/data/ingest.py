@@ -21,17 +21,11 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from callqa.audio.io import AUDIO_EXTENSIONS, AudioError, atomic_path, content_id, probe
+from callqa.audio.io import SCAN_EXTENSIONS, AudioError, atomic_path, content_id, probe
 from callqa.config import IngestConfig, SplitConfig
 
 logger = logging.getLogger(__name__)
 
-# Containers soundfile cannot decode (m4a, aac, wma, amr) are still listed so that they reach
-# validate and are quarantined with a message, instead of vanishing without a word.
-SCAN_EXTENSIONS = AUDIO_EXTENSIONS | {
-    ".aif", ".aiff", ".au", ".snd", ".caf", ".w64", ".rf64",
-    ".m4a", ".aac", ".wma", ".amr",
-}  # fmt: skip
 
 # Filename patterns of public corpora. RAVDESS: modality-channel-emotion-intensity-statement-
 # repetition-actor; CREMA-D: actor_sentence_emotion_level.
@@ -311,13 +305,6 @@ def describe_file(path: str) -> dict:
         info = probe(p)
     except AudioError as err:
         row["probe_error"], row["probe_message"] = err.code, err.message
-        if err.code == "not_audio" and p.suffix.lower() in SCAN_EXTENSIONS - {".wav"}:
-            # An .m4a that soundfile cannot open is audio in a format we do not decode.
-            row["probe_error"] = "unreadable"
-            row["probe_message"] = (
-                f"{p.name}: {p.suffix} files cannot be decoded here; convert it to WAV or FLAC "
-                "(e.g. `ffmpeg -i in.m4a out.wav`)"
-            )
         return row
     row.update({k: info[k] for k in ("duration_s", "sample_rate_hz", "channels", "format",
                                      "subtype")})  # fmt: skip

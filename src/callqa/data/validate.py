@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.audio.io import AudioError, atomic_path, probe
+from callqa.audio.io import AudioError, atomic_path, probe, read_all
 from callqa.config import ValidateConfig
 
 logger = logging.getLogger(__name__)
@@ -141,7 +141,7 @@ def _blocks(path: Path, frames: int, channels: int, frame_len: int):
 
     if frames * channels <= IN_MEMORY_SAMPLES:
         with sf.SoundFile(str(path)) as f:
-            data = f.read(dtype="float32", always_2d=True).T
+            data = read_all(f).T
         return lambda: iter([data])
     block = max(frame_len, (BLOCK_FRAMES // frame_len) * frame_len)  # frames stay aligned
 
