@@ -59,14 +59,19 @@ def files(tmp_path_factory) -> dict[str, Path]:
 # ------------------------------------------------------------------------------- roles, tracks
 
 
+def _dc_free(x: np.ndarray) -> np.ndarray:
+    return x - x.mean(dtype=np.float64)
+
+
 def test_stereo_split_into_roles_untouched_audio():
     audio = load_audio(STEREO)
     p = prepare(audio, CFG)
     assert p.roles_from == "channels" and p.mono_reason is None and not p.mono
     assert list(p.tracks) == ["agent", "customer"]
-    # already 16 kHz PCM_16: the role audio is the decoded channel itself (no normalisation)
-    np.testing.assert_array_equal(p.tracks["agent"], audio.samples[0])
-    np.testing.assert_array_equal(p.tracks["customer"], audio.samples[1])
+    # already 16 kHz PCM_16: the role audio is the decoded channel, only its DC removed (no
+    # filtering, no normalisation)
+    np.testing.assert_allclose(p.tracks["agent"], _dc_free(audio.samples[0]), atol=1 / 32768)
+    np.testing.assert_allclose(p.tracks["customer"], _dc_free(audio.samples[1]), atol=1 / 32768)
     assert p.speech["customer"][0][0] == pytest.approx(0.3, abs=0.2)
     assert p.logmel.shape == (2, CFG.n_mels, 1 + audio.samples.shape[1] // CFG.hop_length)
     assert p.logmel.dtype == np.float32 and np.isfinite(p.logmel).all()
@@ -81,7 +86,7 @@ def test_channel_roles_param_swaps_channels():
     audio = load_audio(STEREO)
     p = prepare(audio, CFG.model_copy(update={"channel_roles": ("customer", "agent")}))
     assert list(p.tracks) == ["agent", "customer"]  # track order stays agent, customer
-    np.testing.assert_array_equal(p.tracks["agent"], audio.samples[1])
+    np.testing.assert_allclose(p.tracks["agent"], _dc_free(audio.samples[1]), atol=1 / 32768)
 
 
 def test_mono_8khz_mulaw_phone_file(files):
@@ -114,7 +119,7 @@ def test_identical_or_one_silent_channel_is_mono(files):
     x = _speech16k()
     # the silent channel is dropped, not mixed in at -6 dB
     p = prepare(load_audio(files["one_silent"]), CFG)
-    np.testing.assert_allclose(p.tracks["mono"], x, atol=1 / 32768)
+    np.testing.assert_allclose(p.tracks["mono"], _dc_free(x), atol=1 / 32768)
 
 
 def test_more_than_two_channels_are_mixed_down():
