@@ -29,6 +29,7 @@ MAX_WINDOW_S = 30.0
 WINDOW_PAD_S = 0.2
 # Pieces closer than this keep the pause between them (a natural pause helps the decoder).
 JOIN_GAP_S = 1.0
+TAIL_PAD_S = 0.05  # silence after the packed speech (see `pack_speech`)
 # A speech stretch longer than MAX_WINDOW_S is cut at the quietest frame of the last
 # SPLIT_SEARCH_S seconds before the limit, so the cut falls in a pause rather than a word.
 SPLIT_SEARCH_S = 5.0
@@ -192,7 +193,7 @@ def pack_speech(
 
     >>> p = pack_speech([(np.zeros(16000 * 60, np.float32), [(1.0, 2.0), (40.0, 41.0)])])
     >>> p.windows, len(p.audio) / 16000
-    ([(0.0, 2.8)], 2.8)
+    ([(0.0, 2.8)], 2.85)
     """
     parts, pieces, windows = [], [], []
     offset_n = 0
@@ -211,7 +212,10 @@ def pack_speech(
             parts.append(x[a:b])
             pieces.append(Piece(here, track, a / SAMPLE_RATE_HZ, (b - a) / SAMPLE_RATE_HZ))
             offset_n += b - a
-    audio = np.concatenate(parts).astype(np.float32) if parts else np.zeros(0, np.float32)
+    # A little silence after the last piece: faster-whisper asserts that its clips add up to
+    # no more than the audio, and windows rounded to 1 ms could pass the end by a hair.
+    parts.append(np.zeros(int(TAIL_PAD_S * SAMPLE_RATE_HZ) if parts else 0, np.float32))
+    audio = np.concatenate(parts).astype(np.float32)
     return PackedSpeech(audio, [(round(s, 3), round(e, 3)) for s, e in windows], pieces)
 
 
