@@ -79,6 +79,8 @@ def _print_summary(title: str, summary: dict) -> None:
             value = f"{value:.3f}".rstrip("0").rstrip(".")
         elif isinstance(value, dict):
             value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
+        elif isinstance(value, list | tuple):
+            value = ", ".join(map(str, value)) or "-"
         table.add_row(str(key), str(value))
     console.print(table)
 

@@ -66,3 +66,19 @@ def test_mono_call_is_diarized_into_two_roles(asr, realdata):
     for seg in tr.segments:
         mid = (seg.start + seg.end) / 2
         assert any(s <= mid + 1.0 and mid - 1.0 <= e for s, e in tr.speech[seg.role])
+
+
+def test_score_finds_what_the_transcribe_stage_cached(asr, realdata, tmp_path):
+    """A call prepared in memory (`callqa score`) and one read back from the preprocess stage's
+    files (`callqa transcribe`) give the same cache keys, so ASR runs once per call."""
+    from callqa.audio.preprocess import load_prepared, save_prepared
+
+    audio = load_audio(realdata / "overlap" / "fw_stereo_diarization.wav")
+    fresh = prepare(audio, PreprocessConfig())
+    save_prepared(fresh, tmp_path / "call")
+    stored = load_prepared(tmp_path / "call")
+    for role in fresh.tracks:
+        assert not np.any(np.signbit(fresh.tracks[role]) & (fresh.tracks[role] == 0))  # no -0.0
+        assert asr.key(fresh.tracks[role], fresh.speech[role]) == asr.key(
+            stored.tracks[role], stored.speech[role]
+        )

@@ -163,7 +163,9 @@ def split_roles(
 def quantise_pcm16(x: np.ndarray) -> np.ndarray:
     """Round float audio onto the 16-bit grid (k / 32768), so the stored FLAC reads back equal."""
     q = np.clip(np.round(np.asarray(x, dtype=np.float64) * 32768.0), -32768, 32767)
-    return (q / 32768.0).astype(np.float32)
+    # + 0.0 turns the -0.0 that rounding leaves into 0.0, as a FLAC read-back has it: the ASR
+    # cache hashes the bytes, and `callqa score` must find what `callqa transcribe` stored.
+    return (q / 32768.0 + 0.0).astype(np.float32)
 
 
 def spectral_gate(
