@@ -296,3 +296,32 @@ def test_packed_windows_never_add_up_to_more_than_the_audio():
         packed = pack_speech([(np.zeros(n, np.float32), speech)])
         assert sum(e - s for s, e in packed.windows) < len(packed.audio) / SR
         assert packed.windows[-1][1] <= len(packed.audio) / SR
+
+
+def _seg(*words: tuple[str, float, float]):
+    from callqa.asr.backend import AsrSegment
+    from callqa.schemas import Word
+
+    ws = [Word(word=w, start=s, end=e, probability=0.9) for w, s, e in words]
+    return AsrSegment(ws[0].start, ws[-1].end, " ".join(w for w, _, _ in words), ws, -0.3, 0.1)
+
+
+def test_speech_that_came_back_without_words_is_found_and_replaced():
+    from callqa.asr.backend import _merge_passes, missed_speech
+
+    speech = [(0.5, 4.5), (6.0, 15.0), (16.0, 16.5)]
+    # Whisper skipped most of a dense input: 3 words stretched over the 9 s turn.
+    first = [
+        _seg(("hello", 0.6, 1.0), ("thanks", 1.1, 1.5), ("for", 1.5, 1.7), ("calling", 1.7, 2.2),
+             ("how", 2.4, 2.7), ("can", 2.7, 2.9), ("i", 2.9, 3.0), ("help", 3.0, 3.6)),
+        _seg(("okay", 6.1, 9.0), ("let", 9.0, 12.0), ("me", 12.0, 14.9)),
+    ]  # fmt: skip
+    gaps = missed_speech(speech, first)
+    assert gaps == [(6.0, 15.0)]  # the 0.5 s interval is too short to judge
+    words = [(w, 6.2 + 0.4 * i, 6.5 + 0.4 * i) for i, w in enumerate("wait let me jump in here "
+             "because i can see the cause already alright".split())]  # fmt: skip
+    merged = _merge_passes(first, [_seg(*words)], gaps)
+    texts = [s.text for s in merged]
+    assert texts == ["hello thanks for calling how can i help", " ".join(w for w, _, _ in words)]
+    # A second pass that finds less keeps the first pass's words.
+    assert _merge_passes(first, [_seg(("uh", 7.0, 7.2))], gaps) == first

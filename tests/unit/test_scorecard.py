@@ -595,6 +595,44 @@ HELD_OUT = {
         "it's not my job to fix your mess",
     ],
 }
+# Casual openings and loose wordings (written for this test, after the two sets above had
+# been used to tune the scorecard; they caught its gaps: bare salutations, "kept", "captured").
+COLLOQUIAL = {
+    "greeting": [
+        "hey there you've got marcus at northwind whats going on today",
+        "morning northwind support dana here",
+        "hiya its the billing team hows it going what do you need",
+        "good day northwind energy sam speaking",
+        "hello there lovely to hear from you what can we sort out",
+        "afternoon its priya at the service desk",
+        "hi it's jo over at contoso what's up",
+    ],
+    "identity_verification": [
+        "before i pull up the account can you spell your surname and give me the billing zip",
+        "i need to confirm a couple of things for security whats the email address on the account",
+        "just to make sure it's really you what are the last digits of your card",
+        "can you tell me the year you were born and your house number",
+    ],
+    "recording_disclosure": [
+        "heads up we're recording this line so we can train our staff",
+        "this conversation may be kept for quality purposes",
+        "just so you're aware everything we say is being captured for training",
+        "our calls are taped for compliance",
+        "a recording of this conversation is being made",
+        "we keep an audio copy of every call",
+    ],
+    "closing": [
+        "alright you're all set anything more i can do cheers bye",
+        "thanks for your patience have a good one",
+        "okay that's everything bye bye now take it easy",
+    ],
+    "forbidden_language": [
+        "honestly that's your problem not mine",
+        "look i can't be bothered just google it",
+        "stop whining and listen",
+        "what a stupid question",
+    ],
+}
 # Ordinary agent body talk: billing, refunds, delivery, tech support.
 BODY = [
     "let me pull up your account one moment",
@@ -644,7 +682,7 @@ def test_paraphrase_sets_are_not_scorecard_examples():
         if isinstance(c, SemanticCheck)
         for e in c.examples
     }
-    for sets in (CALIBRATION, HELD_OUT):
+    for sets in (CALIBRATION, HELD_OUT, COLLOQUIAL):
         for texts in sets.values():
             assert not examples & {normalize_text(t) for t in texts}
     assert not examples & {normalize_text(t) for t in BODY}
@@ -662,10 +700,10 @@ def _passed(card: Scorecard, encoder, text: str) -> dict[str, bool]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("set_name", ["calibration", "held_out"])
+@pytest.mark.parametrize("set_name", ["calibration", "held_out", "colloquial"])
 def test_semantic_checks_on_paraphrases_and_body_talk(encoder, set_name):
     card = Scorecard.load(DEFAULT)
-    sets = CALIBRATION if set_name == "calibration" else HELD_OUT
+    sets = {"calibration": CALIBRATION, "held_out": HELD_OUT, "colloquial": COLLOQUIAL}[set_name]
     rng = random.Random(0)
     # Positive class = the behaviour is present (for forbidden_language: the violation).
     found = {cid: lambda p, cid=cid: p[cid] is (cid != "forbidden_language") for cid in sets}

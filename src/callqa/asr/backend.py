@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import logging
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -30,6 +31,12 @@ WINDOW_PAD_S = 0.2
 # Pieces closer than this keep the pause between them (a natural pause helps the decoder).
 JOIN_GAP_S = 1.0
 TAIL_PAD_S = 0.05  # silence after the packed speech (see `pack_speech`)
+# Second pass for speech Whisper skipped: VAD intervals of at least RETRY_MIN_S that came
+# back with under RETRY_MIN_WPS words a second are decoded again in inputs of RETRY_WINDOW_S
+# (conversational speech runs at 2-3 words a second).
+RETRY_MIN_S = 1.0
+RETRY_MIN_WPS = 1.2
+RETRY_WINDOW_S = 10.0
 # A speech stretch longer than MAX_WINDOW_S is cut at the quietest frame of the last
 # SPLIT_SEARCH_S seconds before the limit, so the cut falls in a pause rather than a word.
 SPLIT_SEARCH_S = 5.0
@@ -217,6 +224,89 @@ def pack_speech(
     parts.append(np.zeros(int(TAIL_PAD_S * SAMPLE_RATE_HZ) if parts else 0, np.float32))
     audio = np.concatenate(parts).astype(np.float32)
     return PackedSpeech(audio, [(round(s, 3), round(e, 3)) for s, e in windows], pieces)
+
+
+def missed_speech(
+    speech: list[Interval], segments: list[AsrSegment], min_s: float = RETRY_MIN_S
+) -> list[Interval]:
+    """VAD intervals (of at least `min_s`) that fewer than `RETRY_MIN_WPS` words a second
+    overlap.
+
+    Whisper sometimes skips most of a dense 30 s input and returns one short sentence (seen
+    on a synthetic call: the greeting and 7 s of a 9 s turn came back as "okay, let me see",
+    its word times stretched over the whole turn, so words are counted, not their durations).
+    """
+    words = [w for seg in segments for w in seg.words]
+    missed = []
+    for start, end in speech:
+        if end - start < min_s:
+            continue
+        n_words = sum(1 for w in words if w.start < end and w.end > start)
+        if n_words < RETRY_MIN_WPS * (end - start):
+            missed.append((start, end))
+    return missed
+
+
+def transcribe_with_recovery(
+    decode: Callable[[list[tuple[np.ndarray, list[Interval]]], float], list[list[AsrSegment]]],
+    tracks: list[tuple[np.ndarray, list[Interval]]],
+) -> list[list[AsrSegment]]:
+    """`decode(tracks, max_window_s)` in 30 s inputs, then once more in short inputs for the
+    speech that came back (nearly) without words. In each such stretch the pass that found
+    more words wins."""
+    out = decode(tracks, MAX_WINDOW_S)
+    missed = [missed_speech(speech, segs) for (_x, speech), segs in zip(tracks, out, strict=True)]
+    if not any(missed):
+        return out
+    logger.debug("re-decoding %d missed stretch(es)", sum(map(len, missed)))
+    again = decode([(x, m) for (x, _s), m in zip(tracks, missed, strict=True)], RETRY_WINDOW_S)
+    return [_merge_passes(*passes) for passes in zip(out, again, missed, strict=True)]
+
+
+def _merge_passes(
+    first: list[AsrSegment], second: list[AsrSegment], gaps: list[Interval]
+) -> list[AsrSegment]:
+    """First-pass segments, with each gap taken from the second pass when it found more words
+    there (words belong where their midpoint is, give or take the window padding)."""
+
+    def in_gap(w: Word, gap: Interval) -> bool:
+        return gap[0] - WINDOW_PAD_S <= (w.start + w.end) / 2 <= gap[1] + WINDOW_PAD_S
+
+    def count(segs: list[AsrSegment], gap: Interval) -> int:
+        return sum(in_gap(w, gap) for seg in segs for w in seg.words)
+
+    won = [g for g in gaps if count(second, g) > count(first, g)]
+
+    def in_won(w: Word) -> bool:
+        return any(in_gap(w, g) for g in won)
+
+    kept = [p for seg in first for p in _keep_words(seg, lambda w: not in_won(w))]
+    kept += [p for seg in second for p in _keep_words(seg, in_won)]
+    return sorted(kept, key=lambda seg: seg.start)
+
+
+def _keep_words(seg: AsrSegment, keep: Callable[[Word], bool]) -> list[AsrSegment]:
+    """The runs of consecutive kept words of a segment, each as a segment of its own."""
+    runs: list[list[Word]] = [[]]
+    for w in seg.words:
+        if keep(w):
+            runs[-1].append(w)
+        elif runs[-1]:
+            runs.append([])
+    if len(runs) == 1 and len(runs[0]) == len(seg.words):
+        return [seg]
+    return [
+        AsrSegment(
+            r[0].start,
+            r[-1].end,
+            " ".join(w.word for w in r),
+            r,
+            seg.avg_logprob,
+            seg.no_speech_prob,
+        )  # fmt: skip
+        for r in runs
+        if r
+    ]
 
 
 def decoded_segment(

@@ -23,6 +23,7 @@ from callqa.asr.backend import (
     check_track,
     decoded_segment,
     pack_speech,
+    transcribe_with_recovery,
 )
 from callqa.asr.convert import DEFAULT_HF_DIR
 from callqa.config import TranscribeConfig
@@ -131,8 +132,15 @@ class TransformersWhisperBackend:
     def transcribe_many(
         self, tracks: list[tuple[np.ndarray, list[Interval]]]
     ) -> list[list[AsrSegment]]:
-        """Transcribe several tracks; their windows share batches."""
-        packed = pack_speech([(check_track(x), speech) for x, speech in tracks])
+        """Transcribe several tracks (their windows share batches), with a second pass for
+        speech that came back without words."""
+        tracks = [(check_track(x), speech) for x, speech in tracks]
+        return transcribe_with_recovery(self._transcribe_packed, tracks)
+
+    def _transcribe_packed(
+        self, tracks: list[tuple[np.ndarray, list[Interval]]], max_window_s: float
+    ) -> list[list[AsrSegment]]:
+        packed = pack_speech(tracks, max_window_s)
         windows, audio = packed.windows, packed.audio
         speech = [sp for _x, sp in tracks]
         out: list[list[AsrSegment]] = [[] for _ in tracks]
