@@ -140,6 +140,7 @@ class Scorer:
         from callqa.progress import track
 
         t0 = time.perf_counter()
+        hits_before = self.asr.hits
         lines, results = [], []
         for path in track(paths, "score", enabled=progress):
             res, tracks = self._score_one(Path(path))
@@ -165,6 +166,7 @@ class Scorer:
             "critical_fail": sum(r.critical_fail for r in ok),
             "mean_score": round(float(np.mean([r.score for r in ok])), 1) if ok else None,
             "audio_s": round(sum(r.duration_s for r in ok), 1),
+            "asr_cached_tracks": self.asr.hits - hits_before,
             "wall_s": round(time.perf_counter() - t0, 1),
             "results": str(out),
         }
