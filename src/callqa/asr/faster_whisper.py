@@ -17,10 +17,9 @@ import numpy as np
 from callqa.asr.backend import (
     AsrSegment,
     Interval,
-    check_track,
+    PackedBackend,
     decoded_segment,
     pack_speech,
-    transcribe_with_recovery,
 )
 from callqa.config import TranscribeConfig
 from callqa.schemas import Word
@@ -53,7 +52,7 @@ def resolve_device(device: str, compute_type: str) -> tuple[str, str]:
     return device, compute_type
 
 
-class FasterWhisperBackend:
+class FasterWhisperBackend(PackedBackend):
     """`AsrBackend` on faster-whisper's `BatchedInferencePipeline`."""
 
     name = "faster-whisper"
@@ -90,19 +89,6 @@ class FasterWhisperBackend:
             self.compute_type,
             cfg.cpu_threads,
         )
-
-    def transcribe(self, audio_16k: np.ndarray, speech: list[Interval]) -> list[AsrSegment]:
-        """Transcribe only the speech of one track; times are absolute seconds of the track."""
-        return self.transcribe_many([(audio_16k, speech)])[0]
-
-    def transcribe_many(
-        self, tracks: list[tuple[np.ndarray, list[Interval]]]
-    ) -> list[list[AsrSegment]]:
-        """Transcribe several tracks in shared batches (measured: both channels of a call in
-        one batch took 8.9 s where one track at a time took 11.4 s), with a second pass for
-        speech that came back without words."""
-        tracks = [(check_track(x), speech) for x, speech in tracks]
-        return transcribe_with_recovery(self._transcribe_packed, tracks)
 
     def _transcribe_packed(
         self, tracks: list[tuple[np.ndarray, list[Interval]]], max_window_s: float

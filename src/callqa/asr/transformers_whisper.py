@@ -20,10 +20,9 @@ from callqa.asr.backend import (
     SAMPLE_RATE_HZ,
     AsrSegment,
     Interval,
-    check_track,
+    PackedBackend,
     decoded_segment,
     pack_speech,
-    transcribe_with_recovery,
 )
 from callqa.asr.convert import DEFAULT_HF_DIR
 from callqa.config import TranscribeConfig
@@ -55,7 +54,7 @@ def resolve_model(model: str) -> str:
     return str(path.resolve()) if path.exists() else model
 
 
-class TransformersWhisperBackend:
+class TransformersWhisperBackend(PackedBackend):
     """`AsrBackend` on `WhisperForConditionalGeneration` (float16 on GPU, float32 on CPU)."""
 
     name = "transformers"
@@ -124,18 +123,6 @@ class TransformersWhisperBackend:
         )
         self._lock = threading.Lock()
         logger.info("transformers: %s on %s (%s)", self.model_id, self.device, self.dtype)
-
-    def transcribe(self, audio_16k: np.ndarray, speech: list[Interval]) -> list[AsrSegment]:
-        """Transcribe only the speech of one track; times are absolute seconds of the track."""
-        return self.transcribe_many([(audio_16k, speech)])[0]
-
-    def transcribe_many(
-        self, tracks: list[tuple[np.ndarray, list[Interval]]]
-    ) -> list[list[AsrSegment]]:
-        """Transcribe several tracks (their windows share batches), with a second pass for
-        speech that came back without words."""
-        tracks = [(check_track(x), speech) for x, speech in tracks]
-        return transcribe_with_recovery(self._transcribe_packed, tracks)
 
     def _transcribe_packed(
         self, tracks: list[tuple[np.ndarray, list[Interval]]], max_window_s: float
