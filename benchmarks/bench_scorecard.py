@@ -51,6 +51,12 @@ def main() -> None:
     ap.add_argument("--n-variant", type=int, default=60, help="mono and telephone calls each")
     ap.add_argument("--seed", type=int, default=914000)
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument(
+        "--phrase-bank",
+        default="heldout",
+        choices=["heldout", "train"],
+        help="heldout (default; unseen by the scorecard author) or train, for comparison",
+    )
     args = ap.parse_args()
 
     from callqa.config import load_params
@@ -71,7 +77,7 @@ def main() -> None:
         if n <= 0:
             continue
         cfg = params.synth.model_copy(
-            update={"seed": args.seed + i, "phrase_bank": "heldout", **over}
+            update={"seed": args.seed + i, "phrase_bank": args.phrase_bank, **over}
         )
         folder = work / name.split()[0]
         t0 = time.perf_counter()
@@ -88,7 +94,7 @@ def main() -> None:
             pred.append({c.id: c.passed for c in res.checks})
             audio_s += res.duration_s
         t_score = time.perf_counter() - t0
-        out += table(f"{name} (seed {args.seed + i}, heldout phrases)", truth, pred)
+        out += table(f"{name} (seed {args.seed + i}, {args.phrase_bank} phrases)", truth, pred)
         out.append(
             f"audio {audio_s:.0f} s; synth {t_synth:.0f} s; scoring {t_score:.0f} s "
             f"({audio_s / max(t_score, 1e-9):.1f}x real time)"
