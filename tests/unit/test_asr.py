@@ -325,3 +325,30 @@ def test_speech_that_came_back_without_words_is_found_and_replaced():
     assert texts == ["hello thanks for calling how can i help", " ".join(w for w, _, _ in words)]
     # A second pass that finds less keeps the first pass's words.
     assert _merge_passes(first, [_seg(("uh", 7.0, 7.2))], gaps) == first
+
+
+def test_a_decoding_loop_is_cut_and_what_came_before_is_kept():
+    from callqa.asr.backend import loop_start, make_segment
+    from callqa.schemas import Word
+
+    def words(text: str) -> list[Word]:
+        return [Word(word=t, start=i * 0.3, end=i * 0.3 + 0.25) for i, t in enumerate(text.split())]
+
+    looped = "Right, I've had enough of this, honestly. My " + "full " * 40
+    seg = make_segment(words(looped), looped, (0.0, 30.0), -0.3, 0.1, TranscribeConfig())
+    assert seg is not None and seg.text == "Right, I've had enough of this, honestly. My full"
+    assert seg.end < 3.0
+    # Nothing worth keeping before the loop: the segment goes.
+    only_loop = "hey " * 30
+    assert (
+        make_segment(words(only_loop), only_loop, (0.0, 30.0), -0.3, 0.1, TranscribeConfig())
+        is None
+    )
+    # Ordinary speech with a word said three times is not a loop unless the text compresses.
+    normal = "no no no that is not what I ordered at all I wanted the blue one"
+    assert (
+        make_segment(words(normal), normal, (0.0, 30.0), -0.3, 0.1, TranscribeConfig()).text
+        == normal
+    )
+    assert loop_start(words("a b c d")) == 4
+    assert loop_start(words("so thank you thank you thank you thank you")) == 3

@@ -44,6 +44,7 @@ _SPLIT_FRAME_S = 0.1
 # openai-whisper's compression_ratio_threshold: text that gzips this well is a decoding loop
 # ("the the the ...", ". . . ."), not speech.
 MAX_COMPRESSION_RATIO = 2.4
+MIN_WORDS_BEFORE_LOOP = 3  # fewer words before a loop are not worth keeping
 
 
 @dataclass
@@ -407,6 +408,29 @@ def clean_words(words: list[Word], window: Interval) -> list[Word]:
     return out
 
 
+def loop_start(words: list[Word], min_repeats: int = 3, max_ngram: int = 4) -> int:
+    """Index of the first word of a decoding loop: the second copy of an n-gram (n <= 4) that
+    repeats back to back at least `min_repeats` times; len(words) when there is none.
+
+    >>> from callqa.schemas import Word
+    >>> ws = [Word(word=t, start=0, end=0) for t in "my full full full full".split()]
+    >>> loop_start(ws)
+    2
+    """
+    tokens = [w.word.lower().strip(".,!?") for w in words]
+    for i in range(len(tokens)):
+        for n in range(1, max_ngram + 1):
+            gram = tokens[i : i + n]
+            if len(gram) < n:
+                break
+            repeats = 1
+            while tokens[i + repeats * n : i + (repeats + 1) * n] == gram:
+                repeats += 1
+            if repeats >= min_repeats:
+                return i + n
+    return len(tokens)
+
+
 def make_segment(
     words: list[Word],
     text: str,
@@ -437,14 +461,29 @@ def make_segment(
         return None
     ratio = compression_ratio(text)
     if ratio > MAX_COMPRESSION_RATIO:
+        # Keep what came before the loop ("my full full full ..." -> "my full"); the recovery
+        # pass then re-decodes the speech the loop swallowed.
+        head = words[: loop_start(words)]
+        head_text = " ".join(w.word for w in head)
+        if (
+            len(head) < MIN_WORDS_BEFORE_LOOP
+            or compression_ratio(head_text) > MAX_COMPRESSION_RATIO
+        ):
+            logger.warning(
+                "dropped a repetition loop at %.2f-%.2f s (compression ratio %.1f): %r",
+                window[0],
+                window[1],
+                ratio,
+                text[:80],
+            )
+            return None
         logger.warning(
-            "dropped a repetition loop at %.2f-%.2f s (compression ratio %.1f): %r",
-            window[0],
-            window[1],
-            ratio,
-            text[:80],
+            "cut a repetition loop at %.2f s, kept %d words before it: %r",
+            head[-1].end,
+            len(head),
+            head_text[-60:],
         )
-        return None
+        words, text = head, head_text
     if is_hallucination(avg_logprob, no_speech_prob, cfg):
         logger.debug(
             "dropped %r at %.2f-%.2f s (no_speech_prob %.2f, avg_logprob %.2f)",

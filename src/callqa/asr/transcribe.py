@@ -24,7 +24,7 @@ from callqa.schemas import Segment, Word
 
 logger = logging.getLogger(__name__)
 Interval = tuple[float, float]
-CACHE_VERSION = 3  # bump when the same audio would be transcribed differently (3: recovery pass)
+CACHE_VERSION = 4  # bump when the same audio would be transcribed differently (4: loops cut)
 MAX_PAUSE_S = 1.0  # a longer gap between words starts a new transcript segment
 
 
