@@ -50,8 +50,7 @@ class CachedAsr:
         self.hits = 0
 
     def key(self, x: np.ndarray, speech: list[Interval]) -> str:
-        # + 0 maps -0.0 to 0.0: equal audio must give equal keys
-        h = hashlib.sha256((np.ascontiguousarray(x, dtype=np.float32) + np.float32(0)).tobytes())
+        h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes())
         meta = [CACHE_VERSION, self.backend.name, self.backend.model_id, self.options, speech]
         h.update(json.dumps(meta, sort_keys=True, default=str).encode())
         return h.hexdigest()[:32]

@@ -150,25 +150,25 @@ def _check_exists(path: Path) -> None:
         raise AudioError("empty_file", f"{path.name}: the file is empty (0 bytes)")
 
 
-# Containers libsndfile cannot decode, by their magic bytes (offset, bytes).
-UNDECODABLE = {
-    "MP4/M4A": (4, b"ftyp"),
-    "AMR": (0, b"#!AMR"),
-    "WMA/ASF": (0, bytes.fromhex("3026b2758e66cf11")),
-    "AAC (ADTS)": (0, b"\xff\xf1"),
-    "AAC (ADTS) ": (0, b"\xff\xf9"),
-    "WebM/Matroska": (0, bytes.fromhex("1a45dfa3")),
-}
+# Containers libsndfile cannot decode, by their magic bytes: (kind, offset, bytes).
+UNDECODABLE = [
+    ("MP4/M4A", 4, b"ftyp"),
+    ("AMR", 0, b"#!AMR"),
+    ("WMA/ASF", 0, bytes.fromhex("3026b2758e66cf11")),
+    ("AAC (ADTS)", 0, b"\xff\xf1"),
+    ("AAC (ADTS)", 0, b"\xff\xf9"),
+    ("WebM/Matroska", 0, bytes.fromhex("1a45dfa3")),
+]
 
 
 def _decode_error(path: Path, err: Exception) -> AudioError:
     with open(path, "rb") as f:
         head = f.read(16)
-    for kind, (offset, magic) in UNDECODABLE.items():
+    for kind, offset, magic in UNDECODABLE:
         if head[offset : offset + len(magic)] == magic:
             return AudioError(
                 "unreadable",
-                f"{path.name}: {kind.strip()} audio cannot be decoded here; convert it to WAV or "
+                f"{path.name}: {kind} audio cannot be decoded here; convert it to WAV or "
                 "FLAC (e.g. `ffmpeg -i in.m4a -ar 16000 out.wav`)",
             )
     known = (b"RIFF", b"RIFX", b"RF64", b"fLaC", b"OggS", b"ID3", b"FORM", b"\xff\xfb", b"\xff\xf3")

@@ -217,10 +217,9 @@ def condition(x16k: np.ndarray, cfg: PreprocessConfig, sample_rate_hz: int = 160
     import torch
     import torchaudio.functional as AF
 
-    x = np.asarray(x16k, dtype=np.float32)
+    x = remove_dc(x16k)
     if x.size == 0:
         return x.copy()
-    x = x - np.float32(x.mean(dtype=np.float64))
     if cfg.preemphasis > 0:
         x = AF.preemphasis(torch.from_numpy(np.ascontiguousarray(x)), cfg.preemphasis).numpy()
     if cfg.denoise:
