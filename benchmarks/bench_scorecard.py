@@ -1,7 +1,13 @@
 """Per-check precision, recall and F1 of the default scorecard on fresh synthetic calls.
 
 Positive class = violation (`passed: false`). Calls come from a seed range no test uses and the
-`heldout` phrase bank; the stereo table plus the same table for mono and 8 kHz telephone calls.
+`test` phrase bank (default; `dev` and `train` for comparison); the stereo table plus the same
+table for mono and 8 kHz telephone calls.
+
+Two truths for the metric checks: the sidecar's measured labels (computed with the same VAD and
+metric code as the checks, so agreement with them measures consistency) and the planned values
+(planned silence > 5.0 s, planned agent overtalk >= 1.0 s, planned agent rate outside the
+scorecard's bounds), which share no code with scoring, so a bug common to both cannot hide.
 
     python benchmarks/bench_scorecard.py [--n 200] [--n-variant 60] [--seed 914000]
 """
@@ -45,6 +51,50 @@ def table(name: str, truth: list[dict], pred: list[dict]) -> list[str]:
     return lines
 
 
+def planned_checks(planned: dict, rate_check) -> dict[str, bool]:
+    """Metric checks (True = compliant) from a sidecar's planned values and the rules' limits."""
+    wpm = planned["agent_rate_wpm"]
+    bounds = (
+        (rate_check.min is None or wpm >= rate_check.min)
+        and (rate_check.max is None or wpm <= rate_check.max)
+        and (rate_check.above is None or wpm > rate_check.above)
+        and (rate_check.below is None or wpm < rate_check.below)
+    )
+    return {
+        "dead_air": not any(g > 5.0 for g in planned["dead_air_s"]),
+        "overtalk": not any(o >= 1.0 for o in planned["overtalk_s"]),
+        "agent_speech_rate": bounds,
+    }
+
+
+def planned_table(measured: list[dict], planned: list[dict], pred: list[dict]) -> list[str]:
+    """Agreement of the checks with measured labels and with planned values (metric checks)."""
+    lines = [
+        "metric checks against measured labels and planned values "
+        "(acc = share of calls where the check agrees; n/a calls left out)",
+        f"{'check':24s} {'planned viol.':>13s} {'acc measured':>12s} {'acc planned':>11s} "
+        f"{'measured != planned':>19s}",
+    ]
+    for cid in PLANNED_IDS:
+        rows = [
+            (m[cid], pl[cid], p[cid])
+            for m, pl, p in zip(measured, planned, pred, strict=True)
+            if p[cid] is not None
+        ]
+        if not rows:
+            lines.append(f"{cid:24s} {'not evaluated':>13s}")
+            continue
+        viol = sum(not pl for _, pl, _ in rows)
+        acc_m = sum(m == p for m, _, p in rows) / len(rows)
+        acc_p = sum(pl == p for _, pl, p in rows) / len(rows)
+        differ = sum(m != pl for m, pl, _ in rows)
+        lines.append(f"{cid:24s} {viol:13d} {acc_m:12.3f} {acc_p:11.3f} {differ:19d}")
+    return lines
+
+
+PLANNED_IDS = ("dead_air", "overtalk", "agent_speech_rate")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="stereo calls")
@@ -53,9 +103,9 @@ def main() -> None:
     ap.add_argument("--workdir", type=Path, default=None)
     ap.add_argument(
         "--phrase-bank",
-        default="heldout",
-        choices=["heldout", "train"],
-        help="heldout (default; unseen by the scorecard author) or train, for comparison",
+        default="test",
+        choices=["dev", "test", "train"],
+        help="test (default; written once, never tuned on), dev (seen) or train, for comparison",
     )
     args = ap.parse_args()
 
@@ -67,6 +117,7 @@ def main() -> None:
     os.environ.setdefault("CALLQA_CACHE_DIR", str(work / "cache"))
     params = load_params(ROOT / "params.yaml")
     scorer = Scorer(params.preprocess, params.transcribe, params.score)
+    rate_check = scorer.scorecard.by_id["agent_speech_rate"]
     variants = [
         ("stereo", args.n, {}),
         ("mono", args.n_variant, {"channels": "mono"}),
@@ -81,25 +132,28 @@ def main() -> None:
         )
         folder = work / name.split()[0]
         t0 = time.perf_counter()
-        synth.run(cfg, out_dir=folder, n_calls=n, progress=False)
+        synth.run(cfg, params.preprocess.vad, out_dir=folder, n_calls=n, progress=False)
         t_synth = time.perf_counter() - t0
-        truth, pred, audio_s = [], [], 0.0
+        truth, planned, pred, audio_s = [], [], [], 0.0
         t0 = time.perf_counter()
         for wav in sorted(folder.glob("*.wav")):
             res = scorer.score(wav)
             if not hasattr(res, "checks"):
                 print(f"  {wav.name}: {res.error.code} {res.error.message}")
                 continue
-            truth.append(json.loads(wav.with_suffix(".json").read_text())["checks"])
+            sidecar = json.loads(wav.with_suffix(".json").read_text())
+            truth.append(sidecar["checks"])
+            planned.append(planned_checks(sidecar["planned"], rate_check))
             pred.append({c.id: c.passed for c in res.checks})
             audio_s += res.duration_s
         t_score = time.perf_counter() - t0
         out += table(f"{name} (seed {args.seed + i}, {args.phrase_bank} phrases)", truth, pred)
+        out += planned_table(truth, planned, pred)
         out.append(
             f"audio {audio_s:.0f} s; synth {t_synth:.0f} s; scoring {t_score:.0f} s "
             f"({audio_s / max(t_score, 1e-9):.1f}x real time)"
         )
-        print("\n".join(out[-12:]), flush=True)
+        print("\n".join(out[-16:]), flush=True)
     print("\n".join(out))
 
 

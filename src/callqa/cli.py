@@ -101,12 +101,13 @@ def synth(
     telephone: Annotated[bool, typer.Option(help="8 kHz telephone band, mu-law.")] = False,
     snr_db: Annotated[float | None, typer.Option("--snr-db", help="Background noise SNR.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
-    phrase_bank: Annotated[str | None, typer.Option(help="train | heldout")] = None,
+    phrase_bank: Annotated[str | None, typer.Option(help="train | dev | test")] = None,
     params: ParamsOpt = Path("params.yaml"),
     progress: ProgressOpt = True,
 ) -> None:
     """Render labelled synthetic two-party calls (wav + JSON ground truth)."""
-    cfg = _params(params).synth
+    all_params = _params(params)
+    cfg = all_params.synth
     from callqa.data import synth as stage
 
     overrides = {
@@ -118,7 +119,9 @@ def synth(
         "phrase_bank": phrase_bank,
     }
     cfg = _override(cfg, overrides)
-    summary = stage.run(cfg, out_dir=out, n_calls=n_calls, progress=progress)
+    summary = stage.run(
+        cfg, all_params.preprocess.vad, out_dir=out, n_calls=n_calls, progress=progress
+    )
     _print_summary("synth", summary)
 
 

@@ -44,7 +44,7 @@ class SynthConfig(Section):
     p_dead_air: float = Field(0.3, ge=0, le=1)
     p_overtalk: float = Field(0.3, ge=0, le=1)
     p_fast_agent: float = Field(0.3, ge=0, le=1)
-    phrase_bank: Literal["train", "heldout"] = "train"
+    phrase_bank: Literal["train", "dev", "test"] = "train"  # phrase bank (data/phrases.py)
 
 
 class SplitConfig(Section):
