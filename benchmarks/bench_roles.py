@@ -10,9 +10,12 @@ Cases, all real or rendered speech; only the first needs hand labels:
   calls: balanced, one-speaker-dominant (10 turns against 2), and telephone versions. RAVDESS
   is acted emotion (shouting, whispering), a harder case for a speaker encoder than a call;
 - LibriVox + JFK (two very different recordings);
-- synthetic stereo calls from `callqa.data.synth` (channel 0 agent, 1 customer), mixed to mono.
-  On these the agent is also identified (`pick_agent` on the script's turn texts, the default
-  scorecard's greeting/closing examples) and role accuracy is measured without any mapping.
+- synthetic stereo calls from `callqa.data.synth` (channel 0 agent, 1 customer; who speaks
+  first is random per call), mixed to mono. On these the agent is also identified by the path
+  scoring uses (`callqa.pipeline.Scorer` on the mono file: diarization, ASR, agent pick), from
+  audio only, never the script text; role accuracy is measured without any mapping, against
+  per-channel VAD of the stereo original. The sidecar gives only who spoke first, to split
+  the figure and to show what the first-speaker fallback alone would get.
 
 Frame accuracy: 10 ms frames where the reference has exactly one speaker, best one-to-one
 speaker mapping; frames the VAD missed count as wrong. Seconds per call = `diarize` only.
@@ -24,17 +27,19 @@ import argparse
 import csv
 import itertools
 import logging
+import os
+import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from callqa.asr.roles import assign_roles, diarize, frame_accuracy, pick_agent
+from callqa.asr.roles import diarize, frame_accuracy
 from callqa.audio.io import decode_bytes, load_audio, resample, to_mono
 from callqa.audio.vad import detect_speech
 
 ROOT = Path(__file__).resolve().parents[1]
-REALDATA = ROOT.parent / "shared" / "realdata"
+REALDATA = Path(os.environ.get("CALLQA_REALDATA", ROOT.parent / "shared" / "realdata"))
 SR = 16000
 
 
@@ -129,45 +134,52 @@ def librivox_jfk_case(rng: np.random.Generator):
     return "librivox+jfk", "librivox+jfk", alternate(libri, jfk_parts, rng)
 
 
-def synth_cases(n_calls: int, seed: int):
+def synth_cases(n_calls: int, seed: int, phrase_bank: str):
     """Rendered stereo calls (half of them telephone quality) and their sidecars."""
-    from callqa.config import SynthConfig
+    from callqa.config import load_params
     from callqa.data.synth import call_seeds, failure_plan, synth_call
 
+    params = load_params(ROOT / "params.yaml")
     for telephone_band in (False, True):
         n = n_calls // 2 if telephone_band else n_calls - n_calls // 2
-        cfg = SynthConfig(n_calls=max(n, 1), telephone=telephone_band, seed=seed)
+        update = {"telephone": telephone_band, "seed": seed, "phrase_bank": phrase_bank}
+        cfg = params.synth.model_copy(update={**update, "channels": "stereo"})
         seeds = call_seeds(seed + telephone_band, n)
         for s, failures in zip(seeds, failure_plan(cfg, n), strict=True):
-            data, sidecar = synth_call(s, failures, cfg)
+            data, sidecar = synth_call(s, failures, cfg, params.preprocess.vad)
             audio = decode_bytes(data)
             stereo = resample(audio.samples, audio.sample_rate_hz, SR)
             kind = "synth telephone" if telephone_band else "synth"
             yield f"synth {s % 100000:05d}", kind, stereo, sidecar
 
 
-def identify_agent(turns, sidecar: dict, reference, examples: list[str], encoder):
-    """(agent picked correctly, role frame accuracy) using the script's turn texts."""
-    if not turns:
+def identify_agent(scorer, mono: np.ndarray, reference, folder: Path, name: str):
+    """(agent picked correctly, role frame accuracy) from scoring the mono file, audio only.
+
+    Role frame accuracy is over the reference's single-speaker frames that the scored segments
+    cover.
+
+    The agent is right when the time the scorer labels `agent` lies mostly on the reference
+    agent's speech.
+    """
+    import soundfile as sf
+
+    path = folder / f"{name.replace(' ', '_')}.wav"
+    sf.write(path, mono, SR, subtype="PCM_16")
+    res = scorer.score(path)
+    if not hasattr(res, "segments"):
+        print(f"  {name}: {res.error.code} {res.error.message}")
         return False, 0.0
-    texts: dict[int, list[tuple[float, str]]] = {}
-    for t in sidecar["turns"]:
-        overlap = {}
-        for s, e, spk in turns:
-            overlap[spk] = overlap.get(spk, 0.0) + max(0.0, min(e, t["end"]) - max(s, t["start"]))
-        spk = max(overlap, key=overlap.get)
-        texts.setdefault(spk, []).append((t["start"], t["text"]))
-    agent = pick_agent(texts, examples, encoder) if texts else turns[0][2]
-    agent_time: dict[int, float] = {}
-    for s, e, spk in turns:
-        for rs, re_, role in reference:
-            if role == "agent":
-                agent_time[spk] = agent_time.get(spk, 0.0) + max(0.0, min(e, re_) - max(s, rs))
-    true_agent = max(agent_time, key=agent_time.get) if agent_time else turns[0][2]
-    roles = assign_roles(turns, agent)
-    # Role accuracy needs no mapping: "agent" must be the agent.
-    acc, _ = frame_accuracy(reference, roles, best_mapping=False)
-    return agent == true_agent, acc
+    roles = [(seg.start, seg.end, seg.role) for seg in res.segments]
+    on = {"agent": 0.0, "customer": 0.0}
+    for s, e, role in roles:
+        if role == "agent":
+            for rs, re_, ref_role in reference:
+                on[ref_role] += max(0.0, min(e, re_) - max(s, rs))
+    # Role accuracy needs no mapping: "agent" must be the agent. Over the frames the scored
+    # segments cover (ASR segments leave the pauses between them unlabelled).
+    acc, share = frame_accuracy(reference, roles, best_mapping=False)
+    return on["agent"] > on["customer"], acc / share if share > 0 else 0.0
 
 
 def run_case(x: np.ndarray) -> tuple[list, float]:
@@ -181,6 +193,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer RAVDESS pairs, synth calls")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--n-synth", type=int, default=20, help="synth calls (half telephone)")
+    parser.add_argument("--synth-seed", type=int, default=930000, help="no test uses it")
+    parser.add_argument(
+        "--phrase-bank", default="test", choices=["dev", "test", "train"], help="synth calls' bank"
+    )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     rng = np.random.default_rng(args.seed)
@@ -204,22 +221,28 @@ def main() -> None:
         acc = frame_accuracy(stereo_reference(stereo), turns)[0]
         rows.append((name, kind, mono.size / SR, acc, sec))
 
-    from callqa.qa.encoder import get_encoder
-    from callqa.qa.scorecard import Scorecard
+    from callqa.config import load_params
+    from callqa.pipeline import Scorer
 
-    examples = Scorecard.load(ROOT / "scorecards" / "default.yaml").agent_examples()
-    encoder = get_encoder("bundled")
-    for name, kind, stereo, sidecar in synth_cases(2 if args.quick else 6, args.seed):
+    work = Path(tempfile.mkdtemp(prefix="callqa-roles-"))
+    os.environ.setdefault("CALLQA_CACHE_DIR", str(work / "cache"))
+    params = load_params(ROOT / "params.yaml")
+    scorer = Scorer(params.preprocess, params.transcribe, params.score)
+    n_synth = 4 if args.quick else args.n_synth
+    for name, kind, stereo, sidecar in synth_cases(n_synth, args.synth_seed, args.phrase_bank):
         mono = stereo.mean(axis=0)
         turns, sec = run_case(mono)
         reference = stereo_reference(stereo)
         acc = frame_accuracy(reference, turns)[0]
-        agent_ok, role_acc = identify_agent(turns, sidecar, reference, examples, encoder)
-        rows.append((name, kind, mono.size / SR, acc, sec, agent_ok, role_acc))
+        agent_ok, role_acc = identify_agent(scorer, mono, reference, work, name)
+        first = sidecar["turns"][0]["role"]
+        rows.append((name, kind, mono.size / SR, acc, sec, agent_ok, role_acc, first))
 
-    print(f"{'case':26s} {'kind':18s} {'dur_s':>6s} {'acc':>6s} {'diar_s':>7s} agent role_acc")
+    print(
+        f"{'case':26s} {'kind':18s} {'dur_s':>6s} {'acc':>6s} {'diar_s':>7s} agent role_acc first"
+    )
     for r in rows:
-        extra = f" {'ok' if r[5] else 'WRONG':5s} {r[6]:.3f}" if len(r) > 5 else ""
+        extra = f" {'ok' if r[5] else 'WRONG':5s} {r[6]:8.3f} {r[7]}" if len(r) > 5 else ""
         print(f"{r[0]:26s} {r[1]:18s} {r[2]:6.1f} {r[3]:6.3f} {r[4]:7.2f}{extra}")
     print("\nframe accuracy by kind (mean, min):")
     for kind in dict.fromkeys(r[1] for r in rows):
@@ -228,9 +251,15 @@ def main() -> None:
     synth = [r for r in rows if len(r) > 5]
     if synth:
         print(
-            f"agent identification on synth: {sum(r[5] for r in synth)}/{len(synth)} correct; "
+            f"agent identification on synth ({args.phrase_bank} phrases, scoring path, audio "
+            f"only): {sum(r[5] for r in synth)}/{len(synth)} correct; "
             f"role frame accuracy mean {np.mean([r[6] for r in synth]):.3f}"
         )
+        for first in ("agent", "customer"):
+            part = [r for r in synth if r[7] == first]
+            print(f"  {first} spoke first: {sum(r[5] for r in part)}/{len(part)} correct")
+        agent_first = sum(r[7] == "agent" for r in synth)
+        print(f"  the first-speaker rule alone would get {agent_first}/{len(synth)}")
     total_s, audio_s = sum(r[4] for r in rows), sum(r[2] for r in rows)
     print(
         f"diarize: {total_s / len(rows):.2f} s per call (mean call {audio_s / len(rows):.0f} s), "

@@ -9,13 +9,15 @@ import math
 import numpy as np
 import pytest
 import soundfile as sf
+import yaml
+from conftest import ROOT
 
 from callqa.audio import metrics
 from callqa.audio.io import content_id
 from callqa.audio.vad import detect_speech
-from callqa.config import SynthConfig
-from callqa.data import synth
-from callqa.data.phrases import BANKS, EMOTIONS, all_sentences
+from callqa.config import SynthConfig, VadConfig, load_params
+from callqa.data import phrases, synth, synth_plan, synth_render
+from callqa.data.phrases import BANK_NAMES, EMOTIONS, all_sentences, get_bank
 
 SIDECAR_KEYS = {
     "call_id",
@@ -29,10 +31,12 @@ SIDECAR_KEYS = {
     "agent_speech_rate_wpm",
     "events",
     "turns",
+    "planned",
 }
 NONE_FAIL = dict.fromkeys(synth.CHECK_IDS, False)
 ALL_FAIL = dict.fromkeys(synth.CHECK_IDS, True)
 SEED = 4242  # no benchmark uses it
+VAD = load_params(ROOT / "params.yaml").preprocess.vad  # what `callqa synth` passes
 
 
 def _read(data: bytes) -> tuple[np.ndarray, int, str]:
@@ -44,20 +48,20 @@ def _read(data: bytes) -> tuple[np.ndarray, int, str]:
 @pytest.fixture(scope="module")
 def clean_call():
     """One compliant stereo call."""
-    return synth.synth_call(SEED, NONE_FAIL, SynthConfig())
+    return synth.synth_call(SEED, NONE_FAIL, SynthConfig(), VAD)
 
 
 @pytest.fixture(scope="module")
 def bad_call():
     """One stereo call planned with every failure."""
-    return synth.synth_call(SEED + 1, ALL_FAIL, SynthConfig())
+    return synth.synth_call(SEED + 1, ALL_FAIL, SynthConfig(), VAD)
 
 
 # ---------------------------------------------------------------------------------- pure parts
 
 
 def test_espeak_utterance_does_not_depend_on_history():
-    engine = synth._engine()
+    engine = synth_render._engine()
     say = dict(voice="en-us+f2", rate=160, volume=100, pitch=50, pitch_range=50, seed=7)
     first = engine.synth("She sells sea shells by the shore.", **say)
     engine.synth("Something else entirely, to move the engine's state.", **{**say, "rate": 230})
@@ -75,12 +79,12 @@ def test_failure_plan_is_balanced_and_prefix_stable():
     assert synth.failure_plan(cfg, 20) == plans[:20]
     assert synth.call_seeds(3, 5) == synth.call_seeds(3, 40)[:5]
     assert synth.failure_plan(SynthConfig(seed=4), 40) != plans
-    off = SynthConfig(**{f: 0.0 for f in synth.FAILURE_P.values()})
+    off = SynthConfig(**{f: 0.0 for f in synth_plan.FAILURE_P.values()})
     assert not any(any(p.values()) for p in synth.failure_plan(off, 40))
 
 
 def test_plan_follows_planned_failures():
-    bank = BANKS["train"]
+    bank = get_bank("train")
     good = synth.plan_call(11, NONE_FAIL, bank)
     bad = synth.plan_call(11, ALL_FAIL, bank)
     kinds = lambda plan: {k for ln in plan.lines if ln.role == "agent" for k, _ in ln.parts}  # noqa: E731
@@ -98,17 +102,40 @@ def plan_texts(plan) -> list[str]:
     return [ln.text for ln in plan.lines]
 
 
-def test_phrase_banks_are_varied_and_disjoint():
-    train, heldout = BANKS["train"], BANKS["heldout"]
-    for bank in (train, heldout):
+def test_who_speaks_first_is_random_per_call():
+    bank = get_bank("test")
+    firsts = [synth.plan_call(seed, NONE_FAIL, bank).lines[0].role for seed in range(40)]
+    assert 10 <= firsts.count("customer") <= 30, firsts
+    for seed in range(40):
+        plan = synth.plan_call(seed, NONE_FAIL, bank)
+        agent_lines = [ln for ln in plan.lines if ln.role == "agent"]
+        assert agent_lines[0].parts[0][0] == "greeting"  # the agent's first words greet
+        assert plan.lines[0].role != plan.lines[1].role
+
+
+def test_phrase_banks_load_from_package_data_and_are_disjoint():
+    banks = {name: get_bank(name) for name in BANK_NAMES}
+    assert set(banks) == {"train", "dev", "test"}
+    for name, bank in banks.items():
+        assert bank.name == name and get_bank(name) is bank  # read once
         assert len(bank.greetings) >= 8 and len(bank.closings) >= 8
         assert len(bank.identity) >= 8 and len(bank.disclosures) >= 8
         assert len(bank.forbidden) >= 10 and len(bank.topics) >= 6
         assert set(bank.opener) == set(EMOTIONS) == set(bank.reaction)
         assert not re_digits(all_sentences(bank)), "spell numbers out for eSpeak and word counts"
-    shared = set(all_sentences(train)) & set(all_sentences(heldout))
-    assert not shared, shared
-    assert not set(train.companies) & set(heldout.companies)
+    long = {n: {s for s in all_sentences(b) if len(s.split()) >= 3} for n, b in banks.items()}
+    for a, b in [("train", "dev"), ("train", "test"), ("dev", "test")]:
+        assert not long[a] & long[b], (a, b, long[a] & long[b])
+        for names in ("companies", "agent_names", "customer_names"):
+            assert not set(getattr(banks[a], names)) & set(getattr(banks[b], names)), names
+    # The files ship inside the package, and the test bank says what it is.
+    header = (phrases.resources.files("callqa.data") / "banks" / "test.yaml").read_text()
+    assert "TEST SET" in header and "2026-12-02" in header and "Never read it for tuning" in header
+    with pytest.raises(ValueError, match="unknown phrase bank 'heldout'"):
+        get_bank("heldout")
+    raw = yaml.safe_load((ROOT / "src/callqa/data/banks/dev.yaml").read_text())
+    with pytest.raises(ValueError, match="missing \\['topics'\\]"):
+        phrases._parse("broken", {k: v for k, v in raw.items() if k != "topics"}, "broken.yaml")
 
 
 def re_digits(sentences: list[str]) -> list[str]:
@@ -168,6 +195,11 @@ def _check_sidecar(data: bytes, sc: dict) -> None:
     for ev in sc["events"]:
         assert ev["type"] in ("dead_air", "overtalk") and ev["end"] > ev["start"]
         assert ev["by"] in (None, "agent", "customer")
+    planned = sc["planned"]
+    assert set(planned) == {"dead_air_s", "overtalk_s", "agent_rate_wpm"}
+    assert all(g > 0 for g in planned["dead_air_s"]) and len(planned["dead_air_s"]) >= 6
+    assert all(o >= 0 for o in planned["overtalk_s"])
+    assert isinstance(planned["agent_rate_wpm"], float)
     json.dumps(sc, allow_nan=False)
 
 
@@ -209,13 +241,65 @@ def test_failing_call_is_measured_failing(bad_call):
     dead = next(e for e in sc["events"] if e["type"] == "dead_air")
     assert any(abs(s - dead["start"]) < 0.2 and abs(e - dead["end"]) < 0.2 for s, e in gaps)
     texts = " ".join(t["text"] for t in sc["turns"] if t["role"] == "agent")
-    assert any(f in texts for f in BANKS["train"].forbidden)
+    assert any(f in texts for f in get_bank("train").forbidden)
+
+
+def test_planned_values_agree_with_measured_labels(clean_call, bad_call):
+    _, good = clean_call
+    assert max(good["planned"]["dead_air_s"]) <= 3.0 and good["planned"]["overtalk_s"] == []
+    assert 128 <= good["planned"]["agent_rate_wpm"] <= 158
+    assert abs(good["planned"]["agent_rate_wpm"] - good["agent_speech_rate_wpm"]) <= 20
+    _, bad = bad_call
+    longest = max(bad["planned"]["dead_air_s"])
+    assert 6.5 <= longest <= 9.0
+    dead = [e["end"] - e["start"] for e in bad["events"] if e["type"] == "dead_air"]
+    assert dead and max(dead) == pytest.approx(longest, abs=0.5)  # trimming and VAD padding
+    (aimed,) = bad["planned"]["overtalk_s"]
+    over = [e["end"] - e["start"] for e in bad["events"] if e["by"] == "agent"]
+    assert aimed >= 1.5 and over and max(over) == pytest.approx(aimed, abs=0.5)
+    assert bad["planned"]["agent_rate_wpm"] >= 220 and bad["agent_speech_rate_wpm"] >= 215
+
+
+def test_labels_use_the_vad_settings_passed_in(clean_call):
+    _, sc = clean_call
+    wide = VadConfig(speech_pad_ms=250)
+    data, padded = synth.synth_call(SEED, NONE_FAIL, SynthConfig(), wide)
+    # Same script; the agent is calibrated and measured with the wider segments.
+    assert [t["text"] for t in padded["turns"]] == [t["text"] for t in sc["turns"]]
+    assert padded["turns"] != sc["turns"]
+    x, sr, _ = _read(data)
+    words = sum(len(t["text"].split()) for t in padded["turns"] if t["role"] == "agent")
+    wide_wpm = metrics.speech_rate_wpm(words, detect_speech(x[0], sr, wide))
+    default_wpm = metrics.speech_rate_wpm(words, detect_speech(x[0], sr, VAD))
+    assert padded["agent_speech_rate_wpm"] == pytest.approx(wide_wpm, rel=0.02)
+    assert abs(default_wpm - wide_wpm) > 0.04 * wide_wpm
+
+
+def test_synth_command_passes_the_params_vad(tmp_path):
+    from typer.testing import CliRunner
+
+    from callqa.cli import app
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["preprocess"]["vad"]["speech_pad_ms"] = 250
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    out = tmp_path / "calls"
+    args = ["synth", "-n", "1", "--out", str(out), "--seed", "77", "--workers", "1"]
+    res = CliRunner().invoke(app, [*args, "--params", str(tmp_path / "params.yaml")])
+    assert res.exit_code == 0, res.output
+    sc = json.loads((out / "call_00000.json").read_text())
+    failures = synth.failure_plan(SynthConfig(seed=77), 1)[0]
+    seed = synth.call_seeds(77, 1)[0]
+    _, expected = synth.synth_call(seed, failures, SynthConfig(), VadConfig(speech_pad_ms=250))
+    _, default = synth.synth_call(seed, failures, SynthConfig(), VAD)
+    assert sc == expected
+    assert sc["agent_speech_rate_wpm"] != default["agent_speech_rate_wpm"]
 
 
 def test_mono_telephone_noisy_variant_keeps_script_and_labels(clean_call):
     data, sc = clean_call
     cfg = SynthConfig(channels="mono", telephone=True, snr_db=10.0)
-    tel_data, tel = synth.synth_call(SEED, NONE_FAIL, cfg)
+    tel_data, tel = synth.synth_call(SEED, NONE_FAIL, cfg, VAD)
     _check_sidecar(tel_data, tel)
     x, sr, subtype = _read(tel_data)
     assert (sr, x.shape[0], subtype) == (8000, 1, "ULAW")
@@ -230,7 +314,7 @@ def test_mono_telephone_noisy_variant_keeps_script_and_labels(clean_call):
 
 def test_noise_is_added_at_the_requested_snr(clean_call):
     data, sc = clean_call
-    noisy_data, noisy = synth.synth_call(SEED, NONE_FAIL, SynthConfig(snr_db=5.0))
+    noisy_data, noisy = synth.synth_call(SEED, NONE_FAIL, SynthConfig(snr_db=5.0), VAD)
     assert noisy["checks"] == sc["checks"] and noisy["turns"] == sc["turns"]
     clean, sr, _ = _read(data)
     x, _, _ = _read(noisy_data)
@@ -250,15 +334,15 @@ def test_noise_kinds_have_their_spectra():
     speech = [np.sin(np.linspace(0, 400, 8000)).astype(np.float32)]
     f = np.fft.rfftfreq(32000, 1 / 16000)
     low = {}
-    for kind in synth.NOISE_KINDS:
-        x = synth.make_noise(kind, 32000, rng, speech)
+    for kind in synth_plan.NOISE_KINDS:
+        x = synth_render.make_noise(kind, 32000, rng, speech)
         assert x.dtype == np.float32 and np.mean(x**2) == pytest.approx(1.0, rel=1e-3)
         p = np.abs(np.fft.rfft(x)) ** 2
         low[kind] = p[f < 500].sum() / p.sum()
     assert low["brown"] > low["pink"] > low["white"]
     assert low["hum"] > 0.9
     with pytest.raises(ValueError, match="unknown noise kind"):
-        synth.make_noise("rain", 100, rng, speech)
+        synth_render.make_noise("rain", 100, rng, speech)
 
 
 def content_id_bytes(data: bytes) -> str:
@@ -272,8 +356,8 @@ def test_run_is_deterministic_across_worker_counts(tmp_path):
     cfg = SynthConfig(seed=SEED)
     (tmp_path / "a").mkdir()
     (tmp_path / "a" / "call_00007.json").write_text("{}")  # stale file from a bigger run
-    one = synth.run(cfg.model_copy(update={"workers": 1}), tmp_path / "a", 2, progress=False)
-    two = synth.run(cfg.model_copy(update={"workers": 2}), tmp_path / "b", 2, progress=False)
+    one = synth.run(cfg.model_copy(update={"workers": 1}), VAD, tmp_path / "a", 2, progress=False)
+    two = synth.run(cfg.model_copy(update={"workers": 2}), VAD, tmp_path / "b", 2, progress=False)
     assert one["n_calls"] == two["n_calls"] == 2 and one["plan_mismatches"] == 0
     assert one["violations"] == two["violations"]
     names = sorted(p.name for p in (tmp_path / "a").iterdir())
