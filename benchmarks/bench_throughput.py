@@ -42,12 +42,14 @@ def main() -> None:
     params = load_params(ROOT / "params.yaml")
     synth.run(
         params.synth.model_copy(update={"seed": args.seed}),
+        params.preprocess.vad,
         out_dir=work / "stereo",
         n_calls=args.n,
         progress=False,
     )
     synth.run(
         params.synth.model_copy(update={"seed": args.seed, "channels": "mono"}),
+        params.preprocess.vad,
         out_dir=work / "mono",
         n_calls=args.n,
         progress=False,
