@@ -146,7 +146,7 @@ def synth_cases(n_calls: int, seed: int):
             yield f"synth {s % 100000:05d}", kind, stereo, sidecar
 
 
-def identify_agent(turns, sidecar: dict, reference, examples: list[str], encoder):
+def identify_agent(turns, sidecar: dict, reference, agent_likeness):
     """(agent picked correctly, role frame accuracy) using the script's turn texts."""
     if not turns:
         return False, 0.0
@@ -157,7 +157,7 @@ def identify_agent(turns, sidecar: dict, reference, examples: list[str], encoder
             overlap[spk] = overlap.get(spk, 0.0) + max(0.0, min(e, t["end"]) - max(s, t["start"]))
         spk = max(overlap, key=overlap.get)
         texts.setdefault(spk, []).append((t["start"], t["text"]))
-    agent = pick_agent(texts, examples, encoder) if texts else turns[0][2]
+    agent = pick_agent(texts, agent_likeness) if texts else turns[0][2]
     agent_time: dict[int, float] = {}
     for s, e, spk in turns:
         for rs, re_, role in reference:
@@ -207,14 +207,14 @@ def main() -> None:
     from callqa.qa.encoder import get_encoder
     from callqa.qa.scorecard import Scorecard
 
-    examples = Scorecard.load(ROOT / "scorecards" / "default.yaml").agent_examples()
-    encoder = get_encoder("bundled")
+    card = Scorecard.load(ROOT / "scorecards" / "default.yaml")
+    agent_likeness = card.agent_likeness(get_encoder("bundled"))
     for name, kind, stereo, sidecar in synth_cases(2 if args.quick else 6, args.seed):
         mono = stereo.mean(axis=0)
         turns, sec = run_case(mono)
         reference = stereo_reference(stereo)
         acc = frame_accuracy(reference, turns)[0]
-        agent_ok, role_acc = identify_agent(turns, sidecar, reference, examples, encoder)
+        agent_ok, role_acc = identify_agent(turns, sidecar, reference, agent_likeness)
         rows.append((name, kind, mono.size / SR, acc, sec, agent_ok, role_acc))
 
     print(f"{'case':26s} {'kind':18s} {'dur_s':>6s} {'acc':>6s} {'diar_s':>7s} agent role_acc")

@@ -205,9 +205,19 @@ def transcribe(
     """Speech recognition with word timestamps per role (cached per audio, model, options)."""
     p = _params(params)
     from callqa.asr import transcribe as stage
+    from callqa.qa.encoder import EncoderError, get_encoder
+    from callqa.qa.scorecard import Scorecard, ScorecardError
 
     cfg = _override(p.transcribe, {"backend": backend, "model": model})
-    summary = stage.run(cfg, p.score, preprocessed_dir=preprocessed, out_dir=out, progress=progress)
+    # The scorecard's greeting and closing examples pick the agent on mono calls.
+    try:
+        card = Scorecard.load(p.score.scorecard)
+        agent_likeness = card.agent_likeness(get_encoder(p.score.sentence_encoder))
+    except (ScorecardError, EncoderError) as err:
+        raise _fail(str(err), 2) from None
+    summary = stage.run(
+        cfg, agent_likeness, preprocessed_dir=preprocessed, out_dir=out, progress=progress
+    )
     _print_summary("transcribe", summary)
     if summary.get("failed"):
         raise _fail(f"{summary['failed']} call(s) failed; see the log above")

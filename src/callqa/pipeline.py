@@ -71,6 +71,7 @@ class Scorer:
         self.max_duration_s = max_duration_s
         self.scorecard = Scorecard.load(score.scorecard)
         self.encoder = get_encoder(score.sentence_encoder)
+        self.agent_likeness = self.scorecard.agent_likeness(self.encoder)
         self.asr = CachedAsr(load_backend(transcribe), transcribe)
 
     def score_path(self, path: Path) -> Scored:
@@ -85,11 +86,7 @@ class Scorer:
         # The log-mel image feeds only a trained model; reports draw their own spectrogram.
         prep = prepare(audio, self.pre_cfg, with_logmel=False)
         tr = transcribe_prepared(
-            prep,
-            self.asr,
-            self.encoder,
-            self.scorecard.agent_examples(),
-            self.score_cfg.diarization_speakers,
+            prep, self.asr, self.agent_likeness, self.tr_cfg.diarization_speakers
         )
         mono = tr.roles_from == "diarization"
         words = {

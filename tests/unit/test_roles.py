@@ -165,13 +165,19 @@ AGENT_EXAMPLES = [
 
 
 @pytest.fixture(scope="module")
-def sentence_encoder():
+def agent_likeness():
+    """The scorer the Scorer passes down, built from a scorecard with these examples."""
     from callqa.qa.encoder import get_encoder
+    from callqa.qa.scorecard import Scorecard
 
-    return get_encoder("bundled")
+    check = {"id": "greeting", "type": "semantic", "role": "agent", "agent_marker": True}
+    card = Scorecard.from_dict(
+        {"checks": [{**check, "examples": AGENT_EXAMPLES, "threshold": 0.5}]}
+    )
+    return card.agent_likeness(get_encoder("bundled"))
 
 
-def test_pick_agent_by_greeting_when_the_customer_speaks_first(sentence_encoder):
+def test_pick_agent_by_greeting_when_the_customer_speaks_first(agent_likeness):
     turns = {
         0: [(0.2, "Hello?"), (9.0, "Yes, my card was declined at the shop this morning.")],
         1: [
@@ -180,19 +186,40 @@ def test_pick_agent_by_greeting_when_the_customer_speaks_first(sentence_encoder)
             (30.0, "Anything more I can do for you today? Thank you for calling, bye now."),
         ],
     }
-    assert pick_agent(turns, AGENT_EXAMPLES, sentence_encoder) == 1
+    assert pick_agent(turns, agent_likeness) == 1
 
 
-def test_pick_agent_falls_back_to_the_first_speaker(sentence_encoder):
+def test_pick_agent_falls_back_to_the_first_speaker(agent_likeness):
     turns = {
         1: [(0.5, "The weather is lovely at the lake this week."), (8.0, "We went fishing.")],
         0: [(3.0, "Did you catch anything big at all?"), (11.0, "Sounds like a great trip.")],
     }
-    assert pick_agent(turns, AGENT_EXAMPLES, sentence_encoder) == 1
-    assert pick_agent(turns, [], sentence_encoder) == 1
-    assert pick_agent({3: [(2.0, "Hello?")]}, AGENT_EXAMPLES, sentence_encoder) == 3
+    assert pick_agent(turns, agent_likeness) == 1
+    assert pick_agent(turns, None) == 1
+    assert pick_agent({3: [(2.0, "Hello?")]}, agent_likeness) == 3
     with pytest.raises(ValueError):
-        pick_agent({}, AGENT_EXAMPLES, sentence_encoder)
+        pick_agent({}, agent_likeness)
+
+
+def test_pick_agent_scores_each_speakers_sentences_with_the_callable():
+    turns = {
+        0: [(0.0, "Good morning, how are you doing today?")],
+        1: [(2.0, "I am calling about my broken router. It stopped working.")],
+    }
+    seen = []
+
+    def likeness(sentences: list[str]) -> float:
+        seen.append(sentences)
+        return 0.9 if any("router" in s for s in sentences) else 0.1
+
+    assert pick_agent(turns, likeness) == 1
+    # Lower-cased sentences without punctuation, one list per speaker.
+    assert sorted(seen) == [
+        ["good morning how are you doing today"],
+        ["i am calling about my broken router", "it stopped working"],
+    ]
+    # A margin under min_margin keeps the first speaker.
+    assert pick_agent(turns, lambda ss: 0.5 + 0.01 * ("router" in " ".join(ss))) == 0
 
 
 def test_assign_roles_and_role_accuracy():

@@ -422,6 +422,21 @@ def encoder():
     return get_encoder("bundled")
 
 
+def test_agent_likeness_rates_greeting_sentences_above_customer_ones(encoder):
+    likeness = Scorecard.load(DEFAULT).agent_likeness(encoder)
+    agent = likeness(
+        [
+            "good afternoon you're through to the billing team how can i help",
+            "is there anything else i can do for you today",
+        ]
+    )
+    customer = likeness(["my bill is wrong again", "i want to cancel my contract"])
+    assert agent >= 0.3 and agent - customer >= 0.08  # what pick_agent asks of a winner
+    assert likeness([]) == 0.0
+    no_markers = Scorecard.from_dict({"checks": [PHRASE]}).agent_likeness(encoder)
+    assert no_markers(["thank you for calling"]) == 0.0
+
+
 def test_semantic_finds_a_phrase_buried_in_a_long_segment(encoder):
     check = {
         "id": "d",

@@ -1,14 +1,14 @@
 """Speaker roles for mono calls: GE2E-embedding diarization, then agent identification.
 
 16 kHz mono float32 + VAD speech intervals in -> speaker turns (start_s, end_s, speaker) ->
-the agent speaker (from greeting/closing text similarity) -> (start_s, end_s, role) turns.
+the agent speaker (by an agent-likeness scorer passed in) -> (start_s, end_s, role) turns.
 """
 
 from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -18,6 +18,9 @@ logger = logging.getLogger(__name__)
 
 Interval = tuple[float, float]
 Turn = tuple[float, float, int]
+# How agent-like one speaker's sentences sound (higher: more), on the scale of a cosine
+# similarity; the Scorer builds it from the scorecard (`Scorecard.agent_likeness`).
+AgentLikeness = Callable[[list[str]], float]
 
 SAMPLE_RATE_HZ = 16000
 # resemblyzer's mel front end: 25 ms windows every 10 ms, 40 bands (resemblyzer/hparams.py).
@@ -533,29 +536,27 @@ def _sentences(text: str, min_words: int) -> list[str]:
 
 def pick_agent(
     turn_texts: dict[int, list[tuple[float, str]]],
-    agent_examples: Sequence[str],
-    encoder,
+    agent_likeness: AgentLikeness | None,
     min_similarity: float = 0.3,
     min_margin: float = 0.08,
     min_words: int = 3,
 ) -> int:
-    """The speaker who sounds like the agent: best match to greeting/closing example sentences.
+    """The speaker who sounds like the agent, else the one who speaks first.
 
-    Each speaker's score is the mean, over the example sentences, of the best cosine similarity
-    between that example and any sentence of at least `min_words` words the speaker said
-    ("bye", "hello" and "thanks" come from both sides). The best speaker wins when its score is
+    Each speaker's sentences of at least `min_words` words ("bye", "hello" and "thanks" come
+    from both sides) are scored by `agent_likeness`. The best speaker wins when its score is
     at least `min_similarity` and beats the runner-up by `min_margin`; otherwise (no text, no
-    examples, a close call) the agent is the speaker who speaks first.
+    scorer, a close call) the agent is the speaker who speaks first.
 
-    Customers also thank and say goodbye, so text alone is weak evidence: on 150 synthetic
-    scripts per phrase bank, margin 0.08 overrode a first-speaking agent wrongly in 0.7% of
-    calls and found a second-speaking agent in 60% (train phrases) / 31% (held-out phrases);
-    margin 0.05 gave 0.7-6% and 79% / 43%.
+    Customers also thank and say goodbye, so text alone is weak evidence: with the scorecard's
+    scorer (`Scorecard.agent_likeness`) on 150 synthetic scripts per phrase bank, margin 0.08
+    overrode a first-speaking agent wrongly in 0.7% of calls and found a second-speaking agent
+    in 60% (train phrases) / 31% (held-out phrases); margin 0.05 gave 0.7-6% and 79% / 43%.
 
     Args:
         turn_texts: speaker -> [(start_s, text)] of that speaker's turns.
-        agent_examples: sentences an agent says (`Scorecard.agent_examples()`).
-        encoder: object with `encode(list[str]) -> np.ndarray` of L2-normalised rows.
+        agent_likeness: scores one speaker's sentences (lower-cased, no punctuation) on the
+            scale of a cosine similarity; None picks the first speaker.
         min_similarity: lowest score that counts as a match.
         min_margin: how much the best speaker must beat the runner-up by.
         min_words: shortest sentence that counts.
@@ -568,22 +569,13 @@ def pick_agent(
     first = min(
         turn_texts, key=lambda spk: min((t for t, _ in turn_texts[spk]), default=float("inf"))
     )
-    examples = [e.strip() for e in agent_examples if e and e.strip()]
-    sentences = [
-        (spk, s)
+    sentences = {
+        spk: [s for _, text in turns for s in _sentences(text, min_words)]
         for spk, turns in turn_texts.items()
-        for _, text in turns
-        for s in _sentences(text, min_words)
-    ]
-    if len(turn_texts) == 1 or not examples or not sentences:
+    }
+    if len(turn_texts) == 1 or agent_likeness is None or not any(sentences.values()):
         return first
-    vecs = np.asarray(encoder.encode(examples + [s for _, s in sentences]), dtype=np.float32)
-    ex_vecs, sent_vecs = vecs[: len(examples)], vecs[len(examples) :]
-    owners = np.asarray([spk for spk, _ in sentences])
-    scores = {}
-    for spk in turn_texts:
-        mine = sent_vecs[owners == spk]
-        scores[spk] = float((ex_vecs @ mine.T).max(axis=1).mean()) if len(mine) else 0.0
+    scores = {spk: float(agent_likeness(ss)) if ss else 0.0 for spk, ss in sentences.items()}
     best, runner_up = sorted(scores, key=scores.get, reverse=True)[:2]
     logger.debug("pick_agent: scores %s, first speaker %s", scores, first)
     if scores[best] >= min_similarity and scores[best] - scores[runner_up] >= min_margin:

@@ -1,9 +1,10 @@
 """Transcribe stage: preprocessed role tracks -> role-attributed segments with word timestamps.
 
 Stereo calls are transcribed per channel. Mono calls are transcribed once, then split into
-speakers by diarization, and the agent is the speaker whose words best match the scorecard's
-greeting/closing examples. ASR output is cached per (track audio, VAD speech, model, options)
-in `.cache/callqa/transcribe/`, so an interrupted run resumes where it stopped.
+speakers by diarization; the agent is the speaker that an agent-likeness scorer passed in by the
+caller rates highest (the first speaker when none stands out). ASR output is cached per
+(track audio, VAD speech, model, options) in `.cache/callqa/transcribe/`, so an interrupted run
+resumes where it stopped.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ from pathlib import Path
 import numpy as np
 
 from callqa.asr.backend import AsrBackend, AsrSegment
+from callqa.asr.roles import AgentLikeness, diarize, pick_agent
 from callqa.audio.io import atomic_path
-from callqa.config import ScoreConfig, TranscribeConfig, cache_root
+from callqa.config import TranscribeConfig, cache_root
 from callqa.schemas import Segment, Word
 
 logger = logging.getLogger(__name__)
@@ -100,11 +102,18 @@ def _segment_from_dict(d: dict) -> AsrSegment:
 def transcribe_prepared(
     prep,
     asr: CachedAsr,
-    encoder=None,
-    agent_examples: list[str] | None = None,
+    agent_likeness: AgentLikeness | None = None,
     n_speakers: int = 2,
 ) -> Transcript:
-    """Role-attributed transcript of one preprocessed call (`audio.preprocess.Prepared`)."""
+    """Role-attributed transcript of one preprocessed call (`audio.preprocess.Prepared`).
+
+    Args:
+        prep: the call's role tracks and VAD speech.
+        asr: the (cached) ASR backend.
+        agent_likeness: scores a mono call's speakers (`asr.roles.pick_agent`); None makes
+            the first speaker the agent. Stereo calls take roles from their channels.
+        n_speakers: speakers diarization looks for in a mono call.
+    """
     if prep.roles_from == "channels":
         segments = []
         roles = list(prep.tracks)
@@ -114,12 +123,10 @@ def transcribe_prepared(
                 segments.extend(_split_on_pauses(role, s.words))
         segments.sort(key=lambda s: (s.start, s.role))
         return Transcript(segments, dict(prep.speech), dict(prep.tracks), "channels")
-    return _transcribe_mono(prep, asr, encoder, agent_examples or [], n_speakers)
+    return _transcribe_mono(prep, asr, agent_likeness, n_speakers)
 
 
-def _transcribe_mono(prep, asr, encoder, agent_examples, n_speakers) -> Transcript:
-    from callqa.asr.roles import diarize, pick_agent
-
+def _transcribe_mono(prep, asr, agent_likeness, n_speakers) -> Transcript:
     x, speech = prep.tracks["mono"], prep.speech["mono"]
     asr_segments = asr.transcribe(x, speech)
     turns = diarize(x, speech, n_speakers=n_speakers) if speech else []
@@ -133,7 +140,7 @@ def _transcribe_mono(prep, asr, encoder, agent_examples, n_speakers) -> Transcri
     for i, (start, _end, spk) in enumerate(turns):
         if words_by_turn[i]:
             texts.setdefault(spk, []).append((start, " ".join(w.word for w in words_by_turn[i])))
-    agent = pick_agent(texts, agent_examples, encoder) if texts else 0
+    agent = pick_agent(texts, agent_likeness) if texts else 0
     role_of = {spk: ("agent" if spk == agent else "customer") for _s, _e, spk in turns}
 
     segments, activity = [], {"agent": [], "customer": []}
@@ -200,16 +207,17 @@ def _to_segment(role: str, start: float, end: float, words: list[Word], text: st
 
 def run(
     cfg: TranscribeConfig,
-    score_cfg: ScoreConfig,
+    agent_likeness: AgentLikeness | None,
     preprocessed_dir: Path | None = None,
     out_dir: Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """Transcribe every preprocessed call into `out_dir/<id>.json`."""
+    """Transcribe every preprocessed call into `out_dir/<id>.json`.
+
+    `agent_likeness` picks the agent on mono calls (see `transcribe_prepared`).
+    """
     from callqa.asr.backend import load_backend
     from callqa.audio.preprocess import load_prepared
-    from callqa.qa.encoder import get_encoder
-    from callqa.qa.scorecard import Scorecard
 
     src = Path(preprocessed_dir or cfg.preprocessed_dir)
     out = Path(out_dir or cfg.out_dir)
@@ -218,8 +226,6 @@ def run(
         raise FileNotFoundError(f"no preprocessed calls in {src}: run `callqa preprocess` first")
     t0 = time.perf_counter()
     asr = CachedAsr(load_backend(cfg), cfg)
-    scorecard = Scorecard.load(score_cfg.scorecard)
-    encoder = None
     out.mkdir(parents=True, exist_ok=True)
     done, failed, audio_s = 0, 0, 0.0
     from callqa.progress import track
@@ -227,11 +233,7 @@ def run(
     for call_dir in track(call_dirs, "transcribe", enabled=progress and cfg.progress):
         try:
             prep = load_prepared(call_dir)
-            if prep.roles_from != "channels" and encoder is None:
-                encoder = get_encoder(score_cfg.sentence_encoder)
-            tr = transcribe_prepared(
-                prep, asr, encoder, scorecard.agent_examples(), score_cfg.diarization_speakers
-            )
+            tr = transcribe_prepared(prep, asr, agent_likeness, cfg.diarization_speakers)
         except Exception as err:  # noqa: BLE001 - one bad call must not stop the batch
             logger.error("%s: transcription failed: %s", call_dir.name, err)
             failed += 1

@@ -12,6 +12,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
@@ -264,6 +265,24 @@ class Scorecard:
         for c in self.checks:
             walk(c, False)
         return list(dict.fromkeys(out))
+
+    def agent_likeness(self, encoder: Encoder) -> Callable[[list[str]], float]:
+        """How agent-like one speaker's sentences are, for mono agent identification
+        (`callqa.asr.roles.pick_agent`): the mean, over `agent_examples()`, of the best cosine
+        similarity between the example and any of the sentences (0 without either).
+
+        The examples are embedded once, here; each call embeds only the speaker's sentences.
+        """
+        examples = [e.strip() for e in self.agent_examples() if e.strip()]
+        ex_vecs = np.asarray(encoder.encode(examples), dtype=np.float32) if examples else None
+
+        def score(sentences: list[str]) -> float:
+            if ex_vecs is None or not sentences:
+                return 0.0
+            vecs = np.asarray(encoder.encode(list(sentences)), dtype=np.float32)
+            return float((ex_vecs @ vecs.T).max(axis=1).mean())
+
+        return score
 
     def metric_paths(self) -> list[str]:
         """Every metric and event path the checks read (to test against the metrics dict)."""
