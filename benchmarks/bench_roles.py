@@ -204,8 +204,8 @@ def main() -> None:
         acc = frame_accuracy(stereo_reference(stereo), turns)[0]
         rows.append((name, kind, mono.size / SR, acc, sec))
 
-    from callqa.qa.encoder import get_encoder
     from callqa.qa.scorecard import Scorecard
+    from callqa.text.encoder import get_encoder
 
     card = Scorecard.load(ROOT / "scorecards" / "default.yaml")
     agent_likeness = card.agent_likeness(get_encoder("bundled"))

@@ -205,8 +205,8 @@ def transcribe(
     """Speech recognition with word timestamps per role (cached per audio, model, options)."""
     p = _params(params)
     from callqa.asr import transcribe as stage
-    from callqa.qa.encoder import EncoderError, get_encoder
     from callqa.qa.scorecard import Scorecard, ScorecardError
+    from callqa.text.encoder import EncoderError, get_encoder
 
     cfg = _override(p.transcribe, {"backend": backend, "model": model})
     # The scorecard's greeting and closing examples pick the agent on mono calls.

@@ -64,8 +64,8 @@ class Scorer:
     ):
         from callqa.asr.backend import load_backend
         from callqa.asr.transcribe import CachedAsr
-        from callqa.qa.encoder import get_encoder
         from callqa.qa.scorecard import Scorecard
+        from callqa.text.encoder import get_encoder
 
         self.pre_cfg, self.tr_cfg, self.score_cfg = preprocess, transcribe, score
         self.max_duration_s = max_duration_s

@@ -167,8 +167,8 @@ AGENT_EXAMPLES = [
 @pytest.fixture(scope="module")
 def agent_likeness():
     """The scorer the Scorer passes down, built from a scorecard with these examples."""
-    from callqa.qa.encoder import get_encoder
     from callqa.qa.scorecard import Scorecard
+    from callqa.text.encoder import get_encoder
 
     check = {"id": "greeting", "type": "semantic", "role": "agent", "agent_marker": True}
     card = Scorecard.from_dict(

@@ -417,7 +417,7 @@ def test_semantic_check_needs_an_encoder():
 # ---------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def encoder():
-    from callqa.qa.encoder import get_encoder
+    from callqa.text.encoder import get_encoder
 
     return get_encoder("bundled")
 

@@ -63,8 +63,8 @@ def mono_call(realdata):
 
 def _likeness(examples: list[str]):
     """The scorer the Scorer builds: scorecard agent examples + the real sentence encoder."""
-    from callqa.qa.encoder import get_encoder
     from callqa.qa.scorecard import Scorecard
+    from callqa.text.encoder import get_encoder
 
     check = {"id": "greeting", "type": "semantic", "agent_marker": True, "threshold": 0.5}
     card = Scorecard.from_dict({"checks": [{**check, "examples": examples}]})
