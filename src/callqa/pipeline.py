@@ -62,8 +62,7 @@ class Scorer:
         score: ScoreConfig,
         max_duration_s: float | None = None,
     ):
-        from callqa.asr.backend import load_backend
-        from callqa.asr.transcribe import CachedAsr
+        from callqa.asr.transcribe import CachedAsr, load_backend
         from callqa.qa.scorecard import Scorecard
         from callqa.text.encoder import get_encoder
 

@@ -12,11 +12,11 @@ from callqa.asr.backend import (
     clean_words,
     compression_ratio,
     is_hallucination,
-    load_backend,
     make_segment,
     pack_speech,
     speech_pieces,
 )
+from callqa.asr.transcribe import load_backend
 from callqa.config import TranscribeConfig, VadConfig
 from callqa.schemas import Word
 

@@ -83,6 +83,47 @@ def test_asr_imports_nothing_from_qa_or_model():
         assert not _callqa_imports(path) & {"qa", "model"}, path.name
 
 
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(SRC.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _module_graph() -> dict[str, set[str]]:
+    """callqa module -> the callqa modules it imports (lazy imports included)."""
+    modules = {_module_name(p): p for p in SRC.rglob("*.py")}
+    graph: dict[str, set[str]] = {}
+    for name, path in modules.items():
+        targets = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                targets |= {a.name for a in node.names}
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                # `from callqa.asr import backend` imports a module, `... import load` a name.
+                targets |= {f"{node.module}.{a.name}" for a in node.names} | {node.module}
+        graph[name] = {t for t in targets if t in modules and t != name and "." in t}
+        graph[name] -= {m for m in graph[name] if name.startswith(m + ".")}  # own package
+    return graph
+
+
+def test_no_import_cycles():
+    graph = _module_graph()
+    state: dict[str, int] = {}  # 1: on the current path, 2: done
+
+    def visit(module: str, path: list[str]) -> None:
+        state[module] = 1
+        for target in sorted(graph[module]):
+            if state.get(target) == 1:
+                cycle = path[path.index(target) :] + [module, target]
+                pytest.fail("import cycle: " + " -> ".join(cycle))
+            if target not in state:
+                visit(target, [*path, module])
+        state[module] = 2
+
+    for module in sorted(graph):
+        if module not in state:
+            visit(module, [])
+
+
 def test_the_checker_sees_lazy_imports(tmp_path):
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from callqa.qa import scorecard\n    import callqa.text.x\n")

@@ -1,9 +1,9 @@
 """ASR backend interface: one role's 16 kHz track + VAD speech -> segments with word timestamps.
 
-`load_backend(cfg)` loads the configured model once (faster-whisper or transformers). Both
-backends transcribe only speech: VAD intervals are merged into windows of at most 30 s (one
-Whisper input each; the silence between them left out), and results come back in absolute
-seconds of the track.
+The backends (faster_whisper.py, transformers_whisper.py) build on `PackedBackend`, and
+`callqa.asr.transcribe.load_backend(cfg)` picks one, so imports point one way. Both transcribe
+only speech: VAD intervals are merged into windows of at most 30 s (one Whisper input each; the
+silence between them left out), and results come back in absolute seconds of the track.
 """
 
 from __future__ import annotations
@@ -95,29 +95,6 @@ class PackedBackend:
         self, tracks: list[tuple[np.ndarray, list[Interval]]], max_window_s: float
     ) -> list[list[AsrSegment]]:
         raise NotImplementedError
-
-
-def load_backend(cfg: TranscribeConfig) -> AsrBackend:
-    """Load the configured ASR model once.
-
-    Args:
-        cfg: the `transcribe` params section (backend, model, device, compute type, ...).
-
-    Returns:
-        A backend whose `transcribe` can be called for many tracks.
-    """
-    if cfg.backend == "faster-whisper":
-        from callqa.asr.faster_whisper import FasterWhisperBackend
-
-        return FasterWhisperBackend(cfg)
-    if cfg.backend == "transformers":
-        from callqa.asr.transformers_whisper import TransformersWhisperBackend
-
-        return TransformersWhisperBackend(cfg)
-    raise ValueError(
-        f"transcribe.backend: unknown backend {cfg.backend!r}; use 'faster-whisper' or "
-        "'transformers'"
-    )
 
 
 def speech_pieces(

@@ -99,6 +99,29 @@ def _segment_from_dict(d: dict) -> AsrSegment:
     return AsrSegment(**{**d, "words": [Word(**w) for w in d["words"]]})
 
 
+def load_backend(cfg: TranscribeConfig) -> AsrBackend:
+    """Load the configured ASR model once.
+
+    Args:
+        cfg: the `transcribe` params section (backend, model, device, compute type, ...).
+
+    Returns:
+        A backend whose `transcribe` can be called for many tracks.
+    """
+    if cfg.backend == "faster-whisper":
+        from callqa.asr.faster_whisper import FasterWhisperBackend
+
+        return FasterWhisperBackend(cfg)
+    if cfg.backend == "transformers":
+        from callqa.asr.transformers_whisper import TransformersWhisperBackend
+
+        return TransformersWhisperBackend(cfg)
+    raise ValueError(
+        f"transcribe.backend: unknown backend {cfg.backend!r}; use 'faster-whisper' or "
+        "'transformers'"
+    )
+
+
 def transcribe_prepared(
     prep,
     asr: CachedAsr,
@@ -216,7 +239,6 @@ def run(
 
     `agent_likeness` picks the agent on mono calls (see `transcribe_prepared`).
     """
-    from callqa.asr.backend import load_backend
     from callqa.audio.preprocess import load_prepared
 
     src = Path(preprocessed_dir or cfg.preprocessed_dir)
