@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.asr.roles import assign_roles, diarize, frame_accuracy, pick_agent
+from callqa.asr.diarize import diarize
+from callqa.asr.roles import assign_roles, frame_accuracy, pick_agent
 from callqa.audio.io import decode_bytes, load_audio, resample, to_mono
 from callqa.audio.vad import detect_speech
 

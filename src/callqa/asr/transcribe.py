@@ -19,7 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from callqa.asr.backend import AsrBackend, AsrSegment
-from callqa.asr.roles import AgentLikeness, diarize, pick_agent
+from callqa.asr.diarize import diarize
+from callqa.asr.roles import AgentLikeness, pick_agent
 from callqa.audio.io import atomic_path
 from callqa.config import TranscribeConfig, cache_root
 from callqa.schemas import Segment, Word
