@@ -78,7 +78,7 @@ class Scorer:
         from callqa.asr.transcribe import transcribe_prepared
         from callqa.audio.metrics import call_metrics
         from callqa.audio.preprocess import prepare
-        from callqa.qa.scorecard import evaluate
+        from callqa.qa.evaluate import evaluate
 
         audio = load_audio(path, max_duration_s=self.max_duration_s)
         _check_samples(audio, path)

@@ -1,7 +1,7 @@
 """callqa.asr.diarize on real speech: GE2E diarization of mono calls.
 
-Real recordings (the `realdata` fixture) and the real resemblyzer encoder; no mocks. Accuracy bounds are the figures measured by
-benchmarks/bench_roles.py minus a margin.
+Real recordings (the `realdata` fixture) and the real resemblyzer encoder; no mocks. Accuracy
+bounds are the figures measured by benchmarks/bench_roles.py minus a margin.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Scorecard rules engine: loading and validation, each check type, windows, call score, and
-the default scorecard's semantic checks on paraphrase / negative sets with the real encoder."""
+"""Scorecard rules engine (qa/scorecard.py loading, qa/runs.py, qa/evaluate.py): loading and
+validation, word runs, each check type, windows, call score, and the default scorecard's semantic
+checks on paraphrase / negative sets with the real encoder."""
 
 from __future__ import annotations
 
@@ -11,17 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from callqa.qa.scorecard import (
-    Scorecard,
-    ScorecardError,
-    SemanticCheck,
-    build_runs,
-    candidate_spans,
-    evaluate,
-    normalize_text,
-    resolve_window,
-)
+from callqa.qa.evaluate import evaluate, resolve_window
+from callqa.qa.runs import build_runs, candidate_spans
+from callqa.qa.scorecard import Scorecard, ScorecardError, SemanticCheck
 from callqa.schemas import CHECK_IDS, Segment, Word
+from callqa.text.normalize import normalize_text
 
 ROOT = Path(__file__).resolve().parents[2]
 DEFAULT = ROOT / "scorecards" / "default.yaml"
