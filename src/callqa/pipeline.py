@@ -151,7 +151,7 @@ class Scorer:
         with atomic_path(out) as tmp:
             tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
         if report_dir is not None:
-            from callqa.qa.report import write_index
+            from callqa.qa.index import write_index
 
             write_index(results, Path(report_dir))
         ok = [r for r in results if isinstance(r, QAResult)]

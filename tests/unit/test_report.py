@@ -18,7 +18,8 @@ import soundfile as sf
 from callqa.audio.io import resample
 from callqa.audio.metrics import mutual_silence, overtalk
 from callqa.audio.vad import detect_speech
-from callqa.qa import report
+from callqa.qa import figures, report
+from callqa.qa.index import write_index
 from callqa.schemas import CHECK_IDS, QAError, QAResult
 
 REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
@@ -241,7 +242,7 @@ def test_index_and_summary(tmp_path, tracks, activity):
         error={"code": "unreadable", "message": "broken <b>.wav: truncated"},
     )
     report.write_report(low, tracks, SR, tmp_path)
-    index, summary = report.write_index([high, err, low], tmp_path)
+    index, summary = write_index([high, err, low], tmp_path)
     page = index.read_text(encoding="utf-8")
 
     # Worst score first, linked when the report exists.
@@ -268,23 +269,23 @@ def test_waveform_envelope_keeps_extremes():
     rng = np.random.default_rng(0)
     x = rng.uniform(-0.5, 0.5, SR * 7 + 123).astype(np.float32)
     x[SR * 3 + 17] = 0.99
-    t, lo, hi = report.waveform_envelope(x, SR)
-    assert len(t) <= report.WAVEFORM_BINS
+    t, lo, hi = figures.waveform_envelope(x, SR)
+    assert len(t) <= figures.WAVEFORM_BINS
     assert hi.max() == pytest.approx(0.99) and lo.min() == x.min()
-    assert abs(t[hi.argmax()] - 3.0) < 7.2 / report.WAVEFORM_BINS * 2
+    assert abs(t[hi.argmax()] - 3.0) < 7.2 / figures.WAVEFORM_BINS * 2
 
 
 def test_spectrogram_peak_at_tone_frequency():
     t = np.arange(SR * 3) / SR
     x = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
-    db, f_max_hz = report.spectrogram_db(x, SR)
-    assert db.shape[1] <= report.SPEC_COLUMNS and f_max_hz == SR / 2
+    db, f_max_hz = figures.spectrogram_db(x, SR)
+    assert db.shape[1] <= figures.SPEC_COLUMNS and f_max_hz == SR / 2
     peak_hz = db.mean(axis=1).argmax() * f_max_hz / (db.shape[0] - 1)
-    assert abs(peak_hz - 1000) < SR / report.SPEC_N_FFT
+    assert abs(peak_hz - 1000) < SR / figures.SPEC_N_FFT
 
 
 @pytest.mark.parametrize(
     ("t", "expected"), [(0, "0:00.0"), (59.96, "1:00.0"), (75.25, "1:15.2"), (3725.0, "1:02:05.0")]
 )
 def test_fmt_time(t, expected):
-    assert report._fmt_time(t) == expected
+    assert figures.fmt_time(t) == expected
