@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from callqa.schemas import SAMPLE_RATE_HZ
+
 Role = Literal["agent", "customer"]
 EMOTIONS = ["angry", "happy", "sad", "neutral"]
 
@@ -108,7 +110,7 @@ class PreprocessConfig(Section):
 
     accepted: Path = Path("data/accepted.parquet")
     out_dir: Path = Path("data/preprocessed")
-    sample_rate_hz: Literal[16000] = 16000
+    sample_rate_hz: Literal[SAMPLE_RATE_HZ] = SAMPLE_RATE_HZ
     channel_roles: tuple[Role, Role] = ("agent", "customer")
     preemphasis: float = Field(0.97, ge=0, lt=1)
     denoise: bool = False

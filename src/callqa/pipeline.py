@@ -17,6 +17,7 @@ import numpy as np
 from callqa.audio.io import SCAN_EXTENSIONS, AudioError, atomic_path, content_id, load_audio
 from callqa.config import PreprocessConfig, ScoreConfig, TranscribeConfig
 from callqa.schemas import (
+    SAMPLE_RATE_HZ,
     AsrInfo,
     ErrorInfo,
     QAError,
@@ -145,7 +146,7 @@ class Scorer:
             if report_dir is not None and tracks is not None:
                 from callqa.qa.report import write_report
 
-                write_report(res, tracks, 16000, Path(report_dir))
+                write_report(res, tracks, SAMPLE_RATE_HZ, Path(report_dir))
             if isinstance(res, QAError):
                 logger.warning("%s: %s (%s)", path, res.error.message, res.error.code)
         with atomic_path(out) as tmp:

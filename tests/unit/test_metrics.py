@@ -16,6 +16,7 @@ from callqa.audio.metrics import (
     clipped_share,
     loudness_lufs,
     merge_intervals,
+    metric_unit,
     mutual_silence,
     overtalk,
     pitch_stats,
@@ -259,3 +260,12 @@ def test_pitch_on_real_male_speech():
     # a male reader: mean well inside the male range, spread of natural intonation
     assert 80 < stats["pitch_mean_hz"] < 160
     assert 3 < stats["pitch_std_hz"] < 40
+
+
+def test_metric_unit_from_the_key_suffix():
+    assert metric_unit("speech_rate_wpm") == ("speech_rate", "wpm")
+    assert metric_unit("loudness_lufs") == ("loudness", "LUFS")
+    assert metric_unit("silence_dbfs") == ("silence", "dBFS")
+    assert metric_unit("longest_overtalk_s") == ("longest_overtalk", "s")
+    assert metric_unit("talk_ratio") == ("talk_ratio", "")
+    assert metric_unit("s") == ("s", "")

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from callqa.schemas import SAMPLE_RATE_HZ
+
 logger = logging.getLogger(__name__)
 
 # Where `callqa models convert-whisper` writes by default and where the transformers backend
@@ -306,7 +308,11 @@ def _processor(tokenizer_json: dict, n_mels: int, vocab_size: int):
             [AddedToken(f"<|{i * 0.02:.2f}|>", normalized=False) for i in range(n_timestamps)]
         )
     feature_extractor = WhisperFeatureExtractor(
-        feature_size=n_mels, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400
+        feature_size=n_mels,
+        sampling_rate=SAMPLE_RATE_HZ,
+        hop_length=160,
+        chunk_length=30,
+        n_fft=400,
     )
     return WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 

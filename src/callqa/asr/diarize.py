@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from callqa.asr import speakers
+from callqa.schemas import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
@@ -83,7 +84,7 @@ def diarize(
         raise ValueError(f"diarize needs mono audio (1-D samples), got shape {x.shape}")
     if n_speakers < 1:
         raise ValueError(f"n_speakers must be at least 1, got {n_speakers}")
-    duration_s = x.size / speakers.SAMPLE_RATE_HZ
+    duration_s = x.size / SAMPLE_RATE_HZ
     segs = _clean_intervals(speech, duration_s)
     if not segs:
         return []

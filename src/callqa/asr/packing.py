@@ -12,11 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from callqa.schemas import Word
+from callqa.schemas import SAMPLE_RATE_HZ, Word
 
 Interval = tuple[float, float]
 
-SAMPLE_RATE_HZ = 16000
 # Whisper sees 30 s per input; longer clips are cut (faster-whisper only logs a warning).
 MAX_WINDOW_S = 30.0
 # Context added around each speech interval so onsets/offsets clipped by the VAD stay audible.
@@ -44,7 +43,8 @@ def speech_pieces(
     stay real audio. An interval longer than `max_piece_s` is cut at its quietest frame near
     the limit.
 
-    >>> speech_pieces(np.zeros(16000 * 60, np.float32), [(1.0, 2.0), (2.5, 3.0), (40.0, 41.0)])
+    >>> x = np.zeros(SAMPLE_RATE_HZ * 60, np.float32)
+    >>> speech_pieces(x, [(1.0, 2.0), (2.5, 3.0), (40.0, 41.0)])
     [(0.8, 3.2), (39.8, 41.2)]
     """
     duration_s = len(audio_16k) / SAMPLE_RATE_HZ
@@ -131,8 +131,8 @@ def pack_speech(
     """Cut each track's speech into pieces (`speech_pieces`) and pack them, in order, into
     Whisper inputs of at most `max_window_s`; each track starts a new input.
 
-    >>> p = pack_speech([(np.zeros(16000 * 60, np.float32), [(1.0, 2.0), (40.0, 41.0)])])
-    >>> p.windows, len(p.audio) / 16000
+    >>> p = pack_speech([(np.zeros(SAMPLE_RATE_HZ * 60, np.float32), [(1.0, 2.0), (40.0, 41.0)])])
+    >>> p.windows, len(p.audio) / SAMPLE_RATE_HZ
     ([(0.0, 2.8)], 2.85)
     """
     parts, pieces, windows = [], [], []

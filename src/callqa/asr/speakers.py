@@ -11,7 +11,8 @@ from functools import lru_cache
 
 import numpy as np
 
-SAMPLE_RATE_HZ = 16000
+from callqa.schemas import SAMPLE_RATE_HZ
+
 # resemblyzer's mel front end: 25 ms windows every 10 ms, 40 bands (resemblyzer/hparams.py).
 MEL_HOP = 160
 MEL_WIN = 400

@@ -23,7 +23,7 @@ from callqa.asr.diarize import diarize
 from callqa.asr.roles import AgentLikeness, pick_agent
 from callqa.audio.io import atomic_path
 from callqa.config import TranscribeConfig, cache_root
-from callqa.schemas import Segment, Word
+from callqa.schemas import SAMPLE_RATE_HZ, Segment, Word
 
 logger = logging.getLogger(__name__)
 Interval = tuple[float, float]
@@ -203,7 +203,7 @@ def _turn_of(t: float, turns: list[tuple[float, float, int]]) -> int:
     return best
 
 
-def _mask(x: np.ndarray, intervals: list[Interval], sr: int = 16000) -> np.ndarray:
+def _mask(x: np.ndarray, intervals: list[Interval], sr: int = SAMPLE_RATE_HZ) -> np.ndarray:
     out = np.zeros_like(x)
     for s, e in intervals:
         a, b = int(s * sr), int(e * sr)

@@ -18,9 +18,9 @@ import numpy as np
 
 from callqa.asr.backend import AsrSegment, PackedBackend, decoded_segment
 from callqa.asr.convert import DEFAULT_HF_DIR
-from callqa.asr.packing import SAMPLE_RATE_HZ, Interval, pack_speech
+from callqa.asr.packing import Interval, pack_speech
 from callqa.config import TranscribeConfig
-from callqa.schemas import Word
+from callqa.schemas import SAMPLE_RATE_HZ, Word
 
 logger = logging.getLogger(__name__)
 

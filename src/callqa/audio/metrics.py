@@ -13,8 +13,32 @@ from functools import lru_cache
 
 import numpy as np
 
+from callqa.schemas import SAMPLE_RATE_HZ
+
 Interval = tuple[float, float]
 Activity = dict[str, list[Interval]]  # role -> sorted speech intervals (seconds)
+# A metric's unit is the last part of its key (`speech_rate_wpm`, `snr_db`); reports and check
+# details print it as written here.
+METRIC_UNITS = {
+    "s": "s",
+    "wpm": "wpm",
+    "hz": "Hz",
+    "db": "dB",
+    "dbfs": "dBFS",
+    "lufs": "LUFS",
+    "pct": "%",
+}
+
+
+def metric_unit(key: str) -> tuple[str, str]:
+    """(key without its unit suffix, printed unit) of a metric key; ("key", "") without one.
+
+    >>> metric_unit("snr_db"), metric_unit("talk_ratio")
+    (('snr', 'dB'), ('talk_ratio', ''))
+    """
+    stem, _, suffix = key.rpartition("_")
+    unit = METRIC_UNITS.get(suffix, "") if stem else ""
+    return (stem, unit) if unit else (key, "")
 
 
 def merge_intervals(intervals: list[Interval], gap_s: float = 0.0) -> list[Interval]:
@@ -419,7 +443,7 @@ def call_metrics(
     input_stats_by_role: dict[str, dict] | None,
     tracks: dict[str, np.ndarray] | None,
     mono: bool,
-    sample_rate_hz: int = 16000,
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
 ) -> dict:
     """All call metrics: `{"call": {...}, "agent": {...}, "customer": {...}}`.
 

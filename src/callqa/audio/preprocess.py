@@ -53,6 +53,7 @@ from callqa.audio.metrics import (
 from callqa.audio.vad import detect_speech_many
 from callqa.config import PreprocessConfig, cache_root
 from callqa.progress import track
+from callqa.schemas import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
@@ -82,7 +83,7 @@ class Prepared:
     channels: int  # of the original file
     mono_reason: str | None = None  # mono_file | identical_channels | silent_channel | mixdown
     subtype: str = ""
-    track_sample_rate_hz: int = 16000
+    track_sample_rate_hz: int = SAMPLE_RATE_HZ
     extra: dict = field(default_factory=dict)
 
     @property
@@ -170,7 +171,7 @@ def quantise_pcm16(x: np.ndarray) -> np.ndarray:
 
 def spectral_gate(
     x: np.ndarray,
-    sample_rate_hz: int = 16000,
+    sample_rate_hz: int = SAMPLE_RATE_HZ,
     n_fft: int = 512,
     hop_length: int = 128,
     n_std: float = 1.5,
@@ -207,7 +208,9 @@ def spectral_gate(
     return y.numpy().astype(np.float32)
 
 
-def condition(x16k: np.ndarray, cfg: PreprocessConfig, sample_rate_hz: int = 16000) -> np.ndarray:
+def condition(
+    x16k: np.ndarray, cfg: PreprocessConfig, sample_rate_hz: int = SAMPLE_RATE_HZ
+) -> np.ndarray:
     """Audio for the log-mel image and the emotion model (never for VAD, ASR or metrics).
 
     DC removal, pre-emphasis (`cfg.preemphasis`), optional spectral-gating noise reduction

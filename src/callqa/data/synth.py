@@ -26,11 +26,10 @@ import numpy as np
 from callqa.audio import metrics
 from callqa.config import SynthConfig, VadConfig
 from callqa.data.phrases import EMOTIONS, PhraseBank, get_bank
-from callqa.schemas import CHECK_IDS
+from callqa.schemas import CHECK_IDS, SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HZ = 16000
 TELEPHONE_RATE_HZ = 8000
 TELEPHONE_BAND_HZ = (300.0, 3400.0)
 # Failure kind -> SynthConfig probability field.

@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from callqa.audio.metrics import metric_unit
 from callqa.qa.runs import Run, build_runs, candidate_spans, runs_for, span_evidence
 from callqa.qa.scorecard import (
     CheckBase,
@@ -171,9 +172,6 @@ def _eval_semantic(check: SemanticCheck, ctx: _Context) -> Outcome:
     return Outcome(not hit, best, ev if hit else [], detail)
 
 
-_UNITS = {"s": "s", "wpm": "wpm", "db": "dB", "lufs": "LUFS", "hz": "Hz", "pct": "%"}
-
-
 def _lookup(metrics: dict, path: str) -> tuple[bool, Any]:
     node: Any = metrics
     for part in path.split("."):
@@ -185,9 +183,8 @@ def _lookup(metrics: dict, path: str) -> tuple[bool, Any]:
 
 def _metric_label(check: MetricCheck) -> tuple[str, str]:
     section, _, key = check.metric.rpartition(".")
-    stem, _, suffix = key.rpartition("_")
-    unit = _UNITS.get(suffix, "")
-    name = (stem if unit else key).replace("_", " ")
+    stem, unit = metric_unit(key)
+    name = stem.replace("_", " ")
     if section != "call":
         name = f"{section.replace('.', ' ')} {name}"
     return check.label or name, unit

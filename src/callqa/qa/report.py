@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from callqa.audio.io import atomic_path
+from callqa.audio.metrics import metric_unit
 from callqa.qa.figures import AXES_LEFT, AXES_RIGHT, fmt_time, role_color, role_figure_png
 from callqa.qa.pages import REPORT_JS, audio_src, esc, page, safe_name
 from callqa.schemas import CheckResult, Evidence, QAResult, Segment
@@ -36,15 +37,6 @@ METRIC_ORDER = (
     "pitch_mean_hz",
     "pitch_std_hz",
 )
-UNIT_SUFFIXES = {
-    "_wpm": "wpm",
-    "_s": "s",
-    "_hz": "Hz",
-    "_db": "dB",
-    "_lufs": "LUFS",
-    "_dbfs": "dBFS",
-    "_pct": "%",
-}
 ACRONYMS = {"snr": "SNR", "lufs": "LUFS", "wpm": "WPM", "f0": "F0", "asr": "ASR", "vad": "VAD"}
 
 
@@ -64,7 +56,7 @@ def write_report(
         Path of the written HTML file.
 
     Example:
-        >>> write_report(result, {"agent": a, "customer": c}, 16000, Path("reports/calls"))
+        >>> write_report(result, {"agent": a, "customer": c}, SAMPLE_RATE_HZ, Path("reports/calls"))
         PosixPath('reports/calls/3f2a....html')
     """
     out_dir = Path(out_dir)
@@ -337,14 +329,10 @@ def _scalar_keys(dicts: Iterable[dict]) -> list[str]:
 
 def _label(key: str) -> str:
     """Metric key -> table label: `snr_db` -> `SNR (dB)`, `talk_ratio` -> `Talk ratio`."""
-    unit = ""
-    for suffix, name in UNIT_SUFFIXES.items():
-        if key.endswith(suffix):
-            key, unit = key[: -len(suffix)], f" ({name})"
-            break
-    words = [ACRONYMS.get(w, w) for w in key.split("_") if w]
+    stem, unit = metric_unit(key)
+    words = [ACRONYMS.get(w, w) for w in stem.split("_") if w]
     text = " ".join(words)
-    return (text[:1].upper() + text[1:]) + unit
+    return (text[:1].upper() + text[1:]) + (f" ({unit})" if unit else "")
 
 
 def _fmt_value(v: object) -> str:
