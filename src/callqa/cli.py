@@ -23,22 +23,15 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: Typer's rich panels label every flag `<bool>`
 )
-models_app = typer.Typer(help="Manage bundled models.", no_args_is_help=True)
+models_app = typer.Typer(help="Manage bundled models.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(models_app, name="models")
 
 console = Console(stderr=True)
-out_console = Console()
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
-
-
-class _State:
-    verbose: bool = False
-
-
-_state = _State()
 
 
 @app.callback()
@@ -47,7 +40,6 @@ def main(
 ) -> None:
     """callqa: check every call for greeting, verification, disclosure, closing, forbidden
     language, dead air, overtalk and speech rate, with evidence a reviewer can jump to."""
-    _state.verbose = verbose
     from rich.logging import RichHandler
 
     logging.basicConfig(
@@ -293,7 +285,7 @@ def convert_whisper(
 
 def _override(cfg, values: dict):
     """A copy of a config section with the given non-None values replaced (and re-validated)."""
-    from callqa.config import ConfigError, format_validation_error
+    from callqa.config import format_validation_error
 
     changes = {k: v for k, v in values.items() if v is not None}
     if not changes:
@@ -306,8 +298,6 @@ def _override(cfg, values: dict):
         msg = format_validation_error(err, "command-line options", type(cfg))
         console.print(f"[red]error:[/red] {msg}")
         raise typer.Exit(2) from None
-    except ConfigError:
-        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

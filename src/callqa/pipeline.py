@@ -169,7 +169,7 @@ class Scorer:
         }
         if report_dir is not None:
             summary["reports"] = str(Path(report_dir) / "index.html")
-        logger.info("score: %s", json.dumps(summary))
+        logger.debug("score: %s", json.dumps(summary))
         return summary
 
 

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 from typer.testing import CliRunner
 
@@ -14,6 +15,17 @@ def test_help_lists_one_command_per_stage():
     assert res.exit_code == 0
     for cmd in ("synth", "ingest", "validate", "preprocess", "transcribe", "score", "models"):
         assert cmd in res.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["synth"], ["preprocess"], ["transcribe"], ["score"], ["models", "convert-whisper"]],
+)
+def test_help_shows_flags_without_type_hints(args):
+    res = runner.invoke(app, [*args, "--help"])
+    assert res.exit_code == 0
+    assert "<bool>" not in res.output
+    assert "--progress / --no-progress" in res.output or "--progress" not in res.output
 
 
 def test_help_is_fast_and_imports_nothing_heavy():

@@ -216,7 +216,7 @@ def _token_ids(tokenizer_json: dict) -> dict[str, int]:
     return ids
 
 
-def _whisper_config(variables: dict[str, np.ndarray], ct2_config: dict, token_ids: dict[str, int]):
+def _whisper_config(variables: dict[str, np.ndarray], token_ids: dict[str, int]):
     from transformers import WhisperConfig
 
     vocab_size, d_model = variables["decoder/embeddings/weight"].shape
@@ -352,7 +352,7 @@ def convert_whisper(src_dir: Path | None = None, out_dir: Path = DEFAULT_HF_DIR)
     out_dir = Path(out_dir)
     variables, ct2_config, tokenizer_json = _load_source(src_dir)
     token_ids = _token_ids(tokenizer_json)
-    config = _whisper_config(variables, ct2_config, token_ids)
+    config = _whisper_config(variables, token_ids)
     state = {k: torch.from_numpy(v.copy()) for k, v in ct2_to_hf_state_dict(variables).items()}
 
     model = WhisperForConditionalGeneration(config)

@@ -282,5 +282,5 @@ def run(
         "wall_s": round(wall, 1),
         "out_dir": str(out),
     }
-    logger.info("transcribe: %s", summary)
+    logger.debug("transcribe: %s", summary)
     return summary

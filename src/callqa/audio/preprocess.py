@@ -660,7 +660,7 @@ def run(
         "out_dir": str(out_dir),
         "failures": failures,
     }
-    logger.info(
+    logger.debug(
         "preprocess: %d files (%d processed, %d cached, %d failed), %.1f s of audio in %.1f s",
         summary["n_files"],
         summary["processed"],

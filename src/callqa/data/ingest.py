@@ -415,7 +415,7 @@ def run(
         "probe_errors": dict(Counter(r["probe_error"] for r in rows if r["probe_error"])),
         "speakers": len({r["speaker"] for r in rows if r["speaker"]}),
     }
-    logger.info(
+    logger.debug(
         "ingest: %d files -> %s (sources %s, splits %s, probe errors %s)",
         summary["files"], manifest, summary["by_source"], summary["by_split"],
         summary["probe_errors"] or "none",

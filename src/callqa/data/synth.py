@@ -882,7 +882,7 @@ def run(
         "customer_emotion": {e: sum(r["emotion"] == e for r in results) for e in EMOTIONS},
         "plan_mismatches": sum(r["mismatch"] for r in results),
     }
-    logger.info(
+    logger.debug(
         "synth: %d calls (%.0f s of audio) in %s in %.1f s",
         n,
         audio_s,

@@ -587,7 +587,7 @@ def run(
         "accepted_path": str(accepted),
         "quarantine_path": str(quarantine),
     }
-    logger.info(
+    logger.debug(
         "validate: %d files, %d accepted, %d quarantined %s; Data Docs %s",
         len(records), n_ok, len(q_rows), summary["by_reason"] or "", index,
     )  # fmt: skip

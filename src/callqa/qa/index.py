@@ -40,7 +40,7 @@ def write_index(results: list[QAResult | QAError], out_dir: Path) -> tuple[Path,
         writer.writeheader()
         writer.writerows(rows)
     n_err = sum(isinstance(r, QAError) for r in results)
-    logger.info("index of %d calls (%d errors) -> %s", len(results) - n_err, n_err, index_path)
+    logger.debug("index of %d calls (%d errors) -> %s", len(results) - n_err, n_err, index_path)
     return index_path, csv_path
 
 
