@@ -252,7 +252,7 @@ def schema(
     ),
 ) -> None:
     """Write the JSON Schema of a `callqa score` output line."""
-    from callqa.audio.io import atomic_path
+    from callqa.files import atomic_path
     from callqa.schemas import json_schema_text
 
     with atomic_path(out) as tmp:

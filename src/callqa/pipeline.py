@@ -14,8 +14,9 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.audio.io import SCAN_EXTENSIONS, AudioError, atomic_path, content_id, load_audio
+from callqa.audio.io import SCAN_EXTENSIONS, AudioError, load_audio
 from callqa.config import PreprocessConfig, ScoreConfig, TranscribeConfig
+from callqa.files import atomic_path, content_id
 from callqa.schemas import (
     AsrInfo,
     ErrorInfo,
@@ -77,7 +78,7 @@ class Scorer:
         """Score one file; raises AudioError for input that cannot be scored."""
         from callqa.asr.transcribe import transcribe_prepared
         from callqa.audio.metrics import call_metrics
-        from callqa.audio.preprocess import prepare
+        from callqa.audio.prepare import prepare
         from callqa.qa.scorecard import evaluate
 
         audio = load_audio(path, max_duration_s=self.max_duration_s)

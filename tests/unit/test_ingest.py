@@ -10,10 +10,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from callqa.audio.io import content_id
 from callqa.config import IngestConfig, SplitConfig
 from callqa.data import ingest
 from callqa.data.ingest import IngestError, assign_splits, map_label, parse_corpus_name
+from callqa.files import content_id
 
 REAL = Path("/work/shared/realdata")
 ASR = REAL / "asr"

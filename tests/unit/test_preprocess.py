@@ -14,19 +14,12 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from callqa.audio.io import Audio, AudioError, content_id, load_audio, resample
+from callqa.audio.io import Audio, AudioError, load_audio, resample
 from callqa.audio.metrics import loudness_lufs
-from callqa.audio.preprocess import (
-    condition,
-    load_prepared,
-    log_mel,
-    params_hash,
-    prepare,
-    run,
-    spectral_gate,
-    split_roles,
-)
+from callqa.audio.prepare import condition, log_mel, prepare, spectral_gate, split_roles
+from callqa.audio.preprocess import load_prepared, run, stage_cache
 from callqa.config import PreprocessConfig, VadConfig
+from callqa.files import content_id
 
 REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 STEREO = REALDATA / "overlap" / "fw_stereo_diarization.wav"
@@ -175,11 +168,14 @@ def test_log_mel_chunks_match_one_pass():
     assert log_mel(np.zeros(10, np.float32), CFG).shape == (CFG.n_mels, 1)
 
 
-def test_params_hash_ignores_paths_and_speed():
-    base = params_hash(CFG)
-    assert params_hash(CFG.model_copy(update={"out_dir": Path("x"), "workers": 4})) == base
-    assert params_hash(CFG.model_copy(update={"vad": VadConfig(threshold=0.6)})) != base
-    assert params_hash(CFG.model_copy(update={"denoise": True})) != base
+def test_cache_key_ignores_paths_and_speed():
+    def name(cfg: PreprocessConfig) -> str:
+        return stage_cache(cfg).key("0123456789abcdef").name
+
+    base = name(CFG)
+    assert name(CFG.model_copy(update={"out_dir": Path("x"), "workers": 4})) == base
+    assert name(CFG.model_copy(update={"vad": VadConfig(threshold=0.6)})) != base
+    assert name(CFG.model_copy(update={"denoise": True})) != base
 
 
 # ------------------------------------------------------------------------------- stage

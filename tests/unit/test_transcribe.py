@@ -6,7 +6,7 @@ import pytest
 from callqa.asr.backend import load_backend
 from callqa.asr.transcribe import CachedAsr, _split_on_pauses, transcribe_prepared
 from callqa.audio.io import load_audio
-from callqa.audio.preprocess import prepare
+from callqa.audio.prepare import prepare
 from callqa.config import PreprocessConfig, TranscribeConfig
 from callqa.schemas import Word
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 
 from callqa.asr.backend import AsrBackend, AsrSegment
-from callqa.audio.io import atomic_path
 from callqa.config import ScoreConfig, TranscribeConfig, cache_root
+from callqa.files import atomic_path
 from callqa.schemas import Segment, Word
 
 logger = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def transcribe_prepared(
     agent_examples: list[str] | None = None,
     n_speakers: int = 2,
 ) -> Transcript:
-    """Role-attributed transcript of one preprocessed call (`audio.preprocess.Prepared`)."""
+    """Role-attributed transcript of one preprocessed call (`audio.prepare.Prepared`)."""
     if prep.roles_from == "channels":
         segments = []
         roles = list(prep.tracks)

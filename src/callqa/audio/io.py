@@ -1,4 +1,5 @@
-"""Decode, hash, resample and write audio. Everything returns float32 arrays (channels, samples).
+"""Audio files -> float32 arrays (channels, samples), and arrays -> files: decode, probe,
+resample, write.
 
 soundfile does the decoding (wav, flac, ogg, mp3, 8-bit and mu/A-law telephone files);
 torchaudio 2.9 cannot load files without TorchCodec, so it only gets tensors.
@@ -6,13 +7,12 @@ torchaudio 2.9 cannot load files without TorchCodec, so it only gets tensors.
 
 from __future__ import annotations
 
-import hashlib
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from callqa.files import atomic_path
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus"}
 # Every extension a folder scan picks up: also other libsndfile containers, and containers
@@ -46,19 +46,6 @@ class Audio:
     @property
     def duration_s(self) -> float:
         return self.samples.shape[1] / self.sample_rate_hz if self.sample_rate_hz else 0.0
-
-
-def content_id(path: str | Path) -> str:
-    """`call_id`: first 16 hex digits of the SHA-256 of the file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
-def bytes_id(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def probe(path: str | Path) -> dict:
@@ -206,29 +193,3 @@ def write_audio(
     fmt = {".flac": "FLAC", ".wav": "WAV", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
     with atomic_path(path) as tmp:
         sf.write(str(tmp), data, sample_rate_hz, subtype=subtype, format=fmt)
-
-
-class atomic_path:
-    """Context manager yielding a temp path beside `path`, renamed onto it on success."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            # mkstemp makes 0600 files; give them the usual umask-based mode.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)

@@ -21,8 +21,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from callqa.audio.io import SCAN_EXTENSIONS, AudioError, atomic_path, content_id, probe
+from callqa.audio.io import SCAN_EXTENSIONS, AudioError, probe
 from callqa.config import IngestConfig, SplitConfig
+from callqa.files import atomic_path, content_id
 
 logger = logging.getLogger(__name__)
 

@@ -22,8 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.audio.io import AudioError, atomic_path, probe, read_all
+from callqa.audio.io import AudioError, probe, read_all
 from callqa.config import ValidateConfig
+from callqa.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
