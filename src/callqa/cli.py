@@ -26,6 +26,8 @@ app = typer.Typer(
 )
 models_app = typer.Typer(help="Manage bundled models.", no_args_is_help=True)
 app.add_typer(models_app, name="models")
+cache_app = typer.Typer(help="Inspect or clear the per-file cache.", no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
 
 console = Console(stderr=True)
 out_console = Console()
@@ -158,7 +160,6 @@ def validate(
 ) -> None:
     """Great Expectations suite + audio checks: every file accepted or quarantined."""
     cfg = _params(params).validate_cfg
-    from callqa.config import cache_root
     from callqa.data import validate as stage
 
     try:
@@ -169,7 +170,6 @@ def validate(
             quarantine=quarantine,
             data_docs_dir=data_docs_dir,
             progress=progress,
-            cache_dir=cache_root() / "validate",
         )
     except stage.ValidationFailed as err:
         raise _fail(str(err)) from None
@@ -279,6 +279,34 @@ def convert_whisper(
     except (convert.ConversionError, FileNotFoundError) as err:
         raise _fail(str(err), 2) from None
     console.print(f"wrote transformers checkpoint to {path}")
+
+
+@cache_app.command("info")
+def cache_info() -> None:
+    """Entries, size and folder of each stage's cache ($CALLQA_CACHE_DIR, default .cache/callqa)."""
+    from callqa.cache import STAGES, stage_info
+
+    table = Table(title="cache", title_justify="left")
+    for column in ("stage", "entries", "size", "path"):
+        table.add_column(column, justify="right" if column in ("entries", "size") else "left")
+    for stage in STAGES:
+        info = stage_info(stage)
+        size = f"{info['size_bytes'] / 1e6:.1f} MB"
+        table.add_row(stage, str(info["entries"]), size, info["path"])
+    Console().print(table)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    stage: Annotated[str | None, typer.Argument(help="One stage's cache (default: all).")] = None,
+) -> None:
+    """Delete the cache of every stage, or of one (preprocess outs stay readable)."""
+    from callqa.cache import STAGES, clear
+
+    if stage is not None and stage not in STAGES:
+        raise _fail(f"unknown cache stage {stage!r}; known: {', '.join(STAGES)}", 2)
+    removed = clear([stage] if stage else STAGES)
+    console.print(", ".join(f"{k}: {v} entries removed" for k, v in removed.items()))
 
 
 def _override(cfg, values: dict):

@@ -172,13 +172,6 @@ class Params(Section):
         return self.validate_
 
 
-def cache_root() -> Path:
-    """Per-file caches live here, outside DVC outs (`CALLQA_CACHE_DIR`, default .cache/callqa)."""
-    import os
-
-    return Path(os.environ.get("CALLQA_CACHE_DIR", ".cache/callqa"))
-
-
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:
     """Walk `loc` through nested models and list the keys the innermost one accepts."""
     for key in loc[:-1]:

@@ -185,7 +185,7 @@ def test_run_accepts_real_speech_and_cleans_up(tmp_path, small_corpus, monkeypat
     assert list(acc.columns) == list(ingest.MANIFEST_COLUMNS)
     assert set(acc["label"]) == {"sad"}
     assert Path(summary["data_docs"]).is_file()
-    assert len(list((tmp_path / "cache").glob("*.json"))) == 8
+    assert len(list((tmp_path / "cache" / "validate").glob("*.bin"))) == 8
     # A second run reads the cache, gives the same answer and replaces (not piles up) the docs.
     assert validate.run(cfg, **kwargs)["by_reason"] == summary["by_reason"]
     assert len(list((out / "docs").rglob("validations/**/*.html"))) == 1

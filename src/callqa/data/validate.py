@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -23,8 +22,9 @@ from pathlib import Path
 import numpy as np
 
 from callqa.audio.io import AudioError, probe, read_all
+from callqa.cache import StageCache, library_versions
 from callqa.config import ValidateConfig
-from callqa.files import atomic_path
+from callqa.files import atomic_path, content_id
 
 logger = logging.getLogger(__name__)
 
@@ -39,7 +39,8 @@ FRAME_S = 0.05  # loudness frame for the silence check
 BLOCK_FRAMES = 1 << 18  # samples per channel decoded at a time for long files
 IN_MEMORY_SAMPLES = 1 << 22  # files up to this many samples (all channels) are read at once
 CLIP_RUN = 3  # CONTRACTS: near-peak samples count in runs of 3 or more
-STATS_VERSION = 1  # bump when AudioStats changes meaning, to invalidate the cache
+STATS_VERSION = 1  # cache code version: bump when AudioStats would be measured differently
+LIBRARIES = ("numpy", "soundfile", "libsndfile")  # what decodes and measures the samples
 SUITE_NAME = "callqa_manifest"
 SITE_NAME = "callqa_docs"
 
@@ -213,21 +214,32 @@ def measure_audio(path: str | Path, header: dict | None = None) -> AudioStats:
     return stats
 
 
-def _cached_measure(path: str, file_id: str | None, cache_dir: Path | None) -> AudioStats:
-    """measure_audio with an optional per-content cache (`<cache_dir>/<id>.json`)."""
+def stats_cache(root: Path | None = None, libraries: dict | None = None) -> StageCache:
+    """The `validate` cache of `AudioStats`: keyed by the file's bytes, the constants that
+    shape the stats, STATS_VERSION and the decoding libraries (not by any threshold)."""
+    return StageCache(
+        "validate",
+        STATS_VERSION,
+        params={"frame_s": FRAME_S, "clip_run": CLIP_RUN},
+        libraries=library_versions(LIBRARIES) if libraries is None else libraries,
+        root=root,
+    )
+
+
+def _cached_measure(path: str, cache: StageCache | None) -> AudioStats:
+    """measure_audio through the stats cache (None: no cache), keyed by the bytes read now."""
     header = probe(path)  # always: the file may have gone or changed since ingest
-    cache = cache_dir / f"{file_id}.json" if cache_dir is not None and file_id else None
-    if cache is not None and cache.is_file():
-        try:
-            data = json.loads(cache.read_text())
-            if data.pop("version", None) == STATS_VERSION and data["frames"] == header["frames"]:
-                return AudioStats(**data)
-        except (ValueError, KeyError, TypeError):
-            pass  # a damaged cache entry is just recomputed
+    try:
+        content = content_id(path) if cache is not None else None
+    except OSError:
+        content = None  # measure_audio says what is wrong with the file
+    if content is not None:
+        data = cache.get_json(content)
+        if data is not None:
+            return AudioStats(**data)
     stats = measure_audio(path, header)
-    if cache is not None:
-        with atomic_path(cache) as tmp:
-            tmp.write_text(json.dumps({"version": STATS_VERSION, **asdict(stats)}))
+    if content is not None:
+        cache.put_json(content, asdict(stats))
     return stats
 
 
@@ -479,7 +491,7 @@ def _write_outputs(df, accepted_mask, quarantine_rows, accepted: Path, quarantin
         pq.write_table(pa.Table.from_pylist(quarantine_rows, q_schema), tmp)
 
 
-def check_row(row: dict, cfg: ValidateConfig, cache_dir: Path | None = None) -> dict[str, str]:
+def check_row(row: dict, cfg: ValidateConfig, cache: StageCache | None = None) -> dict[str, str]:
     """Per-file checks of one manifest row: reason code -> sentence (empty when the file is fine).
 
     The file is probed again rather than trusting the manifest, since it may have changed or
@@ -494,7 +506,7 @@ def check_row(row: dict, cfg: ValidateConfig, cache_dir: Path | None = None) -> 
             h = probe(row["path"])
             stats = AudioStats(h["frames"], h["sample_rate_hz"], h["channels"], h["subtype"])
         else:
-            stats = _cached_measure(row["path"], row.get("id"), cache_dir)
+            stats = _cached_measure(row["path"], cache)
         reasons.update(file_reasons(stats, cfg))
     except AudioError as err:
         reasons.setdefault(err.code, err.message)
@@ -520,8 +532,8 @@ def run(
         quarantine: output Parquet (`path`, `id`, `reasons`, `message`).
         data_docs_dir: folder for the Great Expectations Data Docs (rebuilt each run).
         progress: show a progress bar over the per-file checks.
-        cache_dir: optional per-content cache of decoded-audio measurements
-            (e.g. `.cache/callqa/validate`); None decodes every file.
+        cache_dir: root of the per-file cache of decoded-audio measurements (default
+            `callqa.cache.cache_root()`; its `validate/` folder).
 
     Returns:
         Summary: files, accepted, quarantined, by_reason, accepted_share (over files not
@@ -542,11 +554,13 @@ def run(
                for r in df.to_dict("records")]  # fmt: skip
 
     gx_reasons, gx_outcomes = run_expectations(df, cfg, docs_dir)
+    cache = stats_cache(cache_dir)
+    cache.sweep()
 
     found: list[dict[str, str]] = []
     first_of: dict[str, str] = {}  # content id -> first path (rows are sorted by path)
     for row in track(records, "validate", enabled=progress):
-        reasons = check_row(row, cfg, cache_dir)
+        reasons = check_row(row, cfg, cache)
         if row["id"] and row["size_bytes"]:  # empty files are not "copies" of each other
             if row["id"] in first_of:
                 reasons["duplicate_content"] = (
