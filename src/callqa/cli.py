@@ -291,8 +291,12 @@ def cache_info() -> None:
         table.add_column(column, justify="right" if column in ("entries", "size") else "left")
     for stage in STAGES:
         info = stage_info(stage)
-        size = f"{info['size_bytes'] / 1e6:.1f} MB"
-        table.add_row(stage, str(info["entries"]), size, info["path"])
+        size, unit = float(info["size_bytes"]), "B"
+        for unit in ("B", "kB", "MB", "GB", "TB"):
+            if size < 1000 or unit == "TB":
+                break
+            size /= 1000
+        table.add_row(stage, str(info["entries"]), f"{size:.1f} {unit}", info["path"])
     Console().print(table)
 
 
