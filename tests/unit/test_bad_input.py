@@ -18,16 +18,12 @@ import soundfile as sf
 from callqa.config import IngestConfig, ValidateConfig
 from callqa.data import ingest, validate
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "realdata"
-if not REAL.exists():
-    REAL = Path("/work/shared/realdata")
-ASR = REAL / "asr"
 NON_ASCII = "appel_client_é_通話.wav"
 HOUR_S = 3600
 
 
-def _speech(name: str = "librivox_ss01_0880.wav") -> tuple[np.ndarray, int]:
-    x, sr = sf.read(ASR / name, dtype="float32", always_2d=True)
+def _speech(asr: Path, name: str = "librivox_ss01_0880.wav") -> tuple[np.ndarray, int]:
+    x, sr = sf.read(asr / name, dtype="float32", always_2d=True)
     return x, sr
 
 
@@ -70,19 +66,20 @@ EXPECTED = {
 
 
 @pytest.fixture(scope="module")
-def outcome(tmp_path_factory):
+def outcome(tmp_path_factory, realdata):
+    asr = realdata / "asr"
     root = tmp_path_factory.mktemp("bad_input")
     calls = root / "calls"
     (calls / "labels").mkdir(parents=True)
-    shutil.copyfile(ASR / "librivox_ss01_0870.wav", calls / "good_a.wav")
-    shutil.copyfile(ASR / "ps_cards_002.wav", calls / "good_b.wav")
-    shutil.copyfile(ASR / "jfk.flac", calls / "good_c.flac")
-    shutil.copyfile(ASR / "librivox_ss01_0880.wav", calls / NON_ASCII)
-    shutil.copyfile(ASR / "librivox_ss01_0870.wav", calls / "zz_copy_of_good_a.wav")
+    shutil.copyfile(asr / "librivox_ss01_0870.wav", calls / "good_a.wav")
+    shutil.copyfile(asr / "ps_cards_002.wav", calls / "good_b.wav")
+    shutil.copyfile(asr / "jfk.flac", calls / "good_c.flac")
+    shutil.copyfile(asr / "librivox_ss01_0880.wav", calls / NON_ASCII)
+    shutil.copyfile(asr / "librivox_ss01_0870.wav", calls / "zz_copy_of_good_a.wav")
     (calls / "empty.wav").write_bytes(b"")
-    (calls / "truncated_header.wav").write_bytes((ASR / "ps_cards_001.wav").read_bytes()[:20])
+    (calls / "truncated_header.wav").write_bytes((asr / "ps_cards_001.wav").read_bytes()[:20])
     (calls / "notes.wav").write_text("agent: hello, this is not audio\n", encoding="utf-8")
-    x, sr = _speech()
+    x, sr = _speech(asr)
     nan = x.copy()
     nan[1000:1010] = np.nan
     sf.write(calls / "nan_samples.wav", nan, sr, subtype="FLOAT")
@@ -96,10 +93,10 @@ def outcome(tmp_path_factory):
     sf.write(calls / "phone_u8.wav", phone, sr // 2, subtype="PCM_U8")
     mp4_head = b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00isomiso2"
     (calls / "voicemail.m4a").write_bytes(mp4_head + bytes(range(256)) * 8)
-    (calls / "header_only.wav").write_bytes((ASR / "ps_cards_001.wav").read_bytes()[:44])
+    (calls / "header_only.wav").write_bytes((asr / "ps_cards_001.wav").read_bytes()[:44])
     (calls / "dangling_link.wav").symlink_to(calls / "no_such_target.wav")
-    shutil.copyfile(ASR / "ps_goforward.wav", calls / "labels" / "bored.wav")
-    shutil.copyfile(ASR / "ps_cards_003.wav", calls / "labels" / "fearful.wav")
+    shutil.copyfile(asr / "ps_goforward.wav", calls / "labels" / "bored.wav")
+    shutil.copyfile(asr / "ps_cards_003.wav", calls / "labels" / "fearful.wav")
     (calls / "readme.txt").write_text("not an audio extension: not ingested")
     labels = calls / "labels" / "labels.csv"
     labels.write_text(
