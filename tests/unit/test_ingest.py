@@ -120,6 +120,10 @@ def test_ravdess_handful(tmp_path, ravdess_handful):
 
 def test_all_shared_ravdess_is_speaker_disjoint(tmp_path, realdata):
     df = _ingest(tmp_path, [realdata / "emotion" / "ravdess"])  # read in place: 480 clips, 8 actors
+    # labels.tsv beside the clips is listed too (validate quarantines it as not_audio).
+    tsv = df[df["path"].str.endswith("labels.tsv")]
+    assert tsv["probe_error"].tolist() == ["not_audio"]
+    df = df.drop(tsv.index)
     assert len(df) == 480 and df["probe_error"].isna().all()
     per_split = df.groupby("split")["speaker"].nunique().to_dict()
     assert per_split == {"test": 1, "val": 1, "train": 6}
@@ -157,7 +161,9 @@ def test_synth_csv_cremad_and_plain_folder(tmp_path, realdata):
     )
 
     df = _ingest(tmp_path, [data / "synth", data / "corpus"], labels_csv=csv).set_index("path")
-    assert len(df) == 5  # hidden folder and .txt skipped; csv_listed.wav appears once
+    # hidden folder and the labels CSV skipped; csv_listed.wav appears once; notes.txt is listed
+    assert len(df) == 6
+    assert df.loc[str(data / "corpus" / "notes.txt"), "probe_error"] == "not_audio"
     synth = df.loc[str(data / "synth" / "call_0000.wav")]
     assert (synth["source"], synth["label"]) == ("synth", "angry")
     assert pd.isna(synth["speaker"])  # synth calls carry no speaker identity
