@@ -17,7 +17,8 @@ for _var, _value in {
     os.environ[_var] = _value
 
 ROOT = Path(__file__).resolve().parents[1]
-REALDATA = ROOT.parent / "shared" / "realdata"
+# Real speech lives beside the checkout (../shared/realdata); CALLQA_REALDATA points elsewhere.
+REALDATA = Path(os.environ.get("CALLQA_REALDATA") or ROOT.parent / "shared" / "realdata")
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -29,6 +30,10 @@ def _private_cache(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def realdata() -> Path:
-    if not REALDATA.exists():
-        pytest.fail(f"shared real speech not found at {REALDATA} (expected ../shared/realdata)")
+    """The shared real speech. A test that needs it fails (never skips) when it is missing."""
+    if not (REALDATA / "asr").is_dir():
+        pytest.fail(
+            f"shared real speech not found at {REALDATA}: put the shared/ folder beside the "
+            "checkout or set CALLQA_REALDATA"
+        )
     return REALDATA

@@ -159,7 +159,8 @@ def validate(
     progress: ProgressOpt = True,
 ) -> None:
     """Great Expectations suite + audio checks: every file accepted or quarantined."""
-    cfg = _params(params).validate_cfg
+    p = _params(params)
+    cfg = p.validate_cfg
     from callqa.data import validate as stage
 
     try:
@@ -170,6 +171,7 @@ def validate(
             quarantine=quarantine,
             data_docs_dir=data_docs_dir,
             progress=progress,
+            vad=p.preprocess.vad,
         )
     except stage.ValidationFailed as err:
         raise _fail(str(err)) from None

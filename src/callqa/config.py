@@ -92,6 +92,7 @@ class ValidateConfig(Section):
     max_channels: int = Field(2, ge=1)
     silence_dbfs: float = -60.0  # a file whose peak-normalised RMS stays below this is silent
     max_clipped_share: float = Field(0.01, ge=0, le=1)
+    min_speech_s: float = Field(1.0, ge=0)  # less speech than this (Silero VAD) is `no_speech`
     labels: list[str] = EMOTIONS
     min_accepted_share: float = Field(0.8, ge=0, le=1)
 

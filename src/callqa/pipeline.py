@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.audio.io import SCAN_EXTENSIONS, AudioError, load_audio
+from callqa.audio.io import AudioError, load_audio, scan_folder
 from callqa.config import PreprocessConfig, ScoreConfig, TranscribeConfig
 from callqa.files import atomic_path, content_id
 from callqa.schemas import (
@@ -38,18 +38,29 @@ class Scored:
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Files as given (in order), folders expanded to their audio files (sorted)."""
+    """Files as given (in order), folders expanded to their audio files (sorted).
+
+    Files in a folder whose extension is not an audio one are skipped and named in one warning
+    (sidecars and other companions of a recording are not); a file given by name is always kept.
+    """
     out: list[Path] = []
+    skipped: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*") if f.suffix.lower() in SCAN_EXTENSIONS and not f.is_dir()
-            )
-            if not found:
+            scan = scan_folder(p)
+            if not scan.audio:
                 logger.warning("%s: a folder with no audio files in it", p)
-            out.extend(found)
+            out.extend(scan.audio)
+            skipped.extend(scan.other)
         else:
             out.append(p)
+    if skipped:
+        shown = ", ".join(str(s) for s in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        logger.warning(
+            "skipped %d file(s) that are not audio by their extension: %s%s (name a file "
+            "directly to score it anyway)", len(skipped), shown, more,
+        )  # fmt: skip
     return out
 
 

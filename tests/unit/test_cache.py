@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 
 from callqa.cache import STAGES, StageCache, library_versions, weights_id
 from callqa.cli import app
-from callqa.config import PreprocessConfig, TranscribeConfig
+from callqa.config import PreprocessConfig, TranscribeConfig, VadConfig
 from callqa.files import content_id
 
 SRC = Path(__file__).resolve().parents[2] / "src"
@@ -120,15 +120,18 @@ def test_validate_stats_follow_the_bytes_not_the_manifest_id(tmp_path, realdata)
     x, sr = sf.read(realdata / "asr" / "jfk.flac", dtype="float32")
     path = tmp_path / "call.wav"
     sf.write(path, x, sr, subtype="PCM_16")
-    cache = stats_cache(tmp_path / "cache")
-    loud = _cached_measure(str(path), cache)
+    vad = VadConfig()
+    cache = stats_cache(vad, tmp_path / "cache")
+    loud = _cached_measure(str(path), cache, vad)
     assert cache.get_json(content_id(path)) is not None
     sf.write(path, x * 0.25, sr, subtype="PCM_16")  # same frames, quieter: new stats
-    quiet = _cached_measure(str(path), cache)
+    quiet = _cached_measure(str(path), cache, vad)
     assert quiet.frames == loud.frames
     assert quiet.peak_pos == pytest.approx(loud.peak_pos * 0.25, abs=1e-3)
-    newer = stats_cache(tmp_path / "cache", {**library_versions(["numpy"]), "soundfile": "0.1"})
-    assert newer.get_json(content_id(path)) is None  # another decoder version: a miss
+    libs = {**cache.key("x").libraries, "soundfile": "0.1"}
+    assert stats_cache(vad, tmp_path / "cache", libs).get_json(content_id(path)) is None
+    stricter = VadConfig(threshold=0.7)  # speech_s depends on the VAD settings
+    assert stats_cache(stricter, tmp_path / "cache").get_json(content_id(path)) is None
 
 
 @pytest.fixture(scope="module")

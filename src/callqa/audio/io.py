@@ -7,6 +7,7 @@ torchaudio 2.9 cannot load files without TorchCodec, so it only gets tensors.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,6 +23,42 @@ SCAN_EXTENSIONS = AUDIO_EXTENSIONS | {
     ".aif", ".aiff", ".au", ".snd", ".caf", ".w64", ".rf64",
     ".m4a", ".aac", ".wma", ".amr",
 }  # fmt: skip
+
+
+@dataclass
+class FolderScan:
+    """What a recursive folder scan found (paths sorted)."""
+
+    audio: list[Path]  # files with an extension in SCAN_EXTENSIONS
+    other: list[Path]  # every other file (and symlinked folders): never dropped silently
+    companions: int = 0  # non-audio files beside an audio file of the same stem (sidecars)
+    hidden: int = 0  # names starting with "." (temp files of interrupted writes, ._* forks)
+
+
+def scan_folder(folder: str | Path) -> FolderScan:
+    """Walk `folder` recursively (symlinked folders are not followed, but listed in `other`).
+
+    Hidden files and folders are skipped. A non-audio file that shares its stem with an audio
+    file in the same folder (a synth sidecar `call_0001.json`, a transcript, an RTTM) belongs to
+    that recording and is counted in `companions`, not listed as an input of its own.
+    """
+    audio, other, companions, hidden = [], [], 0, 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        base = Path(dirpath)
+        hidden += sum(d.startswith(".") for d in dirnames)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        other += [base / d for d in dirnames if (base / d).is_symlink()]
+        visible = [n for n in filenames if not n.startswith(".")]
+        hidden += len(filenames) - len(visible)
+        stems = {Path(n).stem for n in visible if Path(n).suffix.lower() in SCAN_EXTENSIONS}
+        for name in visible:
+            if Path(name).suffix.lower() in SCAN_EXTENSIONS:
+                audio.append(base / name)
+            elif Path(name).stem in stems:
+                companions += 1
+            else:
+                other.append(base / name)
+    return FolderScan(sorted(audio), sorted(other), companions, hidden)
 
 
 class AudioError(Exception):
@@ -131,10 +168,23 @@ def read_all(f, block_frames: int = 1 << 18) -> np.ndarray:
 
 
 def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise AudioError("missing_file", f"{path}: file not found")
-    if path.stat().st_size == 0:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise AudioError("missing_file", f"{path}: file not found") from None
+    except OSError as err:
+        raise unreadable_error(path, err) from None
+    if size == 0:
         raise AudioError("empty_file", f"{path.name}: the file is empty (0 bytes)")
+
+
+def unreadable_error(path: Path, err: OSError) -> AudioError:
+    """The file exists but this process may not read it (permissions, I/O error, a folder)."""
+    if isinstance(err, FileNotFoundError):
+        return AudioError("missing_file", f"{path}: file not found (it vanished while running)")
+    why = err.strerror or type(err).__name__
+    hint = "; check its permissions" if isinstance(err, PermissionError) else ""
+    return AudioError("unreadable", f"{Path(path).name}: cannot be opened ({why}){hint}")
 
 
 # Containers libsndfile cannot decode, by their magic bytes: (kind, offset, bytes).
@@ -149,8 +199,11 @@ UNDECODABLE = [
 
 
 def _decode_error(path: Path, err: Exception) -> AudioError:
-    with open(path, "rb") as f:
-        head = f.read(16)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as os_err:
+        return unreadable_error(path, os_err)
     for kind, offset, magic in UNDECODABLE:
         if head[offset : offset + len(magic)] == magic:
             return AudioError(
