@@ -296,3 +296,22 @@ def test_clearing_the_cache_keeps_preprocess_outs_readable(tmp_path, realdata):
     shutil.rmtree(tmp_path / "c")  # what `callqa cache clear` does
     assert load_prepared(tmp_path / "out" / content_id(src)).tracks["mono"].size > 0
     assert run(cfg, cache_dir=tmp_path / "c", **kw)["processed"] == 1
+
+
+def test_outs_follow_a_params_change_even_when_sizes_match(tmp_path, realdata):
+    """target_lufs changes only the log-mel values: same files, same sizes, same prepared.json
+    fields, so the out folder must be told apart by the cache key it was built from."""
+    import pandas as pd
+
+    from callqa.audio.preprocess import load_prepared, run
+
+    src = realdata / "asr" / "jfk.flac"
+    accepted = tmp_path / "accepted.parquet"
+    pd.DataFrame({"id": [content_id(src)], "path": [str(src)]}).to_parquet(accepted)
+    kw = dict(accepted=accepted, out_dir=tmp_path / "out", progress=False, cache_dir=tmp_path)
+    out = tmp_path / "out" / content_id(src)
+    run(PreprocessConfig(progress=False), **kw)
+    loud = load_prepared(out).logmel
+    assert run(PreprocessConfig(progress=False, target_lufs=-40.0), **kw)["processed"] == 1
+    quiet = load_prepared(out).logmel
+    assert quiet.shape == loud.shape and quiet.mean() < loud.mean() - 1.0

@@ -186,7 +186,9 @@ def _prepare_entry(path: str, expected_id: str, cache: StageCache, cfg: Preproce
         if meta is None:
             status = "processed"
             prepared = prepare(load_audio(path), cfg)
-            entry = cache.put_dir(cid, lambda tmp: save_prepared(prepared, tmp, extra={"id": cid}))
+            # the key in prepared.json: an out folder made under another key is rebuilt
+            extra = {"id": cid, "cache_key": cache.key(cid).name}
+            entry = cache.put_dir(cid, lambda tmp: save_prepared(prepared, tmp, extra=extra))
             meta = read_meta(entry)
         result.update(status=status, entry=str(entry), duration_s=meta["duration_s"])
         result.update(roles_from=meta["roles_from"], tracks=meta["tracks"])
