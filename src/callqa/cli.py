@@ -188,6 +188,8 @@ def validate(
         )
     except stage.ValidationFailed as err:
         raise _fail(str(err)) from None
+    except (FileNotFoundError, ValueError) as err:  # no manifest, a folder it must not replace
+        raise _fail(str(err), 2) from None
     _print_summary("validate", summary)
 
 

@@ -325,12 +325,9 @@ def _check_samples(audio, path: Path, limits: ValidateConfig) -> None:
 
 def _check_speech(speech: dict[str, list], path: Path, limits: ValidateConfig) -> None:
     """Raise `no_speech` when the voice detector finds less than validate.min_speech_s."""
-    found = sorted(iv for ivs in speech.values() for iv in ivs)
-    total, end = 0.0, -np.inf
-    for s, e in found:
-        if e > end:
-            total += e - max(s, end)
-            end = e
+    from callqa.audio.metrics import merge_intervals, total_s
+
+    total = total_s(merge_intervals([iv for ivs in speech.values() for iv in ivs]))
     if total < limits.min_speech_s:
         raise AudioError(
             "no_speech",
