@@ -263,13 +263,16 @@ def score(
     paths = expand_inputs(audio)
     if not paths:
         raise _fail("no audio files found in the given paths", 2)
+    out = out or sc.out
+    if out.is_dir():
+        raise _fail(f"--out {out} is a folder; give the path of a .jsonl file", 2)
     try:
         scorer = Scorer(p.preprocess, tr, sc, p.validate_cfg)
     except ConfigError as err:
         raise _fail(str(err), 2) from None
     report_dir = (report_dir or sc.report_dir) if reports else None
     summary = scorer.score_files(
-        paths, out or sc.out, report_dir=report_dir, progress=progress, resume=resume
+        paths, out, report_dir=report_dir, progress=progress, resume=resume
     )
     _print_summary("score", summary)
     if summary["failed"]:
