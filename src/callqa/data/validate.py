@@ -46,8 +46,29 @@ SUITE_NAME = "callqa_manifest"
 SITE_NAME = "callqa_docs"
 
 
+DOCS_MARKER = ".callqa-data-docs"  # written into every Data Docs folder callqa builds
+
+
 class ValidationFailed(Exception):
     """Too few files passed validation (outputs are written before this is raised)."""
+
+
+def check_docs_dir(docs_dir: Path) -> None:
+    """Refuse to replace a folder callqa did not build (Data Docs are rebuilt from scratch).
+
+    Raises:
+        ValueError: `docs_dir` is a file, or a non-empty folder without callqa's marker.
+    """
+    if not docs_dir.exists():
+        return
+    if not docs_dir.is_dir():
+        raise ValueError(f"validate.data_docs_dir '{docs_dir}' is a file, not a folder")
+    if (docs_dir / DOCS_MARKER).is_file() or not any(docs_dir.iterdir()):
+        return
+    raise ValueError(
+        f"validate.data_docs_dir '{docs_dir}' holds files callqa did not write, and the Data "
+        "Docs would replace them; choose an empty or new folder (--data-docs-dir)"
+    )
 
 
 @dataclass
@@ -230,18 +251,14 @@ def measure_audio(
 
 def measure_speech_s(path: str | Path, vad: VadConfig) -> float:
     """Seconds of speech Silero VAD finds in a file: the union over its channels, at 16 kHz."""
+    from callqa.audio.metrics import merge_intervals, total_s
     from callqa.audio.prepare import remove_dc
     from callqa.audio.vad import detect_speech_many
 
     audio = load_audio(path)
     tracks = [resample(remove_dc(ch), audio.sample_rate_hz, 16000) for ch in audio.samples]
-    found = sorted(iv for ivs in detect_speech_many(tracks, 16000, vad) for iv in ivs)
-    total, end = 0.0, -math.inf
-    for s, e in found:  # union: stereo channels of one voice count once
-        if e > end:
-            total += e - max(s, end)
-            end = e
-    return total
+    found = [iv for ivs in detect_speech_many(tracks, 16000, vad) for iv in ivs]
+    return total_s(merge_intervals(found))  # the union: one voice on both channels counts once
 
 
 def stats_cache(
@@ -462,6 +479,8 @@ def run_expectations(df, cfg: ValidateConfig, docs_dir: Path) -> tuple[dict[str,
             )
         )
         result = checkpoint.run(batch_parameters={"dataframe": frame})
+        (staging / DOCS_MARKER).write_text("Great Expectations Data Docs built by callqa\n")
+        check_docs_dir(docs_dir)
         if docs_dir.exists():
             shutil.rmtree(docs_dir)
         staging.rename(docs_dir)
@@ -591,7 +610,8 @@ def run(
 
     Raises:
         ValidationFailed: accepted share below `cfg.min_accepted_share` (after writing outputs).
-        FileNotFoundError / ValueError: the manifest is missing or malformed.
+        FileNotFoundError / ValueError: the manifest is missing or malformed, or the Data Docs
+            folder holds files callqa did not write.
     """
     from callqa.progress import track
 
@@ -599,6 +619,7 @@ def run(
     accepted = Path(cfg.accepted if accepted is None else accepted)
     quarantine = Path(cfg.quarantine if quarantine is None else quarantine)
     docs_dir = Path(cfg.data_docs_dir if data_docs_dir is None else data_docs_dir)
+    check_docs_dir(docs_dir)  # before any work
     df = _read_manifest(manifest)
     records = [{k: (None if _is_null(v) else v) for k, v in r.items()}
                for r in df.to_dict("records")]  # fmt: skip
