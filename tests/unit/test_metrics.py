@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -26,7 +25,6 @@ from callqa.audio.metrics import (
 )
 from callqa.schemas import Word
 
-REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 SR = 16000
 
 
@@ -171,8 +169,8 @@ def test_clipped_sine_found_in_every_encoding(subtype):
 
 
 @pytest.mark.parametrize("subtype", ["PCM_16", "PCM_U8", "ULAW"])
-def test_unclipped_real_speech_is_not_clipped(subtype):
-    path = REALDATA / "asr" / "librivox_ss01_0870.wav"
+def test_unclipped_real_speech_is_not_clipped(subtype, realdata):
+    path = realdata / "asr" / "librivox_ss01_0870.wav"
     x, sr = sf.read(path, dtype="float32")
     loud = x / np.abs(x).max() * 0.9
     assert clipped_share(_roundtrip(loud, sr, subtype), subtype) < 1e-4
@@ -205,12 +203,12 @@ def test_loudness_monotone_with_gain_and_undefined_on_silence():
     "name",
     ["asr/jfk.flac", "conversation/pyannote_sample.wav", "overlap/fw_stereo_diarization.wav"],
 )
-def test_loudness_matches_torchaudio_bs1770_on_real_speech(name):
+def test_loudness_matches_torchaudio_bs1770_on_real_speech(name, realdata):
     """Our scipy K-weighting and gating give torchaudio's BS.1770 figure (mono and stereo)."""
     import torch
     import torchaudio.functional as AF
 
-    x, sr = sf.read(REALDATA / name, dtype="float32", always_2d=True)
+    x, sr = sf.read(realdata / name, dtype="float32", always_2d=True)
     for sig in (x.T, x.T[:1]):
         ref = float(AF.loudness(torch.from_numpy(np.ascontiguousarray(sig)), sr))
         assert loudness_lufs(sig, sr) == pytest.approx(ref, abs=0.01)
@@ -253,8 +251,8 @@ def test_pitch_undefined_without_voicing():
     assert pitch_stats(x, SR, [(1.1, 1.9)])["pitch_mean_hz"] == pytest.approx(250, rel=0.01)
 
 
-def test_pitch_on_real_male_speech():
-    path = REALDATA / "asr" / "librivox_ss01_0870.wav"
+def test_pitch_on_real_male_speech(realdata):
+    path = realdata / "asr" / "librivox_ss01_0870.wav"
     x, sr = sf.read(path, dtype="float32")
     stats = pitch_stats(x, sr, None)
     # a male reader: mean well inside the male range, spread of natural intonation

@@ -22,16 +22,17 @@ from callqa.qa import figures, report
 from callqa.qa.index import write_index
 from callqa.schemas import CHECK_IDS, QAError, QAResult
 
-REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
-STEREO = (REALDATA / "overlap" / "fw_stereo_diarization.wav").resolve()
 SR = 16000
-
-pytestmark = pytest.mark.skipif(not STEREO.exists(), reason=f"{STEREO} not found")
 
 
 @pytest.fixture(scope="module")
-def tracks() -> dict[str, np.ndarray]:
-    x, sr = sf.read(str(STEREO), dtype="float32", always_2d=True)
+def stereo(realdata) -> Path:
+    return (realdata / "overlap" / "fw_stereo_diarization.wav").resolve()
+
+
+@pytest.fixture(scope="module")
+def tracks(stereo) -> dict[str, np.ndarray]:
+    x, sr = sf.read(str(stereo), dtype="float32", always_2d=True)
     y = resample(np.ascontiguousarray(x.T), sr, SR)
     return {"agent": y[0], "customer": y[1]}
 
@@ -41,7 +42,7 @@ def activity(tracks) -> dict[str, list[tuple[float, float]]]:
     return {role: detect_speech(x, SR) for role, x in tracks.items()}
 
 
-def _result(tracks, activity, path=STEREO, call_id="0123456789abcdef", score=62.5) -> QAResult:
+def _result(tracks, activity, path, call_id="0123456789abcdef", score=62.5) -> QAResult:
     """A valid QAResult whose metrics come from the real VAD activity of the tracks."""
     ag, cu = activity["agent"], activity["customer"]
     silences = [{"start": s, "end": e, "duration_s": e - s} for s, e in mutual_silence(activity)]
@@ -153,8 +154,8 @@ def _png_size(b64: str) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_report_contents(tmp_path, tracks, activity):
-    result = _result(tracks, activity)
+def test_report_contents(tmp_path, tracks, activity, stereo):
+    result = _result(tracks, activity, stereo)
     out_dir = tmp_path / "reports" / "calls"
     path = report.write_report(result, tracks, SR, out_dir)
     assert path == out_dir / "0123456789abcdef.html"
@@ -162,8 +163,8 @@ def test_report_contents(tmp_path, tracks, activity):
 
     # Player linked to the original file, relative to the report folder.
     src = re.search(r'<audio id="player"[^>]* src="([^"]+)"', page).group(1)
-    assert src == quote(os.path.relpath(STEREO, out_dir))
-    assert (out_dir / unquote(src)).resolve() == STEREO
+    assert src == quote(os.path.relpath(stereo, out_dir))
+    assert (out_dir / unquote(src)).resolve() == stereo
 
     # One inline PNG per role, small; nothing fetched from the network.
     pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -201,10 +202,10 @@ def test_report_contents(tmp_path, tracks, activity):
     assert f'class="seek chip overtalk" data-t="{ov[0]["start"]:.3f}"' in page
 
 
-def test_report_audio_src_with_odd_file_name(tmp_path, tracks, activity):
+def test_report_audio_src_with_odd_file_name(tmp_path, tracks, activity, stereo):
     audio = tmp_path / "audio dir" / "appel #1 é.wav"
     audio.parent.mkdir()
-    shutil.copy(STEREO, audio)
+    shutil.copy(stereo, audio)
     out_dir = tmp_path / "out"
     page = report.write_report(_result(tracks, activity, path=audio), tracks, SR, out_dir)
     src = re.search(r'<audio id="player"[^>]* src="([^"]+)"', page.read_text()).group(1)
@@ -212,30 +213,30 @@ def test_report_audio_src_with_odd_file_name(tmp_path, tracks, activity):
     assert (out_dir / unquote(src)).resolve() == audio.resolve()
 
 
-def test_report_two_minute_call_is_small(tmp_path, tracks, activity):
+def test_report_two_minute_call_is_small(tmp_path, tracks, activity, stereo):
     reps = int(np.ceil(120 * SR / len(tracks["agent"])))
     long_tracks = {role: np.tile(x, reps) for role, x in tracks.items()}
-    result = _result(tracks, activity).model_copy(update={"duration_s": 120.0})
+    result = _result(tracks, activity, stereo).model_copy(update={"duration_s": 120.0})
     path = report.write_report(result, long_tracks, SR, tmp_path)
     assert path.stat().st_size < 1_000_000
 
 
-def test_report_single_mono_derived_role(tmp_path, tracks, activity):
+def test_report_single_mono_derived_role(tmp_path, tracks, activity, stereo):
     """Diarized calls may give one role only, or tracks of different lengths."""
-    result = _result(tracks, activity)
+    result = _result(tracks, activity, stereo)
     page = report.write_report(result, {"agent": tracks["agent"][: SR * 2]}, SR, tmp_path)
     assert page.read_text().count("data:image/png;base64,") == 1
 
 
-def test_report_rejects_path_like_call_id(tmp_path, tracks, activity):
-    result = _result(tracks, activity).model_copy(update={"call_id": "../evil"})
+def test_report_rejects_path_like_call_id(tmp_path, tracks, activity, stereo):
+    result = _result(tracks, activity, stereo).model_copy(update={"call_id": "../evil"})
     with pytest.raises(ValueError, match="call_id"):
         report.write_report(result, tracks, SR, tmp_path)
 
 
-def test_index_and_summary(tmp_path, tracks, activity):
-    low = _result(tracks, activity, call_id="aaaaaaaaaaaaaaaa", score=40.0)
-    high = _result(tracks, activity, call_id="bbbbbbbbbbbbbbbb", score=90.0)
+def test_index_and_summary(tmp_path, tracks, activity, stereo):
+    low = _result(tracks, activity, stereo, call_id="aaaaaaaaaaaaaaaa", score=40.0)
+    high = _result(tracks, activity, stereo, call_id="bbbbbbbbbbbbbbbb", score=90.0)
     err = QAError(
         path="inbox/broken <b>.wav",
         call_id=None,

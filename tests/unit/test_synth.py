@@ -11,11 +11,11 @@ import pytest
 import soundfile as sf
 
 from callqa.audio import metrics
-from callqa.audio.io import content_id
 from callqa.audio.vad import detect_speech
 from callqa.config import SynthConfig
 from callqa.data import synth
 from callqa.data.phrases import BANKS, EMOTIONS, all_sentences
+from callqa.files import content_id
 
 SIDECAR_KEYS = {
     "call_id",
@@ -262,7 +262,7 @@ def test_noise_kinds_have_their_spectra():
 
 
 def content_id_bytes(data: bytes) -> str:
-    from callqa.audio.io import bytes_id
+    from callqa.files import bytes_id
 
     return bytes_id(data)
 

@@ -5,7 +5,7 @@ import pytest
 
 from callqa.asr.transcribe import CachedAsr, _split_on_pauses, load_backend, transcribe_prepared
 from callqa.audio.io import load_audio
-from callqa.audio.preprocess import prepare
+from callqa.audio.prepare import prepare
 from callqa.config import PreprocessConfig, TranscribeConfig
 from callqa.schemas import Word
 
@@ -32,8 +32,8 @@ def test_cache_returns_the_same_words_and_survives_corruption(asr, realdata):
     hits = asr.hits
     again = asr.transcribe(track, speech)
     assert asr.hits == hits + 1 and again == first
-    entry = asr.root / f"{asr.key(track, speech)}.json"
-    entry.write_text("{broken")
+    entry = asr.cache.file_path(asr.content(track, speech))
+    entry.write_bytes(entry.read_bytes()[:-10])  # truncated
     assert asr.transcribe(track, speech) == first  # recomputed, not crashed
     assert "country" in " ".join(s.text for s in first).lower()
 

@@ -17,10 +17,6 @@ from callqa.config import IngestConfig, ValidateConfig
 from callqa.data import ingest, validate
 from callqa.data.validate import AudioStats, _RunCounter
 
-REAL = Path("/work/shared/realdata")
-ASR = REAL / "asr"
-RAVDESS = REAL / "emotion" / "ravdess"
-
 
 def _naive_run_samples(mask: np.ndarray, min_run: int = 3) -> int:
     total = 0
@@ -52,8 +48,8 @@ def test_run_counter_is_independent_of_block_boundaries():
     [("WAV", "PCM_16"), ("WAV", "ULAW"), ("WAV", "PCM_U8"), ("FLAC", "PCM_24"),
      ("MP3", "MPEG_LAYER_III")],
 )  # fmt: skip
-def test_clipping_on_real_speech(tmp_path, monkeypatch, fmt, subtype):
-    x, sr = sf.read(ASR / "librivox_ss01_0870.wav", dtype="float32", always_2d=True)
+def test_clipping_on_real_speech(tmp_path, monkeypatch, fmt, subtype, realdata):
+    x, sr = sf.read(realdata / "asr" / "librivox_ss01_0870.wav", dtype="float32", always_2d=True)
     loud = x / np.abs(x).max() * 0.999  # peaks at full scale, but not clipped
     clipped = np.clip(8 * loud, -1, 1)
     shares = {}
@@ -73,8 +69,8 @@ def test_clipping_on_real_speech(tmp_path, monkeypatch, fmt, subtype):
     assert shares["clipped"] > 0.02
 
 
-def test_streaming_matches_whole_file(tmp_path, monkeypatch):
-    x, sr = sf.read(ASR / "librivox_ss01_0890.wav", dtype="float32", always_2d=True)
+def test_streaming_matches_whole_file(tmp_path, monkeypatch, realdata):
+    x, sr = sf.read(realdata / "asr" / "librivox_ss01_0890.wav", dtype="float32", always_2d=True)
     x = x / np.abs(x).max()
     stereo = np.clip(np.concatenate([8 * x, 0.5 * x], axis=1), -1, 1)
     path = tmp_path / "stereo.wav"
@@ -156,13 +152,13 @@ def test_gx_suite_flags_manifest_rows(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory) -> Path:
+def small_corpus(tmp_path_factory, realdata) -> Path:
     """8 RAVDESS clips from 4 actors (4 sad, 4 fearful = out of scope), copied to tmp."""
     folder = tmp_path_factory.mktemp("small_corpus")
     for actor in ("03", "04", "07", "08"):
         for emotion in ("04", "06"):
             name = f"03-01-{emotion}-02-01-02-{actor}.flac"
-            shutil.copyfile(RAVDESS / name, folder / name)
+            shutil.copyfile(realdata / "emotion" / "ravdess" / name, folder / name)
     return folder
 
 
@@ -185,7 +181,7 @@ def test_run_accepts_real_speech_and_cleans_up(tmp_path, small_corpus, monkeypat
     assert list(acc.columns) == list(ingest.MANIFEST_COLUMNS)
     assert set(acc["label"]) == {"sad"}
     assert Path(summary["data_docs"]).is_file()
-    assert len(list((tmp_path / "cache").glob("*.json"))) == 8
+    assert len(list((tmp_path / "cache" / "validate").glob("*.bin"))) == 8
     # A second run reads the cache, gives the same answer and replaces (not piles up) the docs.
     assert validate.run(cfg, **kwargs)["by_reason"] == summary["by_reason"]
     assert len(list((out / "docs").rglob("validations/**/*.html"))) == 1
@@ -194,10 +190,30 @@ def test_run_accepts_real_speech_and_cleans_up(tmp_path, small_corpus, monkeypat
                                                      "quarantine.parquet"]  # fmt: skip
 
 
-def test_run_fails_after_writing_outputs(tmp_path, small_corpus):
+def test_data_docs_never_replace_a_folder_callqa_did_not_write(tmp_path, small_corpus):
+    manifest = tmp_path / "manifest.parquet"
+    ingest.run(IngestConfig(), [small_corpus], manifest=manifest, progress=False)
+    mine = tmp_path / "my_notes"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("months of work")
+    kwargs = dict(manifest=manifest, accepted=tmp_path / "a.parquet",
+                  quarantine=tmp_path / "q.parquet", progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="did not write"):
+        validate.run(ValidateConfig(), data_docs_dir=mine, **kwargs)
+    assert (mine / "thesis.txt").read_text() == "months of work"
+    assert not (tmp_path / "a.parquet").exists()  # refused before any work
+    # A folder callqa built (it carries the marker) is replaced; an empty one is used.
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    validate.run(ValidateConfig(), data_docs_dir=docs, **kwargs)
+    assert (docs / validate.DOCS_MARKER).is_file() and (docs / "index.html").is_file()
+    validate.run(ValidateConfig(), data_docs_dir=docs, **kwargs)
+
+
+def test_run_fails_after_writing_outputs(tmp_path, small_corpus, realdata):
     folder = tmp_path / "in"
     shutil.copytree(small_corpus, folder)
-    shutil.copyfile(ASR / "jfk.flac", folder / "jfk.flac")  # 11 s
+    shutil.copyfile(realdata / "asr" / "jfk.flac", folder / "jfk.flac")  # 11 s
     manifest = tmp_path / "manifest.parquet"
     ingest.run(IngestConfig(), [folder], manifest=manifest, progress=False)
     # A manifest edited by hand: GX catches what the file itself would not show.

@@ -2,9 +2,9 @@
 
 Stereo calls are transcribed per channel. Mono calls are transcribed once, then split into
 speakers by diarization; the agent is the speaker that an agent-likeness scorer passed in by the
-caller rates highest (the first speaker when none stands out). ASR output is cached per
-(track audio, VAD speech, model, options) in `.cache/callqa/transcribe/`, so an interrupted run
-resumes where it stopped.
+caller rates highest (the first speaker when none stands out). ASR output is cached per track in
+the `transcribe` stage of `callqa.cache` (`CachedAsr`), so an interrupted run resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -21,13 +21,22 @@ import numpy as np
 from callqa.asr.backend import AsrBackend, AsrSegment
 from callqa.asr.diarize import diarize
 from callqa.asr.roles import AgentLikeness, pick_agent
-from callqa.audio.io import atomic_path
-from callqa.config import TranscribeConfig, cache_root
+from callqa.cache import CacheKey, StageCache, library_versions, weights_id
+from callqa.config import TranscribeConfig
+from callqa.files import atomic_path
 from callqa.schemas import SAMPLE_RATE_HZ, Segment, Word
 
 logger = logging.getLogger(__name__)
 Interval = tuple[float, float]
-CACHE_VERSION = 4  # bump when the same audio would be transcribed differently (4: loops cut)
+# Cache code version: bump when the same audio would be transcribed differently (4: loops cut).
+CODE_VERSION = 4
+# Decoding options that change the words (batch size too: batched decoding pads and sorts).
+_OPTIONS = {"language", "beam_size", "batch_size", "max_no_speech_prob", "min_avg_logprob"}
+# Libraries that shape the words besides our code, per backend.
+LIBRARIES = {
+    "faster-whisper": ("numpy", "faster-whisper", "ctranslate2", "tokenizers"),
+    "transformers": ("numpy", "torch", "transformers", "tokenizers"),
+}
 MAX_PAUSE_S = 1.0  # a longer gap between words starts a new transcript segment
 
 
@@ -42,21 +51,48 @@ class Transcript:
 
 
 class CachedAsr:
-    """An ASR backend behind a per-track result cache keyed by audio, speech, model, options."""
+    """An ASR backend behind the per-track `transcribe` cache of `callqa.cache`.
 
-    def __init__(self, backend: AsrBackend, cfg: TranscribeConfig, root: Path | None = None):
+    Content = the track's samples and its VAD speech; the rest of the key = decoding options,
+    CODE_VERSION, the model's weights hash, device and compute type, and the versions of the
+    libraries the backend decodes with. `callqa transcribe` and `callqa score` hold equal keys
+    for the same call, so a call is decoded once.
+    """
+
+    def __init__(
+        self,
+        backend: AsrBackend,
+        cfg: TranscribeConfig,
+        root: Path | None = None,
+        libraries: dict | None = None,
+    ):
         self.backend = backend
-        self.options = cfg.model_dump(
-            include={"language", "beam_size", "max_no_speech_prob", "min_avg_logprob"}
+        options = cfg.model_dump(include=_OPTIONS)
+        if libraries is None:
+            libraries = library_versions(LIBRARIES.get(backend.name, ("numpy",)))
+        self.cache = StageCache(
+            "transcribe",
+            CODE_VERSION,
+            params={"backend": backend.name, **options},
+            model=weights_id(backend.model_id),
+            device=str(getattr(backend, "device", "unknown")),
+            # faster-whisper names a compute type; transformers a torch dtype
+            compute_type=str(getattr(backend, "compute_type", getattr(backend, "dtype", None))),
+            libraries=libraries,
+            root=root,
         )
-        self.root = (root or cache_root()) / "transcribe"
+        self.cache.sweep()
         self.hits = 0
 
-    def key(self, x: np.ndarray, speech: list[Interval]) -> str:
+    @staticmethod
+    def content(x: np.ndarray, speech: list[Interval]) -> str:
+        """Content hash of one track: its float32 samples and its speech intervals."""
         h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes())
-        meta = [CACHE_VERSION, self.backend.name, self.backend.model_id, self.options, speech]
-        h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+        h.update(json.dumps([[float(s), float(e)] for s, e in speech]).encode())
         return h.hexdigest()[:32]
+
+    def key(self, x: np.ndarray, speech: list[Interval]) -> CacheKey:
+        return self.cache.key(self.content(x, speech))
 
     def transcribe(self, x: np.ndarray, speech: list[Interval]) -> list[AsrSegment]:
         return self.transcribe_many([(x, speech)])[0]
@@ -65,26 +101,24 @@ class CachedAsr:
         self, tracks: list[tuple[np.ndarray, list[Interval]]]
     ) -> list[list[AsrSegment]]:
         """Cached tracks come from disk; the others are decoded together, then cached."""
-        paths = [self.root / f"{self.key(x, speech)}.json" for x, speech in tracks]
-        out: list[list[AsrSegment] | None] = [self._read(p) for p in paths]
+        contents = [self.content(x, speech) for x, speech in tracks]
+        out: list[list[AsrSegment] | None] = [self._read(c) for c in contents]
         todo = [i for i, got in enumerate(out) if got is None]
         if todo:
             fresh = self.backend.transcribe_many([tracks[i] for i in todo])
             for i, segments in zip(todo, fresh, strict=True):
-                with atomic_path(paths[i]) as tmp:
-                    rows = [_segment_to_dict(s) for s in segments]
-                    tmp.write_text(json.dumps(rows), encoding="utf-8")
+                self.cache.put_json(contents[i], [_segment_to_dict(s) for s in segments])
                 out[i] = segments
         return out  # type: ignore[return-value]
 
-    def _read(self, path: Path) -> list[AsrSegment] | None:
-        if not path.exists():
+    def _read(self, content: str) -> list[AsrSegment] | None:
+        rows = self.cache.get_json(content)
+        if rows is None:
             return None
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
             segments = [_segment_from_dict(r) for r in rows]
         except (ValueError, KeyError, TypeError):
-            logger.warning("ignoring a corrupt ASR cache entry %s", path)
+            logger.warning("ignoring an ASR cache entry of another shape (%s)", content)
             return None
         self.hits += 1
         return segments
@@ -129,7 +163,7 @@ def transcribe_prepared(
     agent_likeness: AgentLikeness | None = None,
     n_speakers: int = 2,
 ) -> Transcript:
-    """Role-attributed transcript of one preprocessed call (`audio.preprocess.Prepared`).
+    """Role-attributed transcript of one preprocessed call (`audio.prepare.Prepared`).
 
     Args:
         prep: the call's role tracks and VAD speech.

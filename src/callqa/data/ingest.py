@@ -21,8 +21,9 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from callqa.audio.io import SCAN_EXTENSIONS, AudioError, atomic_path, content_id, probe
+from callqa.audio.io import SCAN_EXTENSIONS, AudioError, probe, scan_folder, unreadable_error
 from callqa.config import IngestConfig, SplitConfig
+from callqa.files import atomic_path, content_id
 
 logger = logging.getLogger(__name__)
 
@@ -167,10 +168,12 @@ def classify_file(path: Path, path_str: str) -> Entry:
 
 
 def scan_source(source: Path) -> list[Entry]:
-    """Every audio file under `source` (a folder, walked recursively, or one file).
+    """Every file under `source` (a folder, walked recursively, or one file).
 
-    Hidden files and folders (names starting with ".") are skipped: they are temp files of
-    interrupted writes, macOS `._*` resource forks and tool caches, not recordings.
+    Audio files are classified (synth, corpus, plain folder). Files with another extension are
+    listed too, so validate quarantines them with a reason (`not_audio`, or `unreadable` for a
+    container it cannot decode) instead of dropping them without a word; only companions of a
+    recording (a sidecar `<stem>.json` beside `<stem>.wav`) and hidden files are left out.
 
     Raises:
         IngestError: when `source` does not exist.
@@ -182,20 +185,16 @@ def scan_source(source: Path) -> list[Entry]:
         )
     if source.is_file():
         return [classify_file(source, os.path.normpath(str(source)))]
-    entries, hidden = [], 0
-    for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
-        hidden += sum(d.startswith(".") for d in dirnames)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if Path(name).suffix.lower() not in SCAN_EXTENSIONS:
-                continue
-            if name.startswith("."):
-                hidden += 1
-                continue
-            full = Path(dirpath) / name
-            entries.append(classify_file(full, os.path.normpath(str(full))))
-    if hidden:
-        logger.info("%s: skipped %d hidden files or folders", source, hidden)
+    scan = scan_folder(source)
+    entries = [classify_file(f, os.path.normpath(str(f))) for f in scan.audio]
+    entries += [Entry(path=os.path.normpath(str(f)), source="folder") for f in scan.other]
+    if scan.hidden:
+        logger.info("%s: skipped %d hidden files or folders", source, scan.hidden)
+    if scan.other:
+        logger.info(
+            "%s: %d file(s) without an audio extension are listed for validate to quarantine",
+            source, len(scan.other),
+        )  # fmt: skip
     return entries
 
 
@@ -299,7 +298,8 @@ def describe_file(path: str) -> dict:
     except FileNotFoundError:
         row["size_bytes"] = None
     except OSError as err:
-        row["probe_error"], row["probe_message"] = "unreadable", f"{path}: cannot be read ({err})"
+        err = unreadable_error(p, err)
+        row["probe_error"], row["probe_message"] = err.code, err.message
         return row
     try:
         info = probe(p)
@@ -353,21 +353,31 @@ def write_manifest(rows: list[dict], path: Path) -> None:
 
 
 def collect_entries(sources: list[Path], labels_csv: Path | None) -> list[Entry]:
-    """Folder scans plus CSV rows; a file found twice appears once, the CSV's labels winning."""
-    by_file: dict[str, Entry] = {}
+    """Folder scans plus CSV rows; a path found twice appears once, the CSV's labels winning.
+
+    Paths are compared as written (normalised), not through symlinks: a symlink to a file
+    already listed stays a row of its own, which validate quarantines as `duplicate_content`.
+    A CSV row is matched to a scanned file by path, else by the file it resolves to.
+    """
+    csv_real = os.path.realpath(labels_csv) if labels_csv is not None else None
+    by_path: dict[str, Entry] = {}
     for src in sources:
         for e in scan_source(Path(src)):
-            by_file.setdefault(os.path.realpath(e.path), e)
+            if os.path.realpath(e.path) != csv_real:  # the labels CSV is not an input
+                by_path.setdefault(e.path, e)
     if labels_csv is not None:
+        by_real: dict[str, str] = {}
+        for path in by_path:
+            by_real.setdefault(os.path.realpath(path), path)
         for e in read_labels_csv(Path(labels_csv)):
-            key = os.path.realpath(e.path)
-            found = by_file.get(key)
+            key = e.path if e.path in by_path else by_real.get(os.path.realpath(e.path), e.path)
+            found = by_path.get(key)
             if found is not None:
                 e.path = found.path  # keep one spelling of the path
                 e.speaker = e.speaker or found.speaker
                 e.labels_json = found.labels_json
-            by_file[key] = e
-    return list(by_file.values())
+            by_path[key] = e
+    return list(by_path.values())
 
 
 def run(

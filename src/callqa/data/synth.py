@@ -749,7 +749,7 @@ def encode_wav(samples: np.ndarray, sample_rate_hz: int, subtype: str) -> bytes:
 
 def synth_call(seed: int, failures: dict[str, bool], cfg: SynthConfig) -> tuple[bytes, dict]:
     """One call: (WAV bytes, sidecar dict). Deterministic in (seed, failures, cfg)."""
-    from callqa.audio.io import bytes_id
+    from callqa.files import bytes_id
 
     plan = plan_call(seed, failures, get_bank(cfg.phrase_bank))
     rendered = render_call(plan)
@@ -789,7 +789,7 @@ def synth_call(seed: int, failures: dict[str, bool], cfg: SynthConfig) -> tuple[
 
 
 def _write_call(out_dir: Path, index: int, data: bytes, sidecar: dict) -> None:
-    from callqa.audio.io import atomic_path
+    from callqa.files import atomic_path
 
     stem = out_dir / f"call_{index:05d}"
     with atomic_path(stem.with_suffix(".wav")) as tmp:

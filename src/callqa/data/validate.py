@@ -11,7 +11,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
@@ -22,15 +21,18 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.audio.io import AudioError, atomic_path, probe, read_all
-from callqa.config import ValidateConfig
+from callqa.audio.io import AudioError, load_audio, probe, read_all, resample, unreadable_error
+from callqa.cache import StageCache, library_versions
+from callqa.config import VadConfig, ValidateConfig
+from callqa.files import atomic_path, content_id
+from callqa.schemas import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
 # Quarantine codes in CONTRACTS.md order; a file's reasons are always listed in this order.
 CODES = [
     "missing_file", "empty_file", "not_audio", "unreadable", "too_short", "too_long",
-    "too_many_channels", "sample_rate_too_low", "nan_samples", "silent", "clipped",
+    "too_many_channels", "sample_rate_too_low", "nan_samples", "silent", "clipped", "no_speech",
     "unknown_label", "label_out_of_scope", "duplicate_content",
 ]  # fmt: skip
 FILE_CODES = ("missing_file", "empty_file", "not_audio", "unreadable")
@@ -38,13 +40,36 @@ FRAME_S = 0.05  # loudness frame for the silence check
 BLOCK_FRAMES = 1 << 18  # samples per channel decoded at a time for long files
 IN_MEMORY_SAMPLES = 1 << 22  # files up to this many samples (all channels) are read at once
 CLIP_RUN = 3  # CONTRACTS: near-peak samples count in runs of 3 or more
-STATS_VERSION = 1  # bump when AudioStats changes meaning, to invalidate the cache
+STATS_VERSION = 2  # cache code version: bump when AudioStats would be measured differently
+# What decodes, resamples and measures the samples (Silero VAD for speech_s).
+LIBRARIES = ("numpy", "soundfile", "libsndfile", "torch", "torchaudio", "silero-vad")
 SUITE_NAME = "callqa_manifest"
 SITE_NAME = "callqa_docs"
 
 
+DOCS_MARKER = ".callqa-data-docs"  # written into every Data Docs folder callqa builds
+
+
 class ValidationFailed(Exception):
     """Too few files passed validation (outputs are written before this is raised)."""
+
+
+def check_docs_dir(docs_dir: Path) -> None:
+    """Refuse to replace a folder callqa did not build (Data Docs are rebuilt from scratch).
+
+    Raises:
+        ValueError: `docs_dir` is a file, or a non-empty folder without callqa's marker.
+    """
+    if not docs_dir.exists():
+        return
+    if not docs_dir.is_dir():
+        raise ValueError(f"validate.data_docs_dir '{docs_dir}' is a file, not a folder")
+    if (docs_dir / DOCS_MARKER).is_file() or not any(docs_dir.iterdir()):
+        return
+    raise ValueError(
+        f"validate.data_docs_dir '{docs_dir}' holds files callqa did not write, and the Data "
+        "Docs would replace them; choose an empty or new folder (--data-docs-dir)"
+    )
 
 
 @dataclass
@@ -60,6 +85,7 @@ class AudioStats:
     peak_neg: float = 0.0
     max_frame_dbfs: float | None = None  # loudest 50 ms frame, RMS re full scale; None if empty
     clipped_share: float | None = None  # None when not measured (silent or non-finite file)
+    speech_s: float | None = None  # Silero VAD speech, union over channels; None if not measured
 
     @property
     def duration_s(self) -> float:
@@ -156,24 +182,29 @@ def _blocks(path: Path, frames: int, channels: int, frame_len: int):
     return stream
 
 
-def measure_audio(path: str | Path, header: dict | None = None) -> AudioStats:
+def measure_audio(
+    path: str | Path, header: dict | None = None, vad: VadConfig | None = None
+) -> AudioStats:
     """Decode a file in blocks and measure non-finite samples, peaks, loudness and clipping.
 
     Args:
         path: audio file.
         header: `callqa.audio.io.probe` result if already known.
+        vad: when given, also measure how much speech Silero VAD finds (`speech_s`), unless
+            the file is empty, digital silence or holds non-finite samples.
 
     Raises:
-        AudioError: the file is missing, empty, not audio or cannot be decoded.
+        AudioError: the file is missing, empty, not audio or cannot be decoded (also when it
+            breaks part-way, or the process may not read it).
     """
     path = Path(path)
     info = header or probe(path)
     sr, channels = info["sample_rate_hz"], info["channels"]
     frame_len = max(1, round(FRAME_S * sr))
     stats = AudioStats(0, sr, channels, info["subtype"], peak_pos=-math.inf, peak_neg=math.inf)
-    passes = _blocks(path, info["frames"], channels, frame_len)
     max_ms = 0.0
     try:
+        passes = _blocks(path, info["frames"], channels, frame_len)
         for x in passes():
             stats.frames += x.shape[1]
             finite = np.isfinite(x)
@@ -196,15 +227,22 @@ def measure_audio(path: str | Path, header: dict | None = None) -> AudioStats:
             stats.peak_pos = stats.peak_neg = 0.0
             return stats
         stats.max_frame_dbfs = 10 * math.log10(max_ms) if max_ms > 0 else -math.inf
-        if stats.nonfinite or stats.peak_pos - stats.peak_neg <= 0:
-            return stats  # NaN files are quarantined anyway; a constant signal cannot clip
+        if stats.nonfinite:
+            return stats  # quarantined anyway
+        if stats.peak_pos - stats.peak_neg <= 0:  # a constant signal: no clipping, no speech
+            stats.speech_s = 0.0 if vad is not None else None
+            return stats
         hi, lo = clip_bounds(stats.subtype, stats.peak_pos, stats.peak_neg)
         counter = _RunCounter(channels)
         for x in passes():
             counter.add((x >= hi) | (x <= lo))
         stats.clipped_share = counter.finish() / (stats.frames * channels)
+        if vad is not None and stats.max_frame_dbfs > -math.inf:
+            stats.speech_s = measure_speech_s(path, vad)
     except AudioError:
         raise
+    except PermissionError as err:
+        raise unreadable_error(path, err) from None
     except Exception as err:  # noqa: BLE001 - soundfile raises several types mid-stream
         raise AudioError(
             "unreadable", f"{path.name}: decoding failed part-way (truncated or corrupt: {err})"
@@ -212,21 +250,51 @@ def measure_audio(path: str | Path, header: dict | None = None) -> AudioStats:
     return stats
 
 
-def _cached_measure(path: str, file_id: str | None, cache_dir: Path | None) -> AudioStats:
-    """measure_audio with an optional per-content cache (`<cache_dir>/<id>.json`)."""
+def measure_speech_s(path: str | Path, vad: VadConfig) -> float:
+    """Seconds of speech Silero VAD finds in a file: the union over its channels, at 16 kHz."""
+    from callqa.audio.metrics import merge_intervals, total_s
+    from callqa.audio.prepare import remove_dc
+    from callqa.audio.vad import detect_speech_many
+
+    audio = load_audio(path)
+    tracks = [resample(remove_dc(ch), audio.sample_rate_hz, SAMPLE_RATE_HZ) for ch in audio.samples]
+    found = [iv for ivs in detect_speech_many(tracks, SAMPLE_RATE_HZ, vad) for iv in ivs]
+    return total_s(merge_intervals(found))  # the union: one voice on both channels counts once
+
+
+def stats_cache(
+    vad: VadConfig, root: Path | None = None, libraries: dict | None = None
+) -> StageCache:
+    """The `validate` cache of `AudioStats`: keyed by the file's bytes, the constants and VAD
+    settings that shape the stats, STATS_VERSION, Silero's version and the decoding libraries
+    (not by any threshold)."""
+    versions = library_versions(LIBRARIES) if libraries is None else libraries
+    return StageCache(
+        "validate",
+        STATS_VERSION,
+        params={"frame_s": FRAME_S, "clip_run": CLIP_RUN, "vad": vad.model_dump(mode="json")},
+        model=f"silero-vad=={versions.get('silero-vad')}",
+        device="cpu",
+        compute_type="float32",
+        libraries=versions,
+        root=root,
+    )
+
+
+def _cached_measure(path: str, cache: StageCache | None, vad: VadConfig) -> AudioStats:
+    """measure_audio through the stats cache (None: no cache), keyed by the bytes read now."""
     header = probe(path)  # always: the file may have gone or changed since ingest
-    cache = cache_dir / f"{file_id}.json" if cache_dir is not None and file_id else None
-    if cache is not None and cache.is_file():
-        try:
-            data = json.loads(cache.read_text())
-            if data.pop("version", None) == STATS_VERSION and data["frames"] == header["frames"]:
-                return AudioStats(**data)
-        except (ValueError, KeyError, TypeError):
-            pass  # a damaged cache entry is just recomputed
-    stats = measure_audio(path, header)
-    if cache is not None:
-        with atomic_path(cache) as tmp:
-            tmp.write_text(json.dumps({"version": STATS_VERSION, **asdict(stats)}))
+    try:
+        content = content_id(path) if cache is not None else None
+    except OSError:
+        content = None  # measure_audio says what is wrong with the file
+    if content is not None:
+        data = cache.get_json(content)
+        if data is not None:
+            return AudioStats(**data)
+    stats = measure_audio(path, header, vad)
+    if content is not None:
+        cache.put_json(content, asdict(stats))
     return stats
 
 
@@ -275,6 +343,12 @@ def file_reasons(stats: AudioStats, cfg: ValidateConfig) -> dict[str, str]:
         out["clipped"] = (
             f"is clipped: {100 * stats.clipped_share:.1f}% of samples sit at the peak level, "
             f"more than validate.max_clipped_share ({100 * cfg.max_clipped_share:.1f}%)"
+        )
+    if not out and stats.speech_s is not None and stats.speech_s < cfg.min_speech_s:
+        out["no_speech"] = (
+            f"holds no speech: the voice detector finds {stats.speech_s:.1f} s, less than "
+            f"validate.min_speech_s ({cfg.min_speech_s:g} s); line noise, a tone or music "
+            "alone is not a call"
         )
     return out
 
@@ -406,6 +480,8 @@ def run_expectations(df, cfg: ValidateConfig, docs_dir: Path) -> tuple[dict[str,
             )
         )
         result = checkpoint.run(batch_parameters={"dataframe": frame})
+        (staging / DOCS_MARKER).write_text("Great Expectations Data Docs built by callqa\n")
+        check_docs_dir(docs_dir)
         if docs_dir.exists():
             shutil.rmtree(docs_dir)
         staging.rename(docs_dir)
@@ -478,7 +554,12 @@ def _write_outputs(df, accepted_mask, quarantine_rows, accepted: Path, quarantin
         pq.write_table(pa.Table.from_pylist(quarantine_rows, q_schema), tmp)
 
 
-def check_row(row: dict, cfg: ValidateConfig, cache_dir: Path | None = None) -> dict[str, str]:
+def check_row(
+    row: dict,
+    cfg: ValidateConfig,
+    cache: StageCache | None = None,
+    vad: VadConfig = VadConfig(),  # noqa: B008 - frozen
+) -> dict[str, str]:
     """Per-file checks of one manifest row: reason code -> sentence (empty when the file is fine).
 
     The file is probed again rather than trusting the manifest, since it may have changed or
@@ -493,7 +574,7 @@ def check_row(row: dict, cfg: ValidateConfig, cache_dir: Path | None = None) -> 
             h = probe(row["path"])
             stats = AudioStats(h["frames"], h["sample_rate_hz"], h["channels"], h["subtype"])
         else:
-            stats = _cached_measure(row["path"], row.get("id"), cache_dir)
+            stats = _cached_measure(row["path"], cache, vad)
         reasons.update(file_reasons(stats, cfg))
     except AudioError as err:
         reasons.setdefault(err.code, err.message)
@@ -509,6 +590,7 @@ def run(
     data_docs_dir: Path | None = None,
     progress: bool = True,
     cache_dir: Path | None = None,
+    vad: VadConfig = VadConfig(),  # noqa: B008 - frozen
 ) -> dict:
     """Validate the manifest: every row ends in accepted.parquet or quarantine.parquet.
 
@@ -519,8 +601,9 @@ def run(
         quarantine: output Parquet (`path`, `id`, `reasons`, `message`).
         data_docs_dir: folder for the Great Expectations Data Docs (rebuilt each run).
         progress: show a progress bar over the per-file checks.
-        cache_dir: optional per-content cache of decoded-audio measurements
-            (e.g. `.cache/callqa/validate`); None decodes every file.
+        cache_dir: root of the per-file cache of decoded-audio measurements (default
+            `callqa.cache.cache_root()`; its `validate/` folder).
+        vad: voice-detector settings (params.yaml `preprocess.vad`) for the `no_speech` check.
 
     Returns:
         Summary: files, accepted, quarantined, by_reason, accepted_share (over files not
@@ -528,7 +611,8 @@ def run(
 
     Raises:
         ValidationFailed: accepted share below `cfg.min_accepted_share` (after writing outputs).
-        FileNotFoundError / ValueError: the manifest is missing or malformed.
+        FileNotFoundError / ValueError: the manifest is missing or malformed, or the Data Docs
+            folder holds files callqa did not write.
     """
     from callqa.progress import track
 
@@ -536,24 +620,25 @@ def run(
     accepted = Path(cfg.accepted if accepted is None else accepted)
     quarantine = Path(cfg.quarantine if quarantine is None else quarantine)
     docs_dir = Path(cfg.data_docs_dir if data_docs_dir is None else data_docs_dir)
+    check_docs_dir(docs_dir)  # before any work
     df = _read_manifest(manifest)
     records = [{k: (None if _is_null(v) else v) for k, v in r.items()}
                for r in df.to_dict("records")]  # fmt: skip
 
     gx_reasons, gx_outcomes = run_expectations(df, cfg, docs_dir)
+    cache = stats_cache(vad, cache_dir)
+    cache.sweep()
 
     found: list[dict[str, str]] = []
-    first_of: dict[str, str] = {}  # content id -> first path (rows are sorted by path)
+    kept = _kept_copies(records)
     for row in track(records, "validate", enabled=progress):
-        reasons = check_row(row, cfg, cache_dir)
-        if row["id"] and row["size_bytes"]:  # empty files are not "copies" of each other
-            if row["id"] in first_of:
-                reasons["duplicate_content"] = (
-                    f"has the same content as {first_of[row['id']]}, which is kept; "
-                    "remove one of the copies"
-                )
-            else:
-                first_of[row["id"]] = row["path"]
+        reasons = check_row(row, cfg, cache, vad)
+        keep = kept.get(row["id"])
+        if keep is not None and keep != row["path"]:
+            link = " (a symlink to it)" if Path(row["path"]).is_symlink() else ""
+            reasons["duplicate_content"] = (
+                f"has the same content as {keep}{link}, which is kept; remove one of the copies"
+            )
         for code in gx_reasons.get(row["path"], ()):
             reasons.setdefault(code, _gx_message(code, row, cfg))
         found.append(reasons)
@@ -604,6 +689,16 @@ def run(
             f"See {quarantine} for each file and {index} for the expectation report."
         )
     return summary
+
+
+def _kept_copies(records: list[dict]) -> dict[str, str]:
+    """Content id -> the path kept among files with that content: the first in path order,
+    a real file before a symlink to it. Empty files are not copies of each other."""
+    kept: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: (Path(r["path"]).is_symlink(), r["path"])):
+        if r["id"] and r["size_bytes"]:
+            kept.setdefault(r["id"], r["path"])
+    return kept
 
 
 def _message(path: str, parts: list[str]) -> str:

@@ -11,7 +11,7 @@ from urllib.parse import quote
 
 import numpy as np
 
-from callqa.audio.io import atomic_path
+from callqa.files import atomic_path
 from callqa.qa.figures import fmt_time
 from callqa.qa.pages import INDEX_JS, audio_src, esc, page, safe_name
 from callqa.schemas import CHECK_IDS, QAError, QAResult

@@ -18,7 +18,7 @@ def safe_name(call_id: str) -> str:
     if not call_id or Path(call_id).name != call_id or call_id in (".", ".."):
         raise ValueError(
             f"call_id {call_id!r} cannot name a report file; it must be a plain name "
-            "(the content hash from callqa.audio.io.content_id)"
+            "(the content hash from callqa.files.content_id)"
         )
     return call_id
 

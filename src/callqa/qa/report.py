@@ -13,8 +13,8 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.audio.io import atomic_path
 from callqa.audio.metrics import metric_unit
+from callqa.files import atomic_path
 from callqa.qa.figures import AXES_LEFT, AXES_RIGHT, fmt_time, role_color, role_figure_png
 from callqa.qa.pages import REPORT_JS, audio_src, esc, page, safe_name
 from callqa.schemas import CheckResult, Evidence, QAResult, Segment
