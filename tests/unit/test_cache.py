@@ -161,8 +161,7 @@ def test_asr_key_has_device_compute_type_model_and_libraries(tmp_path, backend):
 
 
 def test_asr_key_differs_by_compute_type(tmp_path, backend):
-    from callqa.asr.transcribe import load_backend
-    from callqa.asr.transcribe import CachedAsr
+    from callqa.asr.transcribe import CachedAsr, load_backend
 
     cfg32 = TranscribeConfig(device="cpu", compute_type="float32")
     x, speech = np.zeros(16000, np.float32), [(0.1, 0.5)]

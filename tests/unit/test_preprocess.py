@@ -15,9 +15,9 @@ import pytest
 import soundfile as sf
 
 from callqa.audio.io import Audio, AudioError, load_audio, resample
-from callqa.audio.metrics import loudness_lufs
 from callqa.audio.prepare import condition, log_mel, prepare, spectral_gate, split_roles
 from callqa.audio.preprocess import load_prepared, run, stage_cache
+from callqa.audio.signal_stats import loudness_lufs
 from callqa.config import PreprocessConfig, VadConfig
 from callqa.files import content_id
 

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from callqa.audio import metrics
+from callqa.audio import signal_stats
 from callqa.config import IngestConfig, ValidateConfig
 from callqa.data import ingest, validate
 from callqa.data.validate import AudioStats, _RunCounter
@@ -59,7 +59,7 @@ def test_clipping_on_real_speech(tmp_path, monkeypatch, fmt, subtype, realdata):
         stats = validate.measure_audio(path)
         decoded, _ = sf.read(path, dtype="float32", always_2d=True)
         # One definition of clipping: the streamed count equals audio.metrics on the whole file.
-        assert stats.clipped_share == pytest.approx(metrics.clipped_share(decoded.T, subtype))
+        assert stats.clipped_share == pytest.approx(signal_stats.clipped_share(decoded.T, subtype))
         monkeypatch.setattr(validate, "IN_MEMORY_SAMPLES", 0)
         monkeypatch.setattr(validate, "BLOCK_FRAMES", 777)
         assert validate.measure_audio(path).clipped_share == pytest.approx(stats.clipped_share)

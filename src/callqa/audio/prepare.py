@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from callqa.audio.io import Audio, AudioError, resample
-from callqa.audio.metrics import (
+from callqa.audio.signal_stats import (
     clipped_share,
     finite_or_none,
     loudness_lufs,

@@ -98,20 +98,20 @@ class AudioStats:
 def clip_bounds(subtype: str, peak_pos: float, peak_neg: float) -> tuple[float, float]:
     """Sample levels at or beyond which a sample counts towards the clipping share.
 
-    Same rule and tolerances as `callqa.audio.metrics.clipped_share` (one definition, CONTRACTS:
-    within one quantisation step of the file's own peak; lossy codecs use a fixed level), but
-    split out so a long file can be counted block by block once its peaks are known.
+    Same rule and tolerances as `callqa.audio.signal_stats.clipped_share` (one definition,
+    CONTRACTS: within one quantisation step of the file's own peak; lossy codecs use a fixed
+    level), but split out so a long file can be counted block by block once its peaks are known.
 
     Example:
         >>> clip_bounds("PCM_16", 0.5, -1.0)[0] < 0.5
         True
     """
-    from callqa.audio import metrics
+    from callqa.audio import signal_stats as stats
 
     subtype = (subtype or "").upper()
-    if subtype in metrics._LOSSY_SUBTYPES:
-        return metrics._LOSSY_CLIP_LEVEL, -metrics._LOSSY_CLIP_LEVEL
-    tol = metrics._PEAK_TOLERANCE.get(subtype, metrics._DEFAULT_PEAK_TOLERANCE) * 1.001
+    if subtype in stats._LOSSY_SUBTYPES:
+        return stats._LOSSY_CLIP_LEVEL, -stats._LOSSY_CLIP_LEVEL
+    tol = stats._PEAK_TOLERANCE.get(subtype, stats._DEFAULT_PEAK_TOLERANCE) * 1.001
     hi = peak_pos - tol if peak_pos > tol else math.inf
     lo = peak_neg + tol if peak_neg < -tol else -math.inf
     return hi, lo
