@@ -199,7 +199,10 @@ def preprocess(
     cfg = _params(params).preprocess
     from callqa.audio import preprocess as stage
 
-    summary = stage.run(cfg, accepted=accepted, out_dir=out, progress=progress)
+    try:
+        summary = stage.run(cfg, accepted=accepted, out_dir=out, progress=progress)
+    except (FileNotFoundError, ValueError) as err:  # no accepted table, or a malformed one
+        raise _fail(str(err), 2) from None
     _print_summary("preprocess", summary)
     if summary.get("failed"):
         raise _fail(f"{summary['failed']} file(s) failed; see the log above")
@@ -217,6 +220,7 @@ def transcribe(
     """Speech recognition with word timestamps per role (cached per audio, model, options)."""
     p = _params(params)
     from callqa.asr import transcribe as stage
+    from callqa.config import ConfigError
     from callqa.qa.scorecard import Scorecard, ScorecardError
     from callqa.text.encoder import EncoderError, get_encoder
 
@@ -227,9 +231,12 @@ def transcribe(
         agent_likeness = card.agent_likeness(get_encoder(p.score.sentence_encoder))
     except (ScorecardError, EncoderError) as err:
         raise _fail(str(err), 2) from None
-    summary = stage.run(
-        cfg, agent_likeness, preprocessed_dir=preprocessed, out_dir=out, progress=progress
-    )
+    try:
+        summary = stage.run(
+            cfg, agent_likeness, preprocessed_dir=preprocessed, out_dir=out, progress=progress
+        )
+    except (ConfigError, FileNotFoundError) as err:  # the ASR model; no preprocessed calls
+        raise _fail(str(err), 2) from None
     _print_summary("transcribe", summary)
     if summary.get("failed"):
         raise _fail(f"{summary['failed']} call(s) failed; see the log above")

@@ -172,3 +172,12 @@ def test_config_errors_exit_2_before_the_first_file(tmp_path, realdata):
         assert res.returncode == 2, (key, res.stderr)
         assert key in res.stderr and "Traceback" not in res.stderr, res.stderr
         assert not out.exists()  # found before the first file
+    # The transcribe stage loads its model before the first call, too.
+    pre = tmp_path / "preprocessed"
+    pre.mkdir()
+    res = run_callqa(
+        ["transcribe", "--preprocessed", str(pre), "--out", str(tmp_path / "tr"), "-p",
+         str(tmp_path / "transcribe.model.yaml"), "--no-progress"], cwd=ROOT,
+    )  # fmt: skip
+    assert res.returncode == 2 and "transcribe.model" in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr

@@ -22,7 +22,7 @@ from callqa.asr.backend import AsrBackend, AsrSegment
 from callqa.asr.diarize import diarize
 from callqa.asr.roles import AgentLikeness, pick_agent
 from callqa.cache import CacheKey, StageCache, library_versions, weights_id
-from callqa.config import TranscribeConfig
+from callqa.config import ConfigError, TranscribeConfig
 from callqa.files import atomic_path
 from callqa.schemas import SAMPLE_RATE_HZ, Segment, Word
 
@@ -142,19 +142,26 @@ def load_backend(cfg: TranscribeConfig) -> AsrBackend:
 
     Returns:
         A backend whose `transcribe` can be called for many tracks.
+
+    Raises:
+        ConfigError: the backend or model cannot be loaded (the message names the key).
     """
     if cfg.backend == "faster-whisper":
-        from callqa.asr.faster_whisper import FasterWhisperBackend
-
-        return FasterWhisperBackend(cfg)
-    if cfg.backend == "transformers":
-        from callqa.asr.transformers_whisper import TransformersWhisperBackend
-
-        return TransformersWhisperBackend(cfg)
-    raise ValueError(
-        f"transcribe.backend: unknown backend {cfg.backend!r}; use 'faster-whisper' or "
-        "'transformers'"
-    )
+        from callqa.asr.faster_whisper import FasterWhisperBackend as Backend
+    elif cfg.backend == "transformers":
+        from callqa.asr.transformers_whisper import TransformersWhisperBackend as Backend
+    else:
+        raise ConfigError(
+            f"transcribe.backend: unknown backend {cfg.backend!r}; use 'faster-whisper' or "
+            "'transformers'"
+        )
+    try:
+        return Backend(cfg)
+    except Exception as err:  # noqa: BLE001 - any failure to load the model is a config error
+        message = str(err)
+        if "transcribe." not in message:
+            message = f"transcribe.model = {cfg.model!r}: cannot be loaded ({err})"
+        raise ConfigError(message) from None
 
 
 def transcribe_prepared(
@@ -278,11 +285,11 @@ def run(
 
     src = Path(preprocessed_dir or cfg.preprocessed_dir)
     out = Path(out_dir or cfg.out_dir)
+    t0 = time.perf_counter()
+    asr = CachedAsr(load_backend(cfg), cfg)  # first: a bad model is a config error (exit 2)
     call_dirs = sorted(p for p in src.iterdir() if p.is_dir()) if src.exists() else []
     if not call_dirs:
         raise FileNotFoundError(f"no preprocessed calls in {src}: run `callqa preprocess` first")
-    t0 = time.perf_counter()
-    asr = CachedAsr(load_backend(cfg), cfg)
     out.mkdir(parents=True, exist_ok=True)
     done, failed, audio_s = 0, 0, 0.0
     from callqa.progress import track
