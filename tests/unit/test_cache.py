@@ -115,17 +115,17 @@ def test_preprocess_key_follows_params_and_libraries(tmp_path):
 
 def test_validate_stats_follow_the_bytes_not_the_manifest_id(tmp_path, realdata):
     """The old cache trusted id + frame count: a file edited in place kept its stale stats."""
-    from callqa.data.validate import _cached_measure, stats_cache
+    from callqa.data.audio_checks import cached_measure, stats_cache
 
     x, sr = sf.read(realdata / "asr" / "jfk.flac", dtype="float32")
     path = tmp_path / "call.wav"
     sf.write(path, x, sr, subtype="PCM_16")
     vad = VadConfig()
     cache = stats_cache(vad, tmp_path / "cache")
-    loud = _cached_measure(str(path), cache, vad)
+    loud = cached_measure(str(path), cache, vad)
     assert cache.get_json(content_id(path)) is not None
     sf.write(path, x * 0.25, sr, subtype="PCM_16")  # same frames, quieter: new stats
-    quiet = _cached_measure(str(path), cache, vad)
+    quiet = cached_measure(str(path), cache, vad)
     assert quiet.frames == loud.frames
     assert quiet.peak_pos == pytest.approx(loud.peak_pos * 0.25, abs=1e-3)
     libs = {**cache.key("x").libraries, "soundfile": "0.1"}
