@@ -12,7 +12,8 @@ import pytest
 
 from callqa.config import IngestConfig, SplitConfig
 from callqa.data import ingest
-from callqa.data.ingest import IngestError, assign_splits, map_label, parse_corpus_name
+from callqa.data.ingest import IngestError
+from callqa.data.labels import assign_splits, map_label, parse_corpus_name
 from callqa.files import content_id
 
 CHECK_IDS = ["greeting", "identity_verification", "recording_disclosure", "closing",
