@@ -8,15 +8,10 @@ from pathlib import Path
 
 import pytest
 
-for _var, _value in {
-    "HF_HUB_OFFLINE": "1",
-    "HF_HUB_DISABLE_TELEMETRY": "1",
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-    "DVC_NO_ANALYTICS": "1",
-    "ORT_DISABLE_TELEMETRY": "1",
-    "GX_ANALYTICS_ENABLED": "false",
-}.items():
+# The same offline / no-telemetry defaults the CLI sets, for code the tests call directly.
+from callqa.cli import OFFLINE_DEFAULTS  # callqa.cli imports nothing heavy
+
+for _var, _value in OFFLINE_DEFAULTS.items():
     os.environ[_var] = _value
 
 ROOT = Path(__file__).resolve().parents[1]
