@@ -9,14 +9,8 @@ STAMP := $(VENV)/.installed-$(LOCK_HASH)
 DEMO_CALLS ?= 8
 PYTEST_ARGS ?=
 
-# Offline and quiet: no telemetry anywhere, models come from installed packages.
-export HF_HUB_OFFLINE ?= 1
-export HF_HUB_DISABLE_TELEMETRY := 1
-export MLFLOW_DISABLE_TELEMETRY := true
-export PREFECT_SERVER_ANALYTICS_ENABLED := false
-export DVC_NO_ANALYTICS := 1
-export ORT_DISABLE_TELEMETRY := 1
-export GX_ANALYTICS_ENABLED := false
+# Offline and quiet: `callqa` itself sets the no-telemetry / offline defaults (cli.py
+# OFFLINE_DEFAULTS) and tests/conftest.py sets them for the tests.
 
 .PHONY: install demo test test-fast lint format schema bench clean
 
@@ -36,7 +30,7 @@ demo: install
 	$(BIN)/callqa validate
 	$(BIN)/callqa preprocess
 	$(BIN)/callqa transcribe
-	$(BIN)/callqa score data/synth --out reports/results.jsonl --report-dir reports/calls
+	$(BIN)/callqa score data/synth
 	@echo
 	@echo "Done. Results:"
 	@echo "  manifest        data/manifest.parquet (accepted/quarantined: data/accepted.parquet, data/quarantine.parquet)"

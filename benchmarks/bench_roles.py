@@ -34,7 +34,8 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.asr.roles import diarize, frame_accuracy
+from callqa.asr.diarize import diarize
+from callqa.asr.roles import frame_accuracy
 from callqa.audio.io import decode_bytes, load_audio, resample, to_mono
 from callqa.audio.vad import detect_speech
 

@@ -78,14 +78,14 @@ def main() -> None:
     def run_pipeline(paths, tag, rep):
         cache = work / f"cache-{tag}-{rep}"  # a cold cache: nothing is reused between runs
         os.environ["CALLQA_CACHE_DIR"] = str(cache)
-        scorer.asr.root = cache / "transcribe"
+        scorer.asr.cache.dir = cache / "transcribe"
         t0 = time.perf_counter()
         scorer.score_files(paths, work / f"{tag}.jsonl", progress=False)
         return time.perf_counter() - t0
 
     scorer = Scorer(params.preprocess, params.transcribe, params.score)
     os.environ["CALLQA_CACHE_DIR"] = str(work / "cache-warmup")
-    scorer.asr.root = work / "cache-warmup" / "transcribe"
+    scorer.asr.cache.dir = work / "cache-warmup" / "transcribe"
     scorer.score(stereo[0])  # loads every lazy model (VAD, encoder) before timing
     scorer.score(mono[0])  # and the speaker encoder
     # Interleaved repeats; each side keeps its fastest run (the least disturbed one).

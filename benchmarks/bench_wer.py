@@ -33,7 +33,7 @@ def main() -> None:
     from faster_whisper import BatchedInferencePipeline, WhisperModel
     from whisper_normalizer.english import EnglishTextNormalizer
 
-    from callqa.asr.backend import load_backend
+    from callqa.asr.transcribe import load_backend
     from callqa.audio.io import load_audio, resample, to_mono
     from callqa.audio.vad import detect_speech
     from callqa.config import TranscribeConfig, VadConfig

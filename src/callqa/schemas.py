@@ -12,6 +12,8 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
 SCHEMA_VERSION = 1
+# Role audio (VAD, ASR, diarization, metrics, reports) is mono float32 at this rate.
+SAMPLE_RATE_HZ = 16000
 Role = Literal["agent", "customer"]
 EvidenceRole = Literal["agent", "customer", "call"]
 CHECK_IDS = [

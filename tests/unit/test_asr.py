@@ -7,16 +7,9 @@ temp dir), with Silero VAD intervals from `callqa.audio.vad.detect_speech`.
 import numpy as np
 import pytest
 
-from callqa.asr.backend import (
-    MAX_WINDOW_S,
-    clean_words,
-    compression_ratio,
-    is_hallucination,
-    load_backend,
-    make_segment,
-    pack_speech,
-    speech_pieces,
-)
+from callqa.asr.backend import clean_words, compression_ratio, is_hallucination, make_segment
+from callqa.asr.packing import MAX_WINDOW_S, pack_speech, speech_pieces
+from callqa.asr.transcribe import load_backend
 from callqa.config import TranscribeConfig, VadConfig
 from callqa.schemas import Word
 

@@ -14,20 +14,17 @@ import numpy as np
 import pandas as pd
 import pytest
 import soundfile as sf
+from conftest import ROOT, run_callqa
 
 from callqa.config import IngestConfig, ValidateConfig
 from callqa.data import ingest, validate
 
-REAL = Path(__file__).resolve().parents[3] / "shared" / "realdata"
-if not REAL.exists():
-    REAL = Path("/work/shared/realdata")
-ASR = REAL / "asr"
 NON_ASCII = "appel_client_é_通話.wav"
 HOUR_S = 3600
 
 
-def _speech(name: str = "librivox_ss01_0880.wav") -> tuple[np.ndarray, int]:
-    x, sr = sf.read(ASR / name, dtype="float32", always_2d=True)
+def _speech(asr: Path, name: str = "librivox_ss01_0880.wav") -> tuple[np.ndarray, int]:
+    x, sr = sf.read(asr / name, dtype="float32", always_2d=True)
     return x, sr
 
 
@@ -40,6 +37,35 @@ def write_silent_wav(path: Path, seconds: int, sample_rate_hz: int = 8000) -> No
     with open(path, "wb") as f:
         f.write(header)
         f.truncate(len(header) + n_bytes)
+
+
+def write_corrupt_flac(path: Path, x: np.ndarray, sr: int) -> None:
+    """3 s of real speech as FLAC with 2 kB of random bytes in the middle of its body."""
+    sf.write(path, x[: 3 * sr], sr)
+    data = bytearray(path.read_bytes())
+    mid = len(data) // 2
+    data[mid : mid + 2000] = np.random.default_rng(0).integers(0, 256, 2000, np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+
+
+def no_speech_signals() -> dict[str, tuple[np.ndarray, int]]:
+    """Audio with sound but no voice: line noise, a dial tone, fax calling tones, hold music."""
+    rng = np.random.default_rng(1)
+    t = np.arange(10 * 8000) / 8000
+    tt = np.arange(12 * 16000) / 16000
+    music = np.zeros_like(tt)
+    for i, f in enumerate([262, 330, 392, 523, 392, 330] * 2):  # a plucked arpeggio
+        seg = (tt >= i) & (tt < i + 1)
+        music[seg] = np.exp(-3 * (tt[seg] - i)) * sum(
+            np.sin(2 * np.pi * f * k * tt[seg]) / k for k in (1, 2, 3)
+        )
+    out = {
+        "line_noise.wav": (rng.normal(0, 0.03, t.size), 8000),
+        "dial_tone.wav": (0.2 * (np.sin(2 * np.pi * 350 * t) + np.sin(2 * np.pi * 440 * t)), 8000),
+        "fax_tone.wav": (0.3 * np.sin(2 * np.pi * 1100 * t) * ((t % 3.5) < 0.5), 8000),
+        "hold_music.wav": (0.2 * music, 16000),
+    }
+    return {k: (y.astype(np.float32), r) for k, (y, r) in out.items()}
 
 
 # file name -> expected reason code (None = accepted)
@@ -66,23 +92,33 @@ EXPECTED = {
     "labels/missing.wav": "missing_file",
     "labels/bored.wav": "unknown_label",
     "labels/fearful.wav": "label_out_of_scope",
+    "readme.txt": "not_audio",  # not an audio extension: listed, never dropped silently
+    "scan.pdf": "not_audio",
+    "corrupt_body.flac": "unreadable",  # "flac decoder lost sync" part-way through
+    "zz_link_to_good_b.wav": "duplicate_content",  # a symlink to a file already listed
+    "a_link_to_good_c.flac": "duplicate_content",  # sorts first, but the real file is kept
+    "line_noise.wav": "no_speech",
+    "dial_tone.wav": "no_speech",
+    "fax_tone.wav": "no_speech",
+    "hold_music.wav": "no_speech",
 }
 
 
 @pytest.fixture(scope="module")
-def outcome(tmp_path_factory):
+def outcome(tmp_path_factory, realdata):
+    asr = realdata / "asr"
     root = tmp_path_factory.mktemp("bad_input")
     calls = root / "calls"
     (calls / "labels").mkdir(parents=True)
-    shutil.copyfile(ASR / "librivox_ss01_0870.wav", calls / "good_a.wav")
-    shutil.copyfile(ASR / "ps_cards_002.wav", calls / "good_b.wav")
-    shutil.copyfile(ASR / "jfk.flac", calls / "good_c.flac")
-    shutil.copyfile(ASR / "librivox_ss01_0880.wav", calls / NON_ASCII)
-    shutil.copyfile(ASR / "librivox_ss01_0870.wav", calls / "zz_copy_of_good_a.wav")
+    shutil.copyfile(asr / "librivox_ss01_0870.wav", calls / "good_a.wav")
+    shutil.copyfile(asr / "ps_cards_002.wav", calls / "good_b.wav")
+    shutil.copyfile(asr / "jfk.flac", calls / "good_c.flac")
+    shutil.copyfile(asr / "librivox_ss01_0880.wav", calls / NON_ASCII)
+    shutil.copyfile(asr / "librivox_ss01_0870.wav", calls / "zz_copy_of_good_a.wav")
     (calls / "empty.wav").write_bytes(b"")
-    (calls / "truncated_header.wav").write_bytes((ASR / "ps_cards_001.wav").read_bytes()[:20])
+    (calls / "truncated_header.wav").write_bytes((asr / "ps_cards_001.wav").read_bytes()[:20])
     (calls / "notes.wav").write_text("agent: hello, this is not audio\n", encoding="utf-8")
-    x, sr = _speech()
+    x, sr = _speech(asr)
     nan = x.copy()
     nan[1000:1010] = np.nan
     sf.write(calls / "nan_samples.wav", nan, sr, subtype="FLOAT")
@@ -96,11 +132,18 @@ def outcome(tmp_path_factory):
     sf.write(calls / "phone_u8.wav", phone, sr // 2, subtype="PCM_U8")
     mp4_head = b"\x00\x00\x00\x20ftypM4A \x00\x00\x02\x00isomiso2"
     (calls / "voicemail.m4a").write_bytes(mp4_head + bytes(range(256)) * 8)
-    (calls / "header_only.wav").write_bytes((ASR / "ps_cards_001.wav").read_bytes()[:44])
+    (calls / "header_only.wav").write_bytes((asr / "ps_cards_001.wav").read_bytes()[:44])
     (calls / "dangling_link.wav").symlink_to(calls / "no_such_target.wav")
-    shutil.copyfile(ASR / "ps_goforward.wav", calls / "labels" / "bored.wav")
-    shutil.copyfile(ASR / "ps_cards_003.wav", calls / "labels" / "fearful.wav")
-    (calls / "readme.txt").write_text("not an audio extension: not ingested")
+    shutil.copyfile(asr / "ps_goforward.wav", calls / "labels" / "bored.wav")
+    shutil.copyfile(asr / "ps_cards_003.wav", calls / "labels" / "fearful.wav")
+    (calls / "readme.txt").write_text("not an audio extension, but never dropped silently")
+    (calls / "scan.pdf").write_bytes(b"%PDF-1.4\n" + bytes(200))
+    (calls / "good_a.txt").write_text("a transcript beside good_a.wav: a companion, not an input")
+    write_corrupt_flac(calls / "corrupt_body.flac", x, sr)
+    (calls / "zz_link_to_good_b.wav").symlink_to(calls / "good_b.wav")
+    (calls / "a_link_to_good_c.flac").symlink_to(calls / "good_c.flac")
+    for name, (y, rate) in no_speech_signals().items():
+        sf.write(calls / name, y, rate)
     labels = calls / "labels" / "labels.csv"
     labels.write_text(
         "path,label,speaker\n"
@@ -140,7 +183,7 @@ def _rel(calls: Path, path: str) -> str:
 def test_every_file_accounted_for_exactly_once(outcome):
     calls = outcome["calls"]
     manifest = {_rel(calls, p) for p in outcome["manifest"]["path"]}
-    assert manifest == set(EXPECTED)  # readme.txt and labels.csv are not audio
+    assert manifest == set(EXPECTED)  # labels.csv and good_a.txt (a companion) are not inputs
     acc = {_rel(calls, p) for p in outcome["accepted"]["path"]}
     quar = {_rel(calls, p) for p in outcome["quarantine"]["path"]}
     assert acc.isdisjoint(quar)
@@ -181,6 +224,12 @@ def test_specific_reasons_are_not_muddled(outcome):
     assert by_name["fearful.wav"] == ["label_out_of_scope"]
     assert by_name["zz_copy_of_good_a.wav"] == ["duplicate_content"]
     assert by_name["voicemail.m4a"] == ["unreadable"]
+    assert by_name["corrupt_body.flac"] == ["unreadable"]
+    assert by_name["readme.txt"] == ["not_audio"]
+    for name in ("line_noise.wav", "dial_tone.wav", "fax_tone.wav", "hold_music.wav"):
+        assert by_name[name] == ["no_speech"], name
+    assert by_name["a_link_to_good_c.flac"] == ["duplicate_content"]
+    assert "good_c.flac" not in by_name and "good_b.wav" not in by_name
     message = q.set_index("path").loc[str(outcome["calls"] / "voicemail.m4a"), "message"]
     assert "MP4/M4A" in message and "convert" in message
 
@@ -207,3 +256,35 @@ def test_run_fails_with_a_readable_message_and_finishes_quickly(outcome):
     assert (outcome["docs"] / "index.html").is_file()
     # An hour of silence is streamed, not loaded: the whole validation stays quick.
     assert outcome["seconds"] < 30
+
+
+@pytest.mark.slow
+def test_files_the_process_may_not_read_are_quarantined(tmp_path, realdata):
+    """Mode-000 files, locked before ingest and between ingest and validate (real CLI runs)."""
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    for name in ("librivox_ss01_0870.wav", "librivox_ss01_0880.wav", "ps_goforward.wav"):
+        shutil.copyfile(realdata / "asr" / name, calls / name)
+    shutil.copyfile(realdata / "asr" / "ps_cards_001.wav", calls / "locked_early.wav")
+    shutil.copyfile(realdata / "asr" / "ps_cards_002.wav", calls / "locked_late.wav")
+    (calls / "locked_early.wav").chmod(0)
+    manifest, acc, quar = (tmp_path / n for n in ("m.parquet", "a.parquet", "q.parquet"))
+    ing = run_callqa(
+        ["ingest", "--source", str(calls), "--manifest", str(manifest), "--no-progress"],
+        cwd=ROOT, obey_file_modes=True,
+    )  # fmt: skip
+    assert ing.returncode == 0, ing.stderr
+    (calls / "locked_late.wav").chmod(0)
+    val = run_callqa(
+        ["validate", "--manifest", str(manifest), "--accepted", str(acc), "--quarantine",
+         str(quar), "--data-docs-dir", str(tmp_path / "docs"), "--no-progress"],
+        cwd=ROOT, obey_file_modes=True,
+    )  # fmt: skip
+    assert val.returncode == 1, val.stderr  # 3 of 5 accepted: below min_accepted_share
+    assert "Traceback" not in val.stderr
+    q = pd.read_parquet(quar).set_index("path")
+    for name in ("locked_early.wav", "locked_late.wav"):
+        row = q.loc[str(calls / name)]
+        assert list(row["reasons"]) == ["unreadable"], row.to_dict()
+        assert "permission" in row["message"].lower()
+    assert len(pd.read_parquet(acc)) == 3

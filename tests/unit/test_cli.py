@@ -1,6 +1,9 @@
+import json
+import os
 import subprocess
 import sys
 
+import pytest
 from conftest import ROOT
 from typer.testing import CliRunner
 
@@ -14,6 +17,17 @@ def test_help_lists_one_command_per_stage():
     assert res.exit_code == 0
     for cmd in ("synth", "ingest", "validate", "preprocess", "transcribe", "score", "models"):
         assert cmd in res.output
+
+
+@pytest.mark.parametrize(
+    "args",
+    [[], ["synth"], ["preprocess"], ["transcribe"], ["score"], ["models", "convert-whisper"]],
+)
+def test_help_shows_flags_without_type_hints(args):
+    res = runner.invoke(app, [*args, "--help"])
+    assert res.exit_code == 0
+    assert "<bool>" not in res.output
+    assert "--progress / --no-progress" in res.output or "--progress" not in res.output
 
 
 def test_help_is_fast_and_imports_nothing_heavy():
@@ -38,3 +52,26 @@ def test_score_with_no_audio_exits_2(tmp_path):
         app, ["score", str(tmp_path), "--params", str(ROOT / "params.yaml"), "--no-progress"]
     )
     assert res.exit_code == 2
+
+
+def test_cli_sets_offline_and_no_telemetry_defaults(tmp_path):
+    """Run by hand, outside make and pytest, the CLI itself turns telemetry off."""
+    code = (
+        "import json, os, sys\n"
+        "from typer.testing import CliRunner\n"
+        "from callqa.cli import app, OFFLINE_DEFAULTS\n"
+        "res = CliRunner().invoke(app, ['schema', '--out', sys.argv[1]])\n"
+        "assert res.exit_code == 0, res.output\n"
+        "print(json.dumps({k: os.environ.get(k) for k in OFFLINE_DEFAULTS}))\n"
+    )
+    from callqa.cli import OFFLINE_DEFAULTS
+
+    env = {k: v for k, v in os.environ.items() if k not in OFFLINE_DEFAULTS}
+    env["HF_HUB_OFFLINE"] = "0"  # a user who wants the hub keeps it
+    out = subprocess.run(
+        [sys.executable, "-c", code, str(tmp_path / "s.json")],
+        capture_output=True, text=True, check=True, env=env,
+    )  # fmt: skip
+    seen = json.loads(out.stdout)
+    assert seen == {**OFFLINE_DEFAULTS, "HF_HUB_OFFLINE": "0"}
+    assert seen["GX_ANALYTICS_ENABLED"] == "false"

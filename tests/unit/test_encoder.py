@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from callqa.qa.encoder import EncoderError, SentenceEncoder, get_encoder, resolve_model_path
+from callqa.text.encoder import EncoderError, SentenceEncoder, get_encoder, resolve_model_path
 
 
 @pytest.fixture(scope="module")

@@ -10,14 +10,12 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from callqa.audio.io import content_id
 from callqa.config import IngestConfig, SplitConfig
 from callqa.data import ingest
-from callqa.data.ingest import IngestError, assign_splits, map_label, parse_corpus_name
+from callqa.data.ingest import IngestError
+from callqa.data.labels import assign_splits, map_label, parse_corpus_name
+from callqa.files import content_id
 
-REAL = Path("/work/shared/realdata")
-ASR = REAL / "asr"
-RAVDESS = REAL / "emotion" / "ravdess"
 CHECK_IDS = ["greeting", "identity_verification", "recording_disclosure", "closing",
              "forbidden_language", "dead_air", "overtalk", "agent_speech_rate"]  # fmt: skip
 LABEL_MAP = IngestConfig().label_map
@@ -89,13 +87,13 @@ def test_assign_splits_with_few_groups():
 
 
 @pytest.fixture(scope="module")
-def ravdess_handful(tmp_path_factory) -> Path:
+def ravdess_handful(tmp_path_factory, realdata) -> Path:
     """12 RAVDESS clips: 4 actors x 3 clips (angry, happy, fearful), copied to tmp."""
     folder = tmp_path_factory.mktemp("ravdess")
     for actor in ("01", "02", "05", "06"):
         for emotion in ("05", "03", "06"):
             name = f"03-01-{emotion}-01-01-01-{actor}.flac"
-            shutil.copyfile(RAVDESS / name, folder / name)
+            shutil.copyfile(realdata / "emotion" / "ravdess" / name, folder / name)
     return folder
 
 
@@ -121,8 +119,12 @@ def test_ravdess_handful(tmp_path, ravdess_handful):
     pd.testing.assert_frame_equal(df, again)
 
 
-def test_all_shared_ravdess_is_speaker_disjoint(tmp_path):
-    df = _ingest(tmp_path, [RAVDESS])  # read in place: 480 clips, 8 actors
+def test_all_shared_ravdess_is_speaker_disjoint(tmp_path, realdata):
+    df = _ingest(tmp_path, [realdata / "emotion" / "ravdess"])  # read in place: 480 clips, 8 actors
+    # labels.tsv beside the clips is listed too (validate quarantines it as not_audio).
+    tsv = df[df["path"].str.endswith("labels.tsv")]
+    assert tsv["probe_error"].tolist() == ["not_audio"]
+    df = df.drop(tsv.index)
     assert len(df) == 480 and df["probe_error"].isna().all()
     per_split = df.groupby("split")["speaker"].nunique().to_dict()
     assert per_split == {"test": 1, "val": 1, "train": 6}
@@ -139,18 +141,19 @@ def _sidecar(customer: str) -> dict:
     }  # fmt: skip
 
 
-def test_synth_csv_cremad_and_plain_folder(tmp_path):
+def test_synth_csv_cremad_and_plain_folder(tmp_path, realdata):
+    asr = realdata / "asr"
     data = tmp_path / "in"
     (data / "synth").mkdir(parents=True)
     (data / "corpus" / "sub").mkdir(parents=True)
     (data / "corpus" / ".hidden").mkdir()
-    shutil.copyfile(ASR / "ps_cards_001.wav", data / "synth" / "call_0000.wav")
+    shutil.copyfile(asr / "ps_cards_001.wav", data / "synth" / "call_0000.wav")
     sidecar = _sidecar("angry")
     (data / "synth" / "call_0000.json").write_text(json.dumps(sidecar))
-    shutil.copyfile(ASR / "ps_cards_002.wav", data / "corpus" / "1001_DFA_HAP_XX.wav")
-    shutil.copyfile(ASR / "ps_cards_003.wav", data / "corpus" / "sub" / "Anruf Müller.wav")
-    shutil.copyfile(ASR / "ps_goforward.wav", data / "corpus" / "sub" / "csv_listed.wav")
-    shutil.copyfile(ASR / "ps_goforward.wav", data / "corpus" / ".hidden" / "x.wav")
+    shutil.copyfile(asr / "ps_cards_002.wav", data / "corpus" / "1001_DFA_HAP_XX.wav")
+    shutil.copyfile(asr / "ps_cards_003.wav", data / "corpus" / "sub" / "Anruf Müller.wav")
+    shutil.copyfile(asr / "ps_goforward.wav", data / "corpus" / "sub" / "csv_listed.wav")
+    shutil.copyfile(asr / "ps_goforward.wav", data / "corpus" / ".hidden" / "x.wav")
     (data / "corpus" / "notes.txt").write_text("not audio")
     csv = data / "corpus" / "labels.csv"
     # Byte-order mark and capitalised header, as spreadsheets write them.
@@ -159,7 +162,9 @@ def test_synth_csv_cremad_and_plain_folder(tmp_path):
     )
 
     df = _ingest(tmp_path, [data / "synth", data / "corpus"], labels_csv=csv).set_index("path")
-    assert len(df) == 5  # hidden folder and .txt skipped; csv_listed.wav appears once
+    # hidden folder and the labels CSV skipped; csv_listed.wav appears once; notes.txt is listed
+    assert len(df) == 6
+    assert df.loc[str(data / "corpus" / "notes.txt"), "probe_error"] == "not_audio"
     synth = df.loc[str(data / "synth" / "call_0000.wav")]
     assert (synth["source"], synth["label"]) == ("synth", "angry")
     assert pd.isna(synth["speaker"])  # synth calls carry no speaker identity

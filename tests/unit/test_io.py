@@ -2,20 +2,16 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import soundfile as sf
 
 from callqa.audio.io import AudioError, decode_bytes, load_audio
 
-REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
-
 
 @pytest.fixture(scope="module")
-def speech_8k() -> np.ndarray:
-    x, sr = sf.read(REALDATA / "conversation" / "pyannote_sample.wav", dtype="float32")
+def speech_8k(realdata) -> np.ndarray:
+    x, sr = sf.read(realdata / "conversation" / "pyannote_sample.wav", dtype="float32")
     assert sr == 16000
     return x[::2]
 

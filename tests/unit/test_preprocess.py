@@ -14,39 +14,39 @@ import pandas as pd
 import pytest
 import soundfile as sf
 
-from callqa.audio.io import Audio, AudioError, content_id, load_audio, resample
-from callqa.audio.metrics import loudness_lufs
-from callqa.audio.preprocess import (
-    condition,
-    load_prepared,
-    log_mel,
-    params_hash,
-    prepare,
-    run,
-    spectral_gate,
-    split_roles,
-)
+from callqa.audio.io import Audio, AudioError, load_audio, resample
+from callqa.audio.prepare import condition, log_mel, prepare, spectral_gate, split_roles
+from callqa.audio.preprocess import load_prepared, run, stage_cache
+from callqa.audio.signal_stats import loudness_lufs
 from callqa.config import PreprocessConfig, VadConfig
+from callqa.files import content_id
 
-REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
-STEREO = REALDATA / "overlap" / "fw_stereo_diarization.wav"
-SPEECH = REALDATA / "asr" / "librivox_ss01_0870.wav"
-JFK = REALDATA / "asr" / "jfk.flac"
 CFG = PreprocessConfig(progress=False)
 
 
-def _speech16k() -> np.ndarray:
-    x, sr = sf.read(SPEECH, dtype="float32")
-    assert sr == 16000
-    return x
+@pytest.fixture(scope="module")
+def stereo_path(realdata) -> Path:
+    return realdata / "overlap" / "fw_stereo_diarization.wav"
 
 
 @pytest.fixture(scope="module")
-def files(tmp_path_factory) -> dict[str, Path]:
+def speech16k(realdata):
+    """Loads a fresh copy of 16 kHz real speech (tests may change it in place)."""
+
+    def load() -> np.ndarray:
+        x, sr = sf.read(realdata / "asr" / "librivox_ss01_0870.wav", dtype="float32")
+        assert sr == 16000
+        return x
+
+    return load
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory, speech16k, stereo_path, realdata) -> dict[str, Path]:
     """Real speech in the layouts calls come in (written once for the module)."""
     d = tmp_path_factory.mktemp("audio")
-    x = _speech16k()
-    out = {"stereo": STEREO, "jfk": JFK}
+    x = speech16k()
+    out = {"stereo": stereo_path, "jfk": realdata / "asr" / "jfk.flac"}
     out["ulaw8k"] = d / "phone_ulaw_8k.wav"
     sf.write(out["ulaw8k"], resample(x, 16000, 8000), 8000, subtype="ULAW")
     out["same"] = d / "same_both_channels.wav"
@@ -63,8 +63,8 @@ def _dc_free(x: np.ndarray) -> np.ndarray:
     return x - x.mean(dtype=np.float64)
 
 
-def test_stereo_split_into_roles_untouched_audio():
-    audio = load_audio(STEREO)
+def test_stereo_split_into_roles_untouched_audio(stereo_path):
+    audio = load_audio(stereo_path)
     p = prepare(audio, CFG)
     assert p.roles_from == "channels" and p.mono_reason is None and not p.mono
     assert list(p.tracks) == ["agent", "customer"]
@@ -82,21 +82,21 @@ def test_stereo_split_into_roles_untouched_audio():
         assert stats["snr_db"] > 5
 
 
-def test_channel_roles_param_swaps_channels():
-    audio = load_audio(STEREO)
+def test_channel_roles_param_swaps_channels(stereo_path):
+    audio = load_audio(stereo_path)
     p = prepare(audio, CFG.model_copy(update={"channel_roles": ("customer", "agent")}))
     assert list(p.tracks) == ["agent", "customer"]  # track order stays agent, customer
     np.testing.assert_allclose(p.tracks["agent"], _dc_free(audio.samples[1]), atol=1 / 32768)
 
 
-def test_mono_8khz_mulaw_phone_file(files):
+def test_mono_8khz_mulaw_phone_file(files, speech16k):
     audio = load_audio(files["ulaw8k"])
     assert audio.subtype == "ULAW" and audio.sample_rate_hz == 8000
     p = prepare(audio, CFG)
     assert p.roles_from == "diarization" and p.mono_reason == "mono_file"
     assert list(p.tracks) == ["mono"] and p.tracks["mono"].size == 2 * audio.samples.shape[1]
     assert (p.sample_rate_hz, p.channels) == (8000, 1)
-    ref = prepare(Audio(_speech16k()[None], 16000, "PCM_16"), CFG)
+    ref = prepare(Audio(speech16k()[None], 16000, "PCM_16"), CFG)
     # telephone band and companding change little: the same speech is found
     assert p.speech["mono"][0][0] == pytest.approx(ref.speech["mono"][0][0], abs=0.15)
     assert p.speech["mono"][-1][1] == pytest.approx(ref.speech["mono"][-1][1], abs=0.15)
@@ -107,7 +107,7 @@ def test_mono_8khz_mulaw_phone_file(files):
     )
 
 
-def test_identical_or_one_silent_channel_is_mono(files):
+def test_identical_or_one_silent_channel_is_mono(files, speech16k):
     for key, reason in [
         ("same", "identical_channels"),
         ("jfk", "identical_channels"),
@@ -116,14 +116,14 @@ def test_identical_or_one_silent_channel_is_mono(files):
         p = prepare(load_audio(files[key]), CFG)
         assert (p.roles_from, p.mono_reason, list(p.tracks)) == ("diarization", reason, ["mono"])
         assert p.channels == 2 and p.logmel.shape[0] == 1
-    x = _speech16k()
+    x = speech16k()
     # the silent channel is dropped, not mixed in at -6 dB
     p = prepare(load_audio(files["one_silent"]), CFG)
     np.testing.assert_allclose(p.tracks["mono"], _dc_free(x), atol=1 / 32768)
 
 
-def test_more_than_two_channels_are_mixed_down():
-    x = _speech16k()
+def test_more_than_two_channels_are_mixed_down(speech16k):
+    x = speech16k()
     rng = np.random.default_rng(0)
     three = np.stack([x, np.roll(x, 4000), rng.standard_normal(x.size).astype(np.float32) * 0.01])
     tracks, rows, reason = split_roles(three)
@@ -131,8 +131,8 @@ def test_more_than_two_channels_are_mixed_down():
     np.testing.assert_allclose(tracks["mono"], three.mean(axis=0))
 
 
-def test_nan_samples_rejected():
-    x = _speech16k()[None].copy()
+def test_nan_samples_rejected(speech16k):
+    x = speech16k()[None].copy()
     x[0, 100] = np.nan
     with pytest.raises(AudioError) as err:
         prepare(Audio(x, 16000, "FLOAT"), CFG)
@@ -142,8 +142,8 @@ def test_nan_samples_rejected():
 # ------------------------------------------------------------------------------- conditioning
 
 
-def test_condition_normalises_loudness_and_keeps_silence_finite():
-    x = _speech16k()
+def test_condition_normalises_loudness_and_keeps_silence_finite(speech16k):
+    x = speech16k()
     for gain in (0.05, 1.0):
         y = condition(x * gain, CFG)
         assert loudness_lufs(y, 16000) == pytest.approx(CFG.target_lufs, abs=0.3)
@@ -155,9 +155,9 @@ def test_condition_normalises_loudness_and_keeps_silence_finite():
     assert condition(np.zeros(0, np.float32), CFG).size == 0
 
 
-def test_spectral_gate_lowers_noise_keeps_speech():
+def test_spectral_gate_lowers_noise_keeps_speech(speech16k):
     pause = np.zeros(2 * 16000, np.float32)  # a call has pauses the noise profile comes from
-    x = np.concatenate([pause, _speech16k(), pause])
+    x = np.concatenate([pause, speech16k(), pause])
     noise = (np.random.default_rng(1).standard_normal(x.size) * 0.005).astype(np.float32)
     gated = spectral_gate(x + noise, 16000)
     gap, talk = slice(0, int(1.8 * 16000)), slice(int(2.4 * 16000), int(9.0 * 16000))
@@ -167,19 +167,22 @@ def test_spectral_gate_lowers_noise_keeps_speech():
     assert abs(kept_db) < 1.0
 
 
-def test_log_mel_chunks_match_one_pass():
-    x = _speech16k()[: 16000 * 2]
+def test_log_mel_chunks_match_one_pass(speech16k):
+    x = speech16k()[: 16000 * 2]
     whole = log_mel(x, CFG)
     np.testing.assert_allclose(log_mel(x, CFG, chunk_frames=37), whole, atol=1e-4)
     assert whole.shape == (CFG.n_mels, 1 + x.size // CFG.hop_length)
     assert log_mel(np.zeros(10, np.float32), CFG).shape == (CFG.n_mels, 1)
 
 
-def test_params_hash_ignores_paths_and_speed():
-    base = params_hash(CFG)
-    assert params_hash(CFG.model_copy(update={"out_dir": Path("x"), "workers": 4})) == base
-    assert params_hash(CFG.model_copy(update={"vad": VadConfig(threshold=0.6)})) != base
-    assert params_hash(CFG.model_copy(update={"denoise": True})) != base
+def test_cache_key_ignores_paths_and_speed():
+    def name(cfg: PreprocessConfig) -> str:
+        return stage_cache(cfg).key("0123456789abcdef").name
+
+    base = name(CFG)
+    assert name(CFG.model_copy(update={"out_dir": Path("x"), "workers": 4})) == base
+    assert name(CFG.model_copy(update={"vad": VadConfig(threshold=0.6)})) != base
+    assert name(CFG.model_copy(update={"denoise": True})) != base
 
 
 # ------------------------------------------------------------------------------- stage
@@ -254,11 +257,11 @@ def test_corrupted_cache_entry_is_redone(tmp_path, files):
     assert _run(tmp_path, accepted)["processed"] == 1
 
 
-def test_bad_files_are_reported_and_the_run_goes_on(tmp_path, files):
+def test_bad_files_are_reported_and_the_run_goes_on(tmp_path, files, speech16k):
     garbage = tmp_path / "garbage.wav"
     garbage.write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + os.urandom(64))
     gone = tmp_path / "gone.wav"
-    sf.write(gone, _speech16k(), 16000)
+    sf.write(gone, speech16k(), 16000)
     accepted = _accepted(tmp_path, [files["stereo"], garbage, gone])
     gone.unlink()
     summary = _run(tmp_path, accepted)
@@ -270,8 +273,8 @@ def test_bad_files_are_reported_and_the_run_goes_on(tmp_path, files):
     assert not (tmp_path / "out" / content_id(garbage)).exists()
 
 
-def test_changed_file_and_dropped_ids(tmp_path, files):
-    x = _speech16k()
+def test_changed_file_and_dropped_ids(tmp_path, files, speech16k):
+    x = speech16k()
     moving = tmp_path / "moving.wav"
     sf.write(moving, x, 16000)
     accepted = _accepted(tmp_path, [files["stereo"], moving])
@@ -287,9 +290,9 @@ def test_changed_file_and_dropped_ids(tmp_path, files):
     ]
 
 
-def test_killed_run_resumes_without_redoing_done_files(tmp_path):
+def test_killed_run_resumes_without_redoing_done_files(tmp_path, realdata):
     # four 30 s calls (same speech, different gain: different content ids)
-    src, sr = sf.read(REALDATA / "conversation" / "pyannote_sample.wav", dtype="float32")
+    src, sr = sf.read(realdata / "conversation" / "pyannote_sample.wav", dtype="float32")
     paths = []
     for i in range(4):
         p = tmp_path / f"call{i}.wav"
@@ -349,9 +352,9 @@ def test_workers_give_the_same_outputs(tmp_path, files):
         np.testing.assert_array_equal(a.logmel, b.logmel)
 
 
-def test_a_dc_offset_changes_neither_roles_nor_speech():
+def test_a_dc_offset_changes_neither_roles_nor_speech(realdata):
     """Cheap sound cards add DC: the VAD must find the same turns, a silent channel stays silent."""
-    x, sr = sf.read(REALDATA / "conversation" / "pyannote_sample.wav", dtype="float32")
+    x, sr = sf.read(realdata / "conversation" / "pyannote_sample.wav", dtype="float32")
     clean = prepare(Audio(x[None], sr, "PCM_16"), CFG, with_logmel=False)
     shifted = prepare(Audio((x * 0.5 + 0.3)[None], sr, "PCM_16"), CFG, with_logmel=False)
     assert len(shifted.speech["mono"]) == len(clean.speech["mono"]) >= 2

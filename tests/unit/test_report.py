@@ -18,19 +18,21 @@ import soundfile as sf
 from callqa.audio.io import resample
 from callqa.audio.metrics import mutual_silence, overtalk
 from callqa.audio.vad import detect_speech
-from callqa.qa import report
+from callqa.qa import figures, report
+from callqa.qa.index import write_index
 from callqa.schemas import CHECK_IDS, QAError, QAResult
 
-REALDATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "realdata"
-STEREO = (REALDATA / "overlap" / "fw_stereo_diarization.wav").resolve()
 SR = 16000
-
-pytestmark = pytest.mark.skipif(not STEREO.exists(), reason=f"{STEREO} not found")
 
 
 @pytest.fixture(scope="module")
-def tracks() -> dict[str, np.ndarray]:
-    x, sr = sf.read(str(STEREO), dtype="float32", always_2d=True)
+def stereo(realdata) -> Path:
+    return (realdata / "overlap" / "fw_stereo_diarization.wav").resolve()
+
+
+@pytest.fixture(scope="module")
+def tracks(stereo) -> dict[str, np.ndarray]:
+    x, sr = sf.read(str(stereo), dtype="float32", always_2d=True)
     y = resample(np.ascontiguousarray(x.T), sr, SR)
     return {"agent": y[0], "customer": y[1]}
 
@@ -40,7 +42,7 @@ def activity(tracks) -> dict[str, list[tuple[float, float]]]:
     return {role: detect_speech(x, SR) for role, x in tracks.items()}
 
 
-def _result(tracks, activity, path=STEREO, call_id="0123456789abcdef", score=62.5) -> QAResult:
+def _result(tracks, activity, path, call_id="0123456789abcdef", score=62.5) -> QAResult:
     """A valid QAResult whose metrics come from the real VAD activity of the tracks."""
     ag, cu = activity["agent"], activity["customer"]
     silences = [{"start": s, "end": e, "duration_s": e - s} for s, e in mutual_silence(activity)]
@@ -152,8 +154,8 @@ def _png_size(b64: str) -> tuple[int, int]:
     return struct.unpack(">II", data[16:24])
 
 
-def test_report_contents(tmp_path, tracks, activity):
-    result = _result(tracks, activity)
+def test_report_contents(tmp_path, tracks, activity, stereo):
+    result = _result(tracks, activity, stereo)
     out_dir = tmp_path / "reports" / "calls"
     path = report.write_report(result, tracks, SR, out_dir)
     assert path == out_dir / "0123456789abcdef.html"
@@ -161,8 +163,8 @@ def test_report_contents(tmp_path, tracks, activity):
 
     # Player linked to the original file, relative to the report folder.
     src = re.search(r'<audio id="player"[^>]* src="([^"]+)"', page).group(1)
-    assert src == quote(os.path.relpath(STEREO, out_dir))
-    assert (out_dir / unquote(src)).resolve() == STEREO
+    assert src == quote(os.path.relpath(stereo, out_dir))
+    assert (out_dir / unquote(src)).resolve() == stereo
 
     # One inline PNG per role, small; nothing fetched from the network.
     pngs = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
@@ -200,10 +202,10 @@ def test_report_contents(tmp_path, tracks, activity):
     assert f'class="seek chip overtalk" data-t="{ov[0]["start"]:.3f}"' in page
 
 
-def test_report_audio_src_with_odd_file_name(tmp_path, tracks, activity):
+def test_report_audio_src_with_odd_file_name(tmp_path, tracks, activity, stereo):
     audio = tmp_path / "audio dir" / "appel #1 é.wav"
     audio.parent.mkdir()
-    shutil.copy(STEREO, audio)
+    shutil.copy(stereo, audio)
     out_dir = tmp_path / "out"
     page = report.write_report(_result(tracks, activity, path=audio), tracks, SR, out_dir)
     src = re.search(r'<audio id="player"[^>]* src="([^"]+)"', page.read_text()).group(1)
@@ -211,37 +213,37 @@ def test_report_audio_src_with_odd_file_name(tmp_path, tracks, activity):
     assert (out_dir / unquote(src)).resolve() == audio.resolve()
 
 
-def test_report_two_minute_call_is_small(tmp_path, tracks, activity):
+def test_report_two_minute_call_is_small(tmp_path, tracks, activity, stereo):
     reps = int(np.ceil(120 * SR / len(tracks["agent"])))
     long_tracks = {role: np.tile(x, reps) for role, x in tracks.items()}
-    result = _result(tracks, activity).model_copy(update={"duration_s": 120.0})
+    result = _result(tracks, activity, stereo).model_copy(update={"duration_s": 120.0})
     path = report.write_report(result, long_tracks, SR, tmp_path)
     assert path.stat().st_size < 1_000_000
 
 
-def test_report_single_mono_derived_role(tmp_path, tracks, activity):
+def test_report_single_mono_derived_role(tmp_path, tracks, activity, stereo):
     """Diarized calls may give one role only, or tracks of different lengths."""
-    result = _result(tracks, activity)
+    result = _result(tracks, activity, stereo)
     page = report.write_report(result, {"agent": tracks["agent"][: SR * 2]}, SR, tmp_path)
     assert page.read_text().count("data:image/png;base64,") == 1
 
 
-def test_report_rejects_path_like_call_id(tmp_path, tracks, activity):
-    result = _result(tracks, activity).model_copy(update={"call_id": "../evil"})
+def test_report_rejects_path_like_call_id(tmp_path, tracks, activity, stereo):
+    result = _result(tracks, activity, stereo).model_copy(update={"call_id": "../evil"})
     with pytest.raises(ValueError, match="call_id"):
         report.write_report(result, tracks, SR, tmp_path)
 
 
-def test_index_and_summary(tmp_path, tracks, activity):
-    low = _result(tracks, activity, call_id="aaaaaaaaaaaaaaaa", score=40.0)
-    high = _result(tracks, activity, call_id="bbbbbbbbbbbbbbbb", score=90.0)
+def test_index_and_summary(tmp_path, tracks, activity, stereo):
+    low = _result(tracks, activity, stereo, call_id="aaaaaaaaaaaaaaaa", score=40.0)
+    high = _result(tracks, activity, stereo, call_id="bbbbbbbbbbbbbbbb", score=90.0)
     err = QAError(
         path="inbox/broken <b>.wav",
         call_id=None,
         error={"code": "unreadable", "message": "broken <b>.wav: truncated"},
     )
     report.write_report(low, tracks, SR, tmp_path)
-    index, summary = report.write_index([high, err, low], tmp_path)
+    index, summary = write_index([high, err, low], tmp_path)
     page = index.read_text(encoding="utf-8")
 
     # Worst score first, linked when the report exists.
@@ -268,23 +270,23 @@ def test_waveform_envelope_keeps_extremes():
     rng = np.random.default_rng(0)
     x = rng.uniform(-0.5, 0.5, SR * 7 + 123).astype(np.float32)
     x[SR * 3 + 17] = 0.99
-    t, lo, hi = report.waveform_envelope(x, SR)
-    assert len(t) <= report.WAVEFORM_BINS
+    t, lo, hi = figures.waveform_envelope(x, SR)
+    assert len(t) <= figures.WAVEFORM_BINS
     assert hi.max() == pytest.approx(0.99) and lo.min() == x.min()
-    assert abs(t[hi.argmax()] - 3.0) < 7.2 / report.WAVEFORM_BINS * 2
+    assert abs(t[hi.argmax()] - 3.0) < 7.2 / figures.WAVEFORM_BINS * 2
 
 
 def test_spectrogram_peak_at_tone_frequency():
     t = np.arange(SR * 3) / SR
     x = (0.3 * np.sin(2 * np.pi * 1000 * t)).astype(np.float32)
-    db, f_max_hz = report.spectrogram_db(x, SR)
-    assert db.shape[1] <= report.SPEC_COLUMNS and f_max_hz == SR / 2
+    db, f_max_hz = figures.spectrogram_db(x, SR)
+    assert db.shape[1] <= figures.SPEC_COLUMNS and f_max_hz == SR / 2
     peak_hz = db.mean(axis=1).argmax() * f_max_hz / (db.shape[0] - 1)
-    assert abs(peak_hz - 1000) < SR / report.SPEC_N_FFT
+    assert abs(peak_hz - 1000) < SR / figures.SPEC_N_FFT
 
 
 @pytest.mark.parametrize(
     ("t", "expected"), [(0, "0:00.0"), (59.96, "1:00.0"), (75.25, "1:15.2"), (3725.0, "1:02:05.0")]
 )
 def test_fmt_time(t, expected):
-    assert report._fmt_time(t) == expected
+    assert figures.fmt_time(t) == expected

@@ -13,11 +13,11 @@ import yaml
 from conftest import ROOT
 
 from callqa.audio import metrics
-from callqa.audio.io import content_id
 from callqa.audio.vad import detect_speech
 from callqa.config import SynthConfig, VadConfig, load_params
 from callqa.data import phrases, synth, synth_plan, synth_render
 from callqa.data.phrases import BANK_NAMES, EMOTIONS, all_sentences, get_bank
+from callqa.files import content_id
 
 SIDECAR_KEYS = {
     "call_id",
@@ -346,7 +346,7 @@ def test_noise_kinds_have_their_spectra():
 
 
 def content_id_bytes(data: bytes) -> str:
-    from callqa.audio.io import bytes_id
+    from callqa.files import bytes_id
 
     return bytes_id(data)
 

@@ -3,10 +3,9 @@
 import numpy as np
 import pytest
 
-from callqa.asr.backend import load_backend
-from callqa.asr.transcribe import CachedAsr, _split_on_pauses, transcribe_prepared
+from callqa.asr.transcribe import CachedAsr, _split_on_pauses, load_backend, transcribe_prepared
 from callqa.audio.io import load_audio
-from callqa.audio.preprocess import prepare
+from callqa.audio.prepare import prepare
 from callqa.config import PreprocessConfig, TranscribeConfig
 from callqa.schemas import Word
 
@@ -33,8 +32,8 @@ def test_cache_returns_the_same_words_and_survives_corruption(asr, realdata):
     hits = asr.hits
     again = asr.transcribe(track, speech)
     assert asr.hits == hits + 1 and again == first
-    entry = asr.root / f"{asr.key(track, speech)}.json"
-    entry.write_text("{broken")
+    entry = asr.cache.file_path(asr.content(track, speech))
+    entry.write_bytes(entry.read_bytes()[:-10])  # truncated
     assert asr.transcribe(track, speech) == first  # recomputed, not crashed
     assert "country" in " ".join(s.text for s in first).lower()
 
@@ -51,13 +50,33 @@ def test_stereo_call_roles_come_from_channels(asr, realdata):
     assert starts == sorted(starts)
 
 
-def test_mono_call_is_diarized_into_two_roles(asr, realdata):
-    from callqa.qa.encoder import get_encoder
-
-    audio = load_audio(realdata / "conversation" / "pyannote_sample.wav")
-    prep = prepare(audio, PreprocessConfig())
+@pytest.fixture(scope="module")
+def mono_call(realdata):
+    """pyannote's sample: Sheila (Texas) speaks first, then Diane (New Jersey)."""
+    prep = prepare(
+        load_audio(realdata / "conversation" / "pyannote_sample.wav"), PreprocessConfig()
+    )
     assert prep.roles_from == "diarization"
-    tr = transcribe_prepared(prep, asr, get_encoder("bundled"), ["thanks for calling"], 2)
+    return prep
+
+
+def _likeness(examples: list[str]):
+    """The scorer the Scorer builds: scorecard agent examples + the real sentence encoder."""
+    from callqa.qa.scorecard import Scorecard
+    from callqa.text.encoder import get_encoder
+
+    check = {"id": "greeting", "type": "semantic", "agent_marker": True, "threshold": 0.5}
+    card = Scorecard.from_dict({"checks": [{**check, "examples": examples}]})
+    return card.agent_likeness(get_encoder("bundled"))
+
+
+def _role_saying(tr, word: str) -> str:
+    (role,) = {s.role for s in tr.segments if word in s.text.lower()}
+    return role
+
+
+def test_mono_call_is_diarized_into_two_roles(asr, mono_call):
+    tr = transcribe_prepared(mono_call, asr, _likeness(["thanks for calling"]), 2)
     assert tr.roles_from == "diarization"
     assert {s.role for s in tr.segments} == {"agent", "customer"}
     # Each role's activity is where that role's audio is non-zero, and the two never overlap.
@@ -66,6 +85,24 @@ def test_mono_call_is_diarized_into_two_roles(asr, realdata):
     for seg in tr.segments:
         mid = (seg.start + seg.end) / 2
         assert any(s <= mid + 1.0 and mid - 1.0 <= e for s, e in tr.speech[seg.role])
+
+
+def test_mono_agent_is_the_speaker_the_passed_scorer_picks(asr, mono_call):
+    # Measured: 0.84 for Diane's sentences vs 0.30 for Sheila's, and 0.85 vs 0.36 the other way.
+    diane = transcribe_prepared(
+        mono_call, asr, _likeness(["this is diane speaking from new jersey"])
+    )
+    assert _role_saying(diane, "diane") == "agent"
+    assert _role_saying(diane, "sheila") == "customer"
+    sheila = transcribe_prepared(
+        mono_call, asr, _likeness(["folks down in texas call me a yankee"])
+    )
+    assert _role_saying(sheila, "sheila") == "agent"
+    assert _role_saying(sheila, "diane") == "customer"
+    # No scorer, or one that finds nobody agent-like: the first speaker (Sheila) is the agent.
+    for likeness in (None, lambda sentences: 0.0):
+        tr = transcribe_prepared(mono_call, asr, likeness)
+        assert _role_saying(tr, "sheila") == "agent"
 
 
 def test_score_finds_what_the_transcribe_stage_cached(asr, realdata, tmp_path):

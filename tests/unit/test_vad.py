@@ -13,7 +13,6 @@ from callqa.audio.metrics import overtalk, total_s
 from callqa.audio.vad import detect_speech
 from callqa.config import VadConfig
 
-REALDATA = Path(__file__).resolve().parents[3] / "shared" / "realdata"
 SR = 16000
 
 
@@ -22,8 +21,8 @@ def _read16k(path: Path) -> np.ndarray:
     return resample(x.T, sr, SR)
 
 
-def test_finds_the_speech_in_jfk():
-    x = _read16k(REALDATA / "asr" / "jfk.flac").mean(axis=0)
+def test_finds_the_speech_in_jfk(realdata):
+    x = _read16k(realdata / "asr" / "jfk.flac").mean(axis=0)
     speech = detect_speech(x, SR)
     # "And so my fellow Americans ... ask what you can do for your country": four phrases,
     # first word near 0.3 s, last speech reaching the end of the 11 s clip
@@ -35,8 +34,8 @@ def test_finds_the_speech_in_jfk():
     assert all(a[1] <= b[0] for a, b in zip(speech, speech[1:], strict=False))
 
 
-def test_speech_at_8khz_and_padding_changes_nothing_outside():
-    x = _read16k(REALDATA / "asr" / "librivox_ss01_0880.wav")[0]
+def test_speech_at_8khz_and_padding_changes_nothing_outside(realdata):
+    x = _read16k(realdata / "asr" / "librivox_ss01_0880.wav")[0]
     at16 = detect_speech(x, SR)
     at8 = detect_speech(resample(x, SR, 8000), 8000)
     assert at16 and at8
@@ -61,16 +60,16 @@ def test_rejects_unsupported_rate():
         detect_speech(np.zeros(44100, np.float32), 44100)
 
 
-def test_threshold_param_is_used():
-    x = _read16k(REALDATA / "asr" / "ps_goforward.wav")[0]
+def test_threshold_param_is_used(realdata):
+    x = _read16k(realdata / "asr" / "ps_goforward.wav")[0]
     loose = total_s(detect_speech(x, SR, VadConfig(threshold=0.2)))
     strict = total_s(detect_speech(x, SR, VadConfig(threshold=0.9)))
     assert loose >= strict > 0
 
 
-def test_overtalk_on_real_stereo_overlap():
+def test_overtalk_on_real_stereo_overlap(realdata):
     # one LibriSpeech speaker per channel; the right one speaks ~0.3-2.5 s over the left one
-    x = _read16k(REALDATA / "overlap" / "fw_stereo_diarization.wav")
+    x = _read16k(realdata / "overlap" / "fw_stereo_diarization.wav")
     activity = {"agent": detect_speech(x[0], SR), "customer": detect_speech(x[1], SR)}
     assert activity["agent"][0][0] < 0.5 and activity["agent"][-1][1] > 4.5
     assert len(activity["customer"]) == 1
@@ -90,15 +89,15 @@ def _frame_mask(intervals, n_frames: int) -> np.ndarray:
     return mask
 
 
-def test_batched_pieces_agree_with_upstream_silero_on_a_long_call():
+def test_batched_pieces_agree_with_upstream_silero_on_a_long_call(realdata):
     """Pieces scored side by side (with warm-up) find what one sequential pass finds."""
     import torch
     from silero_vad import get_speech_timestamps
 
     from callqa.audio.vad import PIECE_S, _load_model, detect_speech_many
 
-    x = _read16k(REALDATA / "conversation" / "pyannote_sample.wav")[0]
-    jfk = _read16k(REALDATA / "asr" / "jfk.flac").mean(axis=0)
+    x = _read16k(realdata / "conversation" / "pyannote_sample.wav")[0]
+    jfk = _read16k(realdata / "asr" / "jfk.flac").mean(axis=0)
     tracks = [x, np.concatenate([jfk, np.zeros(SR, np.float32), jfk])]
     assert all(len(t) > 2 * PIECE_S * SR for t in tracks)  # several pieces per track
     cfg = VadConfig()

@@ -1,119 +1,16 @@
-"""callqa.data.validate: clipping, block streaming, reasons, the GX suite and the stage run."""
+"""callqa.data.validate: label reasons, the GX suite, Data Docs and the stage run."""
 
 from __future__ import annotations
 
-import math
 import shutil
 import tempfile
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
-import soundfile as sf
 
-from callqa.audio import metrics
 from callqa.config import IngestConfig, ValidateConfig
 from callqa.data import ingest, validate
-from callqa.data.validate import AudioStats, _RunCounter
-
-REAL = Path("/work/shared/realdata")
-ASR = REAL / "asr"
-RAVDESS = REAL / "emotion" / "ravdess"
-
-
-def _naive_run_samples(mask: np.ndarray, min_run: int = 3) -> int:
-    total = 0
-    for row in mask:
-        run = 0
-        for v in list(row) + [False]:
-            if v:
-                run += 1
-            else:
-                total += run if run >= min_run else 0
-                run = 0
-    return total
-
-
-def test_run_counter_is_independent_of_block_boundaries():
-    rng = np.random.default_rng(0)
-    mask = rng.random((2, 3000)) < 0.6  # many short and long runs
-    expected = _naive_run_samples(mask)
-    for _ in range(5):
-        cuts = np.sort(rng.choice(np.arange(1, 3000), size=20, replace=False))
-        counter = _RunCounter(2)
-        for block in np.split(mask, cuts, axis=1):
-            counter.add(block)
-        assert counter.finish() == expected
-
-
-@pytest.mark.parametrize(
-    "fmt, subtype",
-    [("WAV", "PCM_16"), ("WAV", "ULAW"), ("WAV", "PCM_U8"), ("FLAC", "PCM_24"),
-     ("MP3", "MPEG_LAYER_III")],
-)  # fmt: skip
-def test_clipping_on_real_speech(tmp_path, monkeypatch, fmt, subtype):
-    x, sr = sf.read(ASR / "librivox_ss01_0870.wav", dtype="float32", always_2d=True)
-    loud = x / np.abs(x).max() * 0.999  # peaks at full scale, but not clipped
-    clipped = np.clip(8 * loud, -1, 1)
-    shares = {}
-    for name, audio in (("loud", loud), ("clipped", clipped)):
-        path = tmp_path / f"{name}.{fmt.lower()}"
-        sf.write(path, audio, sr, format=fmt, subtype=subtype)
-        stats = validate.measure_audio(path)
-        decoded, _ = sf.read(path, dtype="float32", always_2d=True)
-        # One definition of clipping: the streamed count equals audio.metrics on the whole file.
-        assert stats.clipped_share == pytest.approx(metrics.clipped_share(decoded.T, subtype))
-        monkeypatch.setattr(validate, "IN_MEMORY_SAMPLES", 0)
-        monkeypatch.setattr(validate, "BLOCK_FRAMES", 777)
-        assert validate.measure_audio(path).clipped_share == pytest.approx(stats.clipped_share)
-        monkeypatch.undo()
-        shares[name] = stats.clipped_share
-    assert shares["loud"] < 0.001
-    assert shares["clipped"] > 0.02
-
-
-def test_streaming_matches_whole_file(tmp_path, monkeypatch):
-    x, sr = sf.read(ASR / "librivox_ss01_0890.wav", dtype="float32", always_2d=True)
-    x = x / np.abs(x).max()
-    stereo = np.clip(np.concatenate([8 * x, 0.5 * x], axis=1), -1, 1)
-    path = tmp_path / "stereo.wav"
-    sf.write(path, stereo, sr, subtype="PCM_16")
-    whole = validate.measure_audio(path)
-    monkeypatch.setattr(validate, "IN_MEMORY_SAMPLES", 0)
-    monkeypatch.setattr(validate, "BLOCK_FRAMES", 1000)  # many blocks, runs cross boundaries
-    streamed = validate.measure_audio(path)
-    assert streamed.frames == whole.frames == len(x)
-    assert streamed.clipped_share == whole.clipped_share > 0.01
-    assert (streamed.peak_pos, streamed.peak_neg) == (whole.peak_pos, whole.peak_neg)
-    assert streamed.max_frame_dbfs == pytest.approx(whole.max_frame_dbfs, abs=1e-6)
-    assert whole.max_frame_dbfs > -10
-
-
-def test_clip_bounds():
-    hi, lo = validate.clip_bounds("PCM_16", 0.5, -1.0)
-    assert 0.5 - 2**-14 < hi < 0.5 and -1.0 < lo < -1.0 + 2**-14
-    assert validate.clip_bounds("ULAW", 0.98, -0.98)[0] > 0.979  # peak level only
-    assert validate.clip_bounds("PCM_16", 0.0, 0.0) == (math.inf, -math.inf)  # silence
-
-
-def test_file_reasons_follow_thresholds():
-    cfg = ValidateConfig()
-    ok = AudioStats(16000 * 3, 16000, 2, "PCM_16", max_frame_dbfs=-12.0, clipped_share=0.0)
-    assert validate.file_reasons(ok, cfg) == {}
-
-    def codes(**changes) -> list[str]:
-        fields = {**ok.__dict__, **changes}
-        return sorted(validate.file_reasons(AudioStats(**fields), cfg))
-
-    assert codes(frames=4000) == ["too_short"]
-    assert codes(channels=3) == ["too_many_channels"]
-    assert codes(sample_rate_hz=6000, frames=18000) == ["sample_rate_too_low"]
-    assert codes(max_frame_dbfs=-70.0) == ["silent"]
-    assert codes(max_frame_dbfs=-math.inf) == ["silent"]
-    assert codes(max_frame_dbfs=-45.0) == []  # quiet is not silent
-    assert codes(clipped_share=0.05) == ["clipped"]
-    assert codes(nonfinite=3, max_frame_dbfs=-math.inf) == ["nan_samples"]  # not also silent
 
 
 def test_label_reasons():
@@ -156,13 +53,13 @@ def test_gx_suite_flags_manifest_rows(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def small_corpus(tmp_path_factory) -> Path:
+def small_corpus(tmp_path_factory, realdata) -> Path:
     """8 RAVDESS clips from 4 actors (4 sad, 4 fearful = out of scope), copied to tmp."""
     folder = tmp_path_factory.mktemp("small_corpus")
     for actor in ("03", "04", "07", "08"):
         for emotion in ("04", "06"):
             name = f"03-01-{emotion}-02-01-02-{actor}.flac"
-            shutil.copyfile(RAVDESS / name, folder / name)
+            shutil.copyfile(realdata / "emotion" / "ravdess" / name, folder / name)
     return folder
 
 
@@ -185,7 +82,7 @@ def test_run_accepts_real_speech_and_cleans_up(tmp_path, small_corpus, monkeypat
     assert list(acc.columns) == list(ingest.MANIFEST_COLUMNS)
     assert set(acc["label"]) == {"sad"}
     assert Path(summary["data_docs"]).is_file()
-    assert len(list((tmp_path / "cache").glob("*.json"))) == 8
+    assert len(list((tmp_path / "cache" / "validate").glob("*.bin"))) == 8
     # A second run reads the cache, gives the same answer and replaces (not piles up) the docs.
     assert validate.run(cfg, **kwargs)["by_reason"] == summary["by_reason"]
     assert len(list((out / "docs").rglob("validations/**/*.html"))) == 1
@@ -194,10 +91,30 @@ def test_run_accepts_real_speech_and_cleans_up(tmp_path, small_corpus, monkeypat
                                                      "quarantine.parquet"]  # fmt: skip
 
 
-def test_run_fails_after_writing_outputs(tmp_path, small_corpus):
+def test_data_docs_never_replace_a_folder_callqa_did_not_write(tmp_path, small_corpus):
+    manifest = tmp_path / "manifest.parquet"
+    ingest.run(IngestConfig(), [small_corpus], manifest=manifest, progress=False)
+    mine = tmp_path / "my_notes"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("months of work")
+    kwargs = dict(manifest=manifest, accepted=tmp_path / "a.parquet",
+                  quarantine=tmp_path / "q.parquet", progress=False)  # fmt: skip
+    with pytest.raises(ValueError, match="did not write"):
+        validate.run(ValidateConfig(), data_docs_dir=mine, **kwargs)
+    assert (mine / "thesis.txt").read_text() == "months of work"
+    assert not (tmp_path / "a.parquet").exists()  # refused before any work
+    # A folder callqa built (it carries the marker) is replaced; an empty one is used.
+    docs = tmp_path / "docs"
+    docs.mkdir()
+    validate.run(ValidateConfig(), data_docs_dir=docs, **kwargs)
+    assert (docs / validate.DOCS_MARKER).is_file() and (docs / "index.html").is_file()
+    validate.run(ValidateConfig(), data_docs_dir=docs, **kwargs)
+
+
+def test_run_fails_after_writing_outputs(tmp_path, small_corpus, realdata):
     folder = tmp_path / "in"
     shutil.copytree(small_corpus, folder)
-    shutil.copyfile(ASR / "jfk.flac", folder / "jfk.flac")  # 11 s
+    shutil.copyfile(realdata / "asr" / "jfk.flac", folder / "jfk.flac")  # 11 s
     manifest = tmp_path / "manifest.parquet"
     ingest.run(IngestConfig(), [folder], manifest=manifest, progress=False)
     # A manifest edited by hand: GX catches what the file itself would not show.

@@ -17,6 +17,8 @@ from pathlib import Path
 
 import numpy as np
 
+from callqa.schemas import SAMPLE_RATE_HZ
+
 logger = logging.getLogger(__name__)
 
 # Where `callqa models convert-whisper` writes by default and where the transformers backend
@@ -214,7 +216,7 @@ def _token_ids(tokenizer_json: dict) -> dict[str, int]:
     return ids
 
 
-def _whisper_config(variables: dict[str, np.ndarray], ct2_config: dict, token_ids: dict[str, int]):
+def _whisper_config(variables: dict[str, np.ndarray], token_ids: dict[str, int]):
     from transformers import WhisperConfig
 
     vocab_size, d_model = variables["decoder/embeddings/weight"].shape
@@ -306,7 +308,11 @@ def _processor(tokenizer_json: dict, n_mels: int, vocab_size: int):
             [AddedToken(f"<|{i * 0.02:.2f}|>", normalized=False) for i in range(n_timestamps)]
         )
     feature_extractor = WhisperFeatureExtractor(
-        feature_size=n_mels, sampling_rate=16000, hop_length=160, chunk_length=30, n_fft=400
+        feature_size=n_mels,
+        sampling_rate=SAMPLE_RATE_HZ,
+        hop_length=160,
+        chunk_length=30,
+        n_fft=400,
     )
     return WhisperProcessor(feature_extractor=feature_extractor, tokenizer=tokenizer)
 
@@ -346,7 +352,7 @@ def convert_whisper(src_dir: Path | None = None, out_dir: Path = DEFAULT_HF_DIR)
     out_dir = Path(out_dir)
     variables, ct2_config, tokenizer_json = _load_source(src_dir)
     token_ids = _token_ids(tokenizer_json)
-    config = _whisper_config(variables, ct2_config, token_ids)
+    config = _whisper_config(variables, token_ids)
     state = {k: torch.from_numpy(v.copy()) for k, v in ct2_to_hf_state_dict(variables).items()}
 
     model = WhisperForConditionalGeneration(config)

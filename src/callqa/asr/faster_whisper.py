@@ -14,13 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.asr.backend import (
-    AsrSegment,
-    Interval,
-    PackedBackend,
-    decoded_segment,
-    pack_speech,
-)
+from callqa.asr.backend import AsrSegment, PackedBackend, decoded_segment
+from callqa.asr.packing import Interval, pack_speech
 from callqa.config import TranscribeConfig
 from callqa.schemas import Word
 

@@ -1,9 +1,10 @@
 """Transcribe stage: preprocessed role tracks -> role-attributed segments with word timestamps.
 
 Stereo calls are transcribed per channel. Mono calls are transcribed once, then split into
-speakers by diarization, and the agent is the speaker whose words best match the scorecard's
-greeting/closing examples. ASR output is cached per (track audio, VAD speech, model, options)
-in `.cache/callqa/transcribe/`, so an interrupted run resumes where it stopped.
+speakers by diarization; the agent is the speaker that an agent-likeness scorer passed in by the
+caller rates highest (the first speaker when none stands out). ASR output is cached per track in
+the `transcribe` stage of `callqa.cache` (`CachedAsr`), so an interrupted run resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -18,13 +19,24 @@ from pathlib import Path
 import numpy as np
 
 from callqa.asr.backend import AsrBackend, AsrSegment
-from callqa.audio.io import atomic_path
-from callqa.config import ScoreConfig, TranscribeConfig, cache_root
-from callqa.schemas import Segment, Word
+from callqa.asr.diarize import diarize
+from callqa.asr.roles import AgentLikeness, pick_agent
+from callqa.cache import CacheKey, StageCache, library_versions, weights_id
+from callqa.config import ConfigError, TranscribeConfig
+from callqa.files import atomic_path
+from callqa.schemas import SAMPLE_RATE_HZ, Segment, Word
 
 logger = logging.getLogger(__name__)
 Interval = tuple[float, float]
-CACHE_VERSION = 4  # bump when the same audio would be transcribed differently (4: loops cut)
+# Cache code version: bump when the same audio would be transcribed differently (4: loops cut).
+CODE_VERSION = 4
+# Decoding options that change the words (batch size too: batched decoding pads and sorts).
+_OPTIONS = {"language", "beam_size", "batch_size", "max_no_speech_prob", "min_avg_logprob"}
+# Libraries that shape the words besides our code, per backend.
+LIBRARIES = {
+    "faster-whisper": ("numpy", "faster-whisper", "ctranslate2", "tokenizers"),
+    "transformers": ("numpy", "torch", "transformers", "tokenizers"),
+}
 MAX_PAUSE_S = 1.0  # a longer gap between words starts a new transcript segment
 
 
@@ -39,21 +51,48 @@ class Transcript:
 
 
 class CachedAsr:
-    """An ASR backend behind a per-track result cache keyed by audio, speech, model, options."""
+    """An ASR backend behind the per-track `transcribe` cache of `callqa.cache`.
 
-    def __init__(self, backend: AsrBackend, cfg: TranscribeConfig, root: Path | None = None):
+    Content = the track's samples and its VAD speech; the rest of the key = decoding options,
+    CODE_VERSION, the model's weights hash, device and compute type, and the versions of the
+    libraries the backend decodes with. `callqa transcribe` and `callqa score` hold equal keys
+    for the same call, so a call is decoded once.
+    """
+
+    def __init__(
+        self,
+        backend: AsrBackend,
+        cfg: TranscribeConfig,
+        root: Path | None = None,
+        libraries: dict | None = None,
+    ):
         self.backend = backend
-        self.options = cfg.model_dump(
-            include={"language", "beam_size", "max_no_speech_prob", "min_avg_logprob"}
+        options = cfg.model_dump(include=_OPTIONS)
+        if libraries is None:
+            libraries = library_versions(LIBRARIES.get(backend.name, ("numpy",)))
+        self.cache = StageCache(
+            "transcribe",
+            CODE_VERSION,
+            params={"backend": backend.name, **options},
+            model=weights_id(backend.model_id),
+            device=str(getattr(backend, "device", "unknown")),
+            # faster-whisper names a compute type; transformers a torch dtype
+            compute_type=str(getattr(backend, "compute_type", getattr(backend, "dtype", None))),
+            libraries=libraries,
+            root=root,
         )
-        self.root = (root or cache_root()) / "transcribe"
+        self.cache.sweep()
         self.hits = 0
 
-    def key(self, x: np.ndarray, speech: list[Interval]) -> str:
+    @staticmethod
+    def content(x: np.ndarray, speech: list[Interval]) -> str:
+        """Content hash of one track: its float32 samples and its speech intervals."""
         h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes())
-        meta = [CACHE_VERSION, self.backend.name, self.backend.model_id, self.options, speech]
-        h.update(json.dumps(meta, sort_keys=True, default=str).encode())
+        h.update(json.dumps([[float(s), float(e)] for s, e in speech]).encode())
         return h.hexdigest()[:32]
+
+    def key(self, x: np.ndarray, speech: list[Interval]) -> CacheKey:
+        return self.cache.key(self.content(x, speech))
 
     def transcribe(self, x: np.ndarray, speech: list[Interval]) -> list[AsrSegment]:
         return self.transcribe_many([(x, speech)])[0]
@@ -62,26 +101,24 @@ class CachedAsr:
         self, tracks: list[tuple[np.ndarray, list[Interval]]]
     ) -> list[list[AsrSegment]]:
         """Cached tracks come from disk; the others are decoded together, then cached."""
-        paths = [self.root / f"{self.key(x, speech)}.json" for x, speech in tracks]
-        out: list[list[AsrSegment] | None] = [self._read(p) for p in paths]
+        contents = [self.content(x, speech) for x, speech in tracks]
+        out: list[list[AsrSegment] | None] = [self._read(c) for c in contents]
         todo = [i for i, got in enumerate(out) if got is None]
         if todo:
             fresh = self.backend.transcribe_many([tracks[i] for i in todo])
             for i, segments in zip(todo, fresh, strict=True):
-                with atomic_path(paths[i]) as tmp:
-                    rows = [_segment_to_dict(s) for s in segments]
-                    tmp.write_text(json.dumps(rows), encoding="utf-8")
+                self.cache.put_json(contents[i], [_segment_to_dict(s) for s in segments])
                 out[i] = segments
         return out  # type: ignore[return-value]
 
-    def _read(self, path: Path) -> list[AsrSegment] | None:
-        if not path.exists():
+    def _read(self, content: str) -> list[AsrSegment] | None:
+        rows = self.cache.get_json(content)
+        if rows is None:
             return None
         try:
-            rows = json.loads(path.read_text(encoding="utf-8"))
             segments = [_segment_from_dict(r) for r in rows]
         except (ValueError, KeyError, TypeError):
-            logger.warning("ignoring a corrupt ASR cache entry %s", path)
+            logger.warning("ignoring an ASR cache entry of another shape (%s)", content)
             return None
         self.hits += 1
         return segments
@@ -97,14 +134,51 @@ def _segment_from_dict(d: dict) -> AsrSegment:
     return AsrSegment(**{**d, "words": [Word(**w) for w in d["words"]]})
 
 
+def load_backend(cfg: TranscribeConfig) -> AsrBackend:
+    """Load the configured ASR model once.
+
+    Args:
+        cfg: the `transcribe` params section (backend, model, device, compute type, ...).
+
+    Returns:
+        A backend whose `transcribe` can be called for many tracks.
+
+    Raises:
+        ConfigError: the backend or model cannot be loaded (the message names the key).
+    """
+    if cfg.backend == "faster-whisper":
+        from callqa.asr.faster_whisper import FasterWhisperBackend as Backend
+    elif cfg.backend == "transformers":
+        from callqa.asr.transformers_whisper import TransformersWhisperBackend as Backend
+    else:
+        raise ConfigError(
+            f"transcribe.backend: unknown backend {cfg.backend!r}; use 'faster-whisper' or "
+            "'transformers'"
+        )
+    try:
+        return Backend(cfg)
+    except Exception as err:  # noqa: BLE001 - any failure to load the model is a config error
+        message = str(err)
+        if "transcribe." not in message:
+            message = f"transcribe.model = {cfg.model!r}: cannot be loaded ({err})"
+        raise ConfigError(message) from None
+
+
 def transcribe_prepared(
     prep,
     asr: CachedAsr,
-    encoder=None,
-    agent_examples: list[str] | None = None,
+    agent_likeness: AgentLikeness | None = None,
     n_speakers: int = 2,
 ) -> Transcript:
-    """Role-attributed transcript of one preprocessed call (`audio.preprocess.Prepared`)."""
+    """Role-attributed transcript of one preprocessed call (`audio.prepare.Prepared`).
+
+    Args:
+        prep: the call's role tracks and VAD speech.
+        asr: the (cached) ASR backend.
+        agent_likeness: scores a mono call's speakers (`asr.roles.pick_agent`); None makes
+            the first speaker the agent. Stereo calls take roles from their channels.
+        n_speakers: speakers diarization looks for in a mono call.
+    """
     if prep.roles_from == "channels":
         segments = []
         roles = list(prep.tracks)
@@ -114,12 +188,10 @@ def transcribe_prepared(
                 segments.extend(_split_on_pauses(role, s.words))
         segments.sort(key=lambda s: (s.start, s.role))
         return Transcript(segments, dict(prep.speech), dict(prep.tracks), "channels")
-    return _transcribe_mono(prep, asr, encoder, agent_examples or [], n_speakers)
+    return _transcribe_mono(prep, asr, agent_likeness, n_speakers)
 
 
-def _transcribe_mono(prep, asr, encoder, agent_examples, n_speakers) -> Transcript:
-    from callqa.asr.roles import diarize, pick_agent
-
+def _transcribe_mono(prep, asr, agent_likeness, n_speakers) -> Transcript:
     x, speech = prep.tracks["mono"], prep.speech["mono"]
     asr_segments = asr.transcribe(x, speech)
     turns = diarize(x, speech, n_speakers=n_speakers) if speech else []
@@ -133,7 +205,7 @@ def _transcribe_mono(prep, asr, encoder, agent_examples, n_speakers) -> Transcri
     for i, (start, _end, spk) in enumerate(turns):
         if words_by_turn[i]:
             texts.setdefault(spk, []).append((start, " ".join(w.word for w in words_by_turn[i])))
-    agent = pick_agent(texts, agent_examples, encoder) if texts else 0
+    agent = pick_agent(texts, agent_likeness) if texts else 0
     role_of = {spk: ("agent" if spk == agent else "customer") for _s, _e, spk in turns}
 
     segments, activity = [], {"agent": [], "customer": []}
@@ -172,7 +244,7 @@ def _turn_of(t: float, turns: list[tuple[float, float, int]]) -> int:
     return best
 
 
-def _mask(x: np.ndarray, intervals: list[Interval], sr: int = 16000) -> np.ndarray:
+def _mask(x: np.ndarray, intervals: list[Interval], sr: int = SAMPLE_RATE_HZ) -> np.ndarray:
     out = np.zeros_like(x)
     for s, e in intervals:
         a, b = int(s * sr), int(e * sr)
@@ -200,26 +272,24 @@ def _to_segment(role: str, start: float, end: float, words: list[Word], text: st
 
 def run(
     cfg: TranscribeConfig,
-    score_cfg: ScoreConfig,
+    agent_likeness: AgentLikeness | None,
     preprocessed_dir: Path | None = None,
     out_dir: Path | None = None,
     progress: bool = True,
 ) -> dict:
-    """Transcribe every preprocessed call into `out_dir/<id>.json`."""
-    from callqa.asr.backend import load_backend
+    """Transcribe every preprocessed call into `out_dir/<id>.json`.
+
+    `agent_likeness` picks the agent on mono calls (see `transcribe_prepared`).
+    """
     from callqa.audio.preprocess import load_prepared
-    from callqa.qa.encoder import get_encoder
-    from callqa.qa.scorecard import Scorecard
 
     src = Path(preprocessed_dir or cfg.preprocessed_dir)
     out = Path(out_dir or cfg.out_dir)
+    t0 = time.perf_counter()
+    asr = CachedAsr(load_backend(cfg), cfg)  # first: a bad model is a config error (exit 2)
     call_dirs = sorted(p for p in src.iterdir() if p.is_dir()) if src.exists() else []
     if not call_dirs:
         raise FileNotFoundError(f"no preprocessed calls in {src}: run `callqa preprocess` first")
-    t0 = time.perf_counter()
-    asr = CachedAsr(load_backend(cfg), cfg)
-    scorecard = Scorecard.load(score_cfg.scorecard)
-    encoder = None
     out.mkdir(parents=True, exist_ok=True)
     done, failed, audio_s = 0, 0, 0.0
     from callqa.progress import track
@@ -227,11 +297,7 @@ def run(
     for call_dir in track(call_dirs, "transcribe", enabled=progress and cfg.progress):
         try:
             prep = load_prepared(call_dir)
-            if prep.roles_from != "channels" and encoder is None:
-                encoder = get_encoder(score_cfg.sentence_encoder)
-            tr = transcribe_prepared(
-                prep, asr, encoder, scorecard.agent_examples(), score_cfg.diarization_speakers
-            )
+            tr = transcribe_prepared(prep, asr, agent_likeness, cfg.diarization_speakers)
         except Exception as err:  # noqa: BLE001 - one bad call must not stop the batch
             logger.error("%s: transcription failed: %s", call_dir.name, err)
             failed += 1
@@ -257,5 +323,5 @@ def run(
         "wall_s": round(wall, 1),
         "out_dir": str(out),
     }
-    logger.info("transcribe: %s", summary)
+    logger.debug("transcribe: %s", summary)
     return summary

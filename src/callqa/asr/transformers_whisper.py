@@ -16,17 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.asr.backend import (
-    SAMPLE_RATE_HZ,
-    AsrSegment,
-    Interval,
-    PackedBackend,
-    decoded_segment,
-    pack_speech,
-)
+from callqa.asr.backend import AsrSegment, PackedBackend, decoded_segment
 from callqa.asr.convert import DEFAULT_HF_DIR
+from callqa.asr.packing import Interval, pack_speech
 from callqa.config import TranscribeConfig
-from callqa.schemas import Word
+from callqa.schemas import SAMPLE_RATE_HZ, Word
 
 logger = logging.getLogger(__name__)
 

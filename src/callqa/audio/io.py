@@ -1,4 +1,5 @@
-"""Decode, hash, resample and write audio. Everything returns float32 arrays (channels, samples).
+"""Audio files -> float32 arrays (channels, samples), and arrays -> files: decode, probe,
+resample, write.
 
 soundfile does the decoding (wav, flac, ogg, mp3, 8-bit and mu/A-law telephone files);
 torchaudio 2.9 cannot load files without TorchCodec, so it only gets tensors.
@@ -6,13 +7,13 @@ torchaudio 2.9 cannot load files without TorchCodec, so it only gets tensors.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from callqa.files import atomic_path
 
 AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus"}
 # Every extension a folder scan picks up: also other libsndfile containers, and containers
@@ -22,6 +23,42 @@ SCAN_EXTENSIONS = AUDIO_EXTENSIONS | {
     ".aif", ".aiff", ".au", ".snd", ".caf", ".w64", ".rf64",
     ".m4a", ".aac", ".wma", ".amr",
 }  # fmt: skip
+
+
+@dataclass
+class FolderScan:
+    """What a recursive folder scan found (paths sorted)."""
+
+    audio: list[Path]  # files with an extension in SCAN_EXTENSIONS
+    other: list[Path]  # every other file (and symlinked folders): never dropped silently
+    companions: int = 0  # non-audio files beside an audio file of the same stem (sidecars)
+    hidden: int = 0  # names starting with "." (temp files of interrupted writes, ._* forks)
+
+
+def scan_folder(folder: str | Path) -> FolderScan:
+    """Walk `folder` recursively (symlinked folders are not followed, but listed in `other`).
+
+    Hidden files and folders are skipped. A non-audio file that shares its stem with an audio
+    file in the same folder (a synth sidecar `call_0001.json`, a transcript, an RTTM) belongs to
+    that recording and is counted in `companions`, not listed as an input of its own.
+    """
+    audio, other, companions, hidden = [], [], 0, 0
+    for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
+        base = Path(dirpath)
+        hidden += sum(d.startswith(".") for d in dirnames)
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        other += [base / d for d in dirnames if (base / d).is_symlink()]
+        visible = [n for n in filenames if not n.startswith(".")]
+        hidden += len(filenames) - len(visible)
+        stems = {Path(n).stem for n in visible if Path(n).suffix.lower() in SCAN_EXTENSIONS}
+        for name in visible:
+            if Path(name).suffix.lower() in SCAN_EXTENSIONS:
+                audio.append(base / name)
+            elif Path(name).stem in stems:
+                companions += 1
+            else:
+                other.append(base / name)
+    return FolderScan(sorted(audio), sorted(other), companions, hidden)
 
 
 class AudioError(Exception):
@@ -46,19 +83,6 @@ class Audio:
     @property
     def duration_s(self) -> float:
         return self.samples.shape[1] / self.sample_rate_hz if self.sample_rate_hz else 0.0
-
-
-def content_id(path: str | Path) -> str:
-    """`call_id`: first 16 hex digits of the SHA-256 of the file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()[:16]
-
-
-def bytes_id(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()[:16]
 
 
 def probe(path: str | Path) -> dict:
@@ -144,10 +168,23 @@ def read_all(f, block_frames: int = 1 << 18) -> np.ndarray:
 
 
 def _check_exists(path: Path) -> None:
-    if not path.exists():
-        raise AudioError("missing_file", f"{path}: file not found")
-    if path.stat().st_size == 0:
+    try:
+        size = path.stat().st_size
+    except FileNotFoundError:
+        raise AudioError("missing_file", f"{path}: file not found") from None
+    except OSError as err:
+        raise unreadable_error(path, err) from None
+    if size == 0:
         raise AudioError("empty_file", f"{path.name}: the file is empty (0 bytes)")
+
+
+def unreadable_error(path: Path, err: OSError) -> AudioError:
+    """The file exists but this process may not read it (permissions, I/O error, a folder)."""
+    if isinstance(err, FileNotFoundError):
+        return AudioError("missing_file", f"{path}: file not found (it vanished while running)")
+    why = err.strerror or type(err).__name__
+    hint = "; check its permissions" if isinstance(err, PermissionError) else ""
+    return AudioError("unreadable", f"{Path(path).name}: cannot be opened ({why}){hint}")
 
 
 # Containers libsndfile cannot decode, by their magic bytes: (kind, offset, bytes).
@@ -162,8 +199,11 @@ UNDECODABLE = [
 
 
 def _decode_error(path: Path, err: Exception) -> AudioError:
-    with open(path, "rb") as f:
-        head = f.read(16)
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except OSError as os_err:
+        return unreadable_error(path, os_err)
     for kind, offset, magic in UNDECODABLE:
         if head[offset : offset + len(magic)] == magic:
             return AudioError(
@@ -206,29 +246,3 @@ def write_audio(
     fmt = {".flac": "FLAC", ".wav": "WAV", ".ogg": "OGG"}.get(path.suffix.lower(), "WAV")
     with atomic_path(path) as tmp:
         sf.write(str(tmp), data, sample_rate_hz, subtype=subtype, format=fmt)
-
-
-class atomic_path:
-    """Context manager yielding a temp path beside `path`, renamed onto it on success."""
-
-    def __init__(self, path: str | Path):
-        self.path = Path(path)
-
-    def __enter__(self) -> Path:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(
-            prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent
-        )
-        os.close(fd)
-        self.tmp = Path(tmp)
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            # mkstemp makes 0600 files; give them the usual umask-based mode.
-            umask = os.umask(0)
-            os.umask(umask)
-            os.chmod(self.tmp, 0o666 & ~umask)
-            os.replace(self.tmp, self.path)
-        else:
-            self.tmp.unlink(missing_ok=True)

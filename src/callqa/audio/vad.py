@@ -19,6 +19,7 @@ from functools import lru_cache
 import numpy as np
 
 from callqa.config import VadConfig
+from callqa.schemas import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 Interval = tuple[float, float]
@@ -43,9 +44,9 @@ def _load_model():
 
 
 def _window(sample_rate_hz: int) -> int:
-    if sample_rate_hz not in (8000, 16000):
+    if sample_rate_hz not in (8000, SAMPLE_RATE_HZ):
         raise ValueError(f"Silero VAD needs 8000 or 16000 Hz audio, got {sample_rate_hz}")
-    return 512 if sample_rate_hz == 16000 else 256
+    return 512 if sample_rate_hz == SAMPLE_RATE_HZ else 256
 
 
 def _has_speech_candidate(x: np.ndarray, sample_rate_hz: int) -> bool:
@@ -59,7 +60,7 @@ def speech_probs(tracks: list[np.ndarray], sample_rate_hz: int) -> list[np.ndarr
     first row starts from a fresh state at the track start, exactly as upstream; later rows
     begin `WARMUP_S` before their first scored window.
 
-    >>> [p.shape for p in speech_probs([np.zeros(1600, np.float32)], 16000)]
+    >>> [p.shape for p in speech_probs([np.zeros(1600, np.float32)], SAMPLE_RATE_HZ)]
     [(4,)]
     """
     import torch
@@ -133,7 +134,7 @@ def detect_speech(
 ) -> list[Interval]:
     """Speech intervals (seconds) of a mono signal.
 
-    >>> detect_speech(np.zeros(16000, np.float32), 16000)
+    >>> detect_speech(np.zeros(SAMPLE_RATE_HZ, np.float32), SAMPLE_RATE_HZ)
     []
     """
     return detect_speech_many([x], sample_rate_hz, cfg)[0]

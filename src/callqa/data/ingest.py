@@ -12,29 +12,20 @@ Example:
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 import logging
 import os
-import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from callqa.audio.io import SCAN_EXTENSIONS, AudioError, atomic_path, content_id, probe
+from callqa.audio.io import SCAN_EXTENSIONS, AudioError, probe, scan_folder, unreadable_error
 from callqa.config import IngestConfig, SplitConfig
+from callqa.data.labels import assign_splits, map_label, parse_corpus_name
+from callqa.files import atomic_path, content_id
 
 logger = logging.getLogger(__name__)
 
-
-# Filename patterns of public corpora. RAVDESS: modality-channel-emotion-intensity-statement-
-# repetition-actor; CREMA-D: actor_sentence_emotion_level.
-RAVDESS_RE = re.compile(r"^(\d{2})-(0[12])-(0[1-8])-(0[12])-(0[12])-(0[12])-(\d{2})$")
-RAVDESS_EMOTIONS = {
-    "01": "neutral", "02": "calm", "03": "happy", "04": "sad",
-    "05": "angry", "06": "fearful", "07": "disgust", "08": "surprised",
-}  # fmt: skip
-CREMAD_RE = re.compile(r"^(\d{4})_([A-Z]{3})_(ANG|DIS|FEA|HAP|NEU|SAD)_([A-Z]{2})$")
 
 SOURCES = ("synth", "csv", "ravdess", "cremad", "folder")
 
@@ -76,61 +67,6 @@ class Entry:
     labels_json: str | None = None
 
 
-def parse_corpus_name(stem: str) -> tuple[str, str, str, dict] | None:
-    """Recognise RAVDESS / CREMA-D file names.
-
-    Returns:
-        (source, label_raw, speaker, extras) or None when the name matches neither corpus.
-
-    Example:
-        >>> parse_corpus_name("03-01-05-02-01-01-07")[:3]
-        ('ravdess', 'angry', 'ravdess_actor07')
-        >>> parse_corpus_name("1001_DFA_ANG_XX")[:3]
-        ('cremad', 'ANG', 'cremad_1001')
-    """
-    m = RAVDESS_RE.match(stem)
-    if m:
-        modality, channel, emotion, intensity, statement, repetition, actor = m.groups()
-        extras = {
-            "corpus": "ravdess",
-            "modality": modality,
-            "vocal_channel": "speech" if channel == "01" else "song",
-            "intensity": "normal" if intensity == "01" else "strong",
-            "statement": statement,
-            "repetition": repetition,
-        }
-        return "ravdess", RAVDESS_EMOTIONS[emotion], f"ravdess_actor{actor}", extras
-    m = CREMAD_RE.match(stem)
-    if m:
-        actor, sentence, emotion, level = m.groups()
-        extras = {"corpus": "cremad", "sentence": sentence, "level": level}
-        return "cremad", emotion, f"cremad_{actor}", extras
-    return None
-
-
-def map_label(label_raw: str | None, label_map: dict[str, str | None]) -> tuple[str | None, str]:
-    """Map a corpus label onto a callqa label.
-
-    Exact key first, then a case-insensitive match, so a CSV that says "Angry" still maps.
-
-    Returns:
-        (label, status) with status none (no label), ok, out_of_scope (mapped to null) or
-        unknown (not a key of `label_map`).
-    """
-    if label_raw is None or not str(label_raw).strip():
-        return None, "none"
-    raw = str(label_raw).strip()
-    if raw in label_map:
-        key = raw
-    else:
-        folded = {k.casefold(): k for k in label_map}
-        key = folded.get(raw.casefold())
-        if key is None:
-            return None, "unknown"
-    mapped = label_map[key]
-    return (mapped, "ok") if mapped is not None else (None, "out_of_scope")
-
-
 def _read_sidecar(path: Path) -> dict | None:
     """A synth sidecar (`<stem>.json` with `checks` and `emotion`), or None."""
     side = path.with_suffix(".json")
@@ -167,10 +103,12 @@ def classify_file(path: Path, path_str: str) -> Entry:
 
 
 def scan_source(source: Path) -> list[Entry]:
-    """Every audio file under `source` (a folder, walked recursively, or one file).
+    """Every file under `source` (a folder, walked recursively, or one file).
 
-    Hidden files and folders (names starting with ".") are skipped: they are temp files of
-    interrupted writes, macOS `._*` resource forks and tool caches, not recordings.
+    Audio files are classified (synth, corpus, plain folder). Files with another extension are
+    listed too, so validate quarantines them with a reason (`not_audio`, or `unreadable` for a
+    container it cannot decode) instead of dropping them without a word; only companions of a
+    recording (a sidecar `<stem>.json` beside `<stem>.wav`) and hidden files are left out.
 
     Raises:
         IngestError: when `source` does not exist.
@@ -182,20 +120,16 @@ def scan_source(source: Path) -> list[Entry]:
         )
     if source.is_file():
         return [classify_file(source, os.path.normpath(str(source)))]
-    entries, hidden = [], 0
-    for dirpath, dirnames, filenames in os.walk(source, followlinks=False):
-        hidden += sum(d.startswith(".") for d in dirnames)
-        dirnames[:] = [d for d in dirnames if not d.startswith(".")]
-        for name in filenames:
-            if Path(name).suffix.lower() not in SCAN_EXTENSIONS:
-                continue
-            if name.startswith("."):
-                hidden += 1
-                continue
-            full = Path(dirpath) / name
-            entries.append(classify_file(full, os.path.normpath(str(full))))
-    if hidden:
-        logger.info("%s: skipped %d hidden files or folders", source, hidden)
+    scan = scan_folder(source)
+    entries = [classify_file(f, os.path.normpath(str(f))) for f in scan.audio]
+    entries += [Entry(path=os.path.normpath(str(f)), source="folder") for f in scan.other]
+    if scan.hidden:
+        logger.info("%s: skipped %d hidden files or folders", source, scan.hidden)
+    if scan.other:
+        logger.info(
+            "%s: %d file(s) without an audio extension are listed for validate to quarantine",
+            source, len(scan.other),
+        )  # fmt: skip
     return entries
 
 
@@ -249,44 +183,6 @@ def read_labels_csv(csv_path: Path) -> list[Entry]:
     return list(entries.values())
 
 
-def _split_key(seed: int, group: str) -> str:
-    return hashlib.sha256(f"{seed}\0{group}".encode()).hexdigest()
-
-
-def assign_splits(group_sizes: dict[str, int], split: SplitConfig) -> dict[str, str]:
-    """Put whole groups (speakers, or single files) into test, val and train.
-
-    Groups are visited in an order fixed by a hash of (seed, group), so the result depends only
-    on the seed and the groups, not on file order. Each split takes groups while that brings
-    its file count closer to its share; if none fits (few large speakers), it takes the
-    smallest one, as long as one group is left for train.
-
-    Example:
-        >>> s = assign_splits({"a": 10, "b": 10, "c": 10}, SplitConfig())
-        >>> sorted(s.values())
-        ['test', 'train', 'val']
-    """
-    order = sorted(group_sizes, key=lambda g: _split_key(split.seed, g))
-    total = sum(group_sizes.values())
-    assigned: dict[str, str] = {}
-    for name, share in (("test", split.test_share), ("val", split.val_share)):
-        target = share * total
-        if target <= 0:
-            continue
-        taken = 0
-        for g in order:
-            if g in assigned or len(order) - len(assigned) <= 1:
-                continue
-            size = group_sizes[g]
-            if taken + size <= target + 0.5 * size:
-                assigned[g] = name
-                taken += size
-        free = [g for g in order if g not in assigned]
-        if taken == 0 and len(free) >= 2:
-            assigned[min(free, key=lambda g: group_sizes[g])] = name
-    return {g: assigned.get(g, "train") for g in order}
-
-
 def describe_file(path: str) -> dict:
     """Hash and header facts of one file; never raises for a bad file."""
     row: dict = {"id": None, "size_bytes": None, "duration_s": None, "sample_rate_hz": None,
@@ -299,7 +195,8 @@ def describe_file(path: str) -> dict:
     except FileNotFoundError:
         row["size_bytes"] = None
     except OSError as err:
-        row["probe_error"], row["probe_message"] = "unreadable", f"{path}: cannot be read ({err})"
+        err = unreadable_error(p, err)
+        row["probe_error"], row["probe_message"] = err.code, err.message
         return row
     try:
         info = probe(p)
@@ -353,21 +250,31 @@ def write_manifest(rows: list[dict], path: Path) -> None:
 
 
 def collect_entries(sources: list[Path], labels_csv: Path | None) -> list[Entry]:
-    """Folder scans plus CSV rows; a file found twice appears once, the CSV's labels winning."""
-    by_file: dict[str, Entry] = {}
+    """Folder scans plus CSV rows; a path found twice appears once, the CSV's labels winning.
+
+    Paths are compared as written (normalised), not through symlinks: a symlink to a file
+    already listed stays a row of its own, which validate quarantines as `duplicate_content`.
+    A CSV row is matched to a scanned file by path, else by the file it resolves to.
+    """
+    csv_real = os.path.realpath(labels_csv) if labels_csv is not None else None
+    by_path: dict[str, Entry] = {}
     for src in sources:
         for e in scan_source(Path(src)):
-            by_file.setdefault(os.path.realpath(e.path), e)
+            if os.path.realpath(e.path) != csv_real:  # the labels CSV is not an input
+                by_path.setdefault(e.path, e)
     if labels_csv is not None:
+        by_real: dict[str, str] = {}
+        for path in by_path:
+            by_real.setdefault(os.path.realpath(path), path)
         for e in read_labels_csv(Path(labels_csv)):
-            key = os.path.realpath(e.path)
-            found = by_file.get(key)
+            key = e.path if e.path in by_path else by_real.get(os.path.realpath(e.path), e.path)
+            found = by_path.get(key)
             if found is not None:
                 e.path = found.path  # keep one spelling of the path
                 e.speaker = e.speaker or found.speaker
                 e.labels_json = found.labels_json
-            by_file[key] = e
-    return list(by_file.values())
+            by_path[key] = e
+    return list(by_path.values())
 
 
 def run(
@@ -415,7 +322,7 @@ def run(
         "probe_errors": dict(Counter(r["probe_error"] for r in rows if r["probe_error"])),
         "speakers": len({r["speaker"] for r in rows if r["speaker"]}),
     }
-    logger.info(
+    logger.debug(
         "ingest: %d files -> %s (sources %s, splits %s, probe errors %s)",
         summary["files"], manifest, summary["by_source"], summary["by_split"],
         summary["probe_errors"] or "none",

@@ -48,7 +48,7 @@ def synth_call(
     `vad_cfg` is the params' `preprocess.vad`: labels are measured with the VAD settings that
     scoring uses.
     """
-    from callqa.audio.io import bytes_id
+    from callqa.files import bytes_id
 
     plan = plan_call(seed, failures, get_bank(cfg.phrase_bank))
     rendered = render_call(plan, vad_cfg)
@@ -88,7 +88,7 @@ def synth_call(
 
 
 def _write_call(out_dir: Path, index: int, data: bytes, sidecar: dict) -> None:
-    from callqa.audio.io import atomic_path
+    from callqa.files import atomic_path
 
     stem = out_dir / f"call_{index:05d}"
     with atomic_path(stem.with_suffix(".wav")) as tmp:
@@ -187,7 +187,7 @@ def run(
         "customer_emotion": {e: sum(r["emotion"] == e for r in results) for e in EMOTIONS},
         "plan_mismatches": sum(r["mismatch"] for r in results),
     }
-    logger.info(
+    logger.debug(
         "synth: %d calls (%.0f s of audio) in %s in %.1f s",
         n,
         audio_s,

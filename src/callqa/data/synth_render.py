@@ -23,10 +23,10 @@ from callqa.data.synth_plan import (
     OVERTALK_S,
     CallPlan,
 )
+from callqa.schemas import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
-SAMPLE_RATE_HZ = 16000
 TELEPHONE_RATE_HZ = 8000
 TELEPHONE_BAND_HZ = (300.0, 3400.0)
 

@@ -1,8 +1,9 @@
 """`callqa validate`: manifest.parquet -> accepted.parquet + quarantine.parquet + Data Docs.
 
 Two layers: a Great Expectations suite guards the manifest (ids, header facts, labels, unique
-content) and writes Data Docs; per-file checks decode each file in blocks and catch what a
-header cannot show (NaN samples, silence, clipping). Both feed one list of reason codes per file.
+content) and writes Data Docs; per-file checks (`audio_checks.py`) decode each file in blocks and
+catch what a header cannot show (NaN samples, silence, clipping, no speech). Both feed one list of
+reason codes per file.
 
 Example:
     >>> from callqa.config import ValidateConfig
@@ -11,272 +12,58 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import shutil
 import tempfile
 from collections import Counter
-from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
 
-from callqa.audio.io import AudioError, atomic_path, probe, read_all
-from callqa.config import ValidateConfig
+from callqa.audio.io import AudioError, probe
+from callqa.cache import StageCache
+from callqa.config import VadConfig, ValidateConfig
+from callqa.data.audio_checks import AudioStats, cached_measure, file_reasons, stats_cache
+from callqa.files import atomic_path
 
 logger = logging.getLogger(__name__)
 
 # Quarantine codes in CONTRACTS.md order; a file's reasons are always listed in this order.
 CODES = [
     "missing_file", "empty_file", "not_audio", "unreadable", "too_short", "too_long",
-    "too_many_channels", "sample_rate_too_low", "nan_samples", "silent", "clipped",
+    "too_many_channels", "sample_rate_too_low", "nan_samples", "silent", "clipped", "no_speech",
     "unknown_label", "label_out_of_scope", "duplicate_content",
 ]  # fmt: skip
 FILE_CODES = ("missing_file", "empty_file", "not_audio", "unreadable")
-FRAME_S = 0.05  # loudness frame for the silence check
-BLOCK_FRAMES = 1 << 18  # samples per channel decoded at a time for long files
-IN_MEMORY_SAMPLES = 1 << 22  # files up to this many samples (all channels) are read at once
-CLIP_RUN = 3  # CONTRACTS: near-peak samples count in runs of 3 or more
-STATS_VERSION = 1  # bump when AudioStats changes meaning, to invalidate the cache
 SUITE_NAME = "callqa_manifest"
 SITE_NAME = "callqa_docs"
+DOCS_MARKER = ".callqa-data-docs"  # written into every Data Docs folder callqa builds
 
 
 class ValidationFailed(Exception):
     """Too few files passed validation (outputs are written before this is raised)."""
 
 
-@dataclass
-class AudioStats:
-    """What the per-file checks measure on the decoded samples (independent of thresholds)."""
-
-    frames: int
-    sample_rate_hz: int
-    channels: int
-    subtype: str
-    nonfinite: int = 0  # NaN or infinite samples
-    peak_pos: float = 0.0
-    peak_neg: float = 0.0
-    max_frame_dbfs: float | None = None  # loudest 50 ms frame, RMS re full scale; None if empty
-    clipped_share: float | None = None  # None when not measured (silent or non-finite file)
-
-    @property
-    def duration_s(self) -> float:
-        return self.frames / self.sample_rate_hz if self.sample_rate_hz else 0.0
-
-
-# ---------------------------------------------------------------- clipping
-
-
-def clip_bounds(subtype: str, peak_pos: float, peak_neg: float) -> tuple[float, float]:
-    """Sample levels at or beyond which a sample counts towards the clipping share.
-
-    Same rule and tolerances as `callqa.audio.metrics.clipped_share` (one definition, CONTRACTS:
-    within one quantisation step of the file's own peak; lossy codecs use a fixed level), but
-    split out so a long file can be counted block by block once its peaks are known.
-
-    Example:
-        >>> clip_bounds("PCM_16", 0.5, -1.0)[0] < 0.5
-        True
-    """
-    from callqa.audio import metrics
-
-    subtype = (subtype or "").upper()
-    if subtype in metrics._LOSSY_SUBTYPES:
-        return metrics._LOSSY_CLIP_LEVEL, -metrics._LOSSY_CLIP_LEVEL
-    tol = metrics._PEAK_TOLERANCE.get(subtype, metrics._DEFAULT_PEAK_TOLERANCE) * 1.001
-    hi = peak_pos - tol if peak_pos > tol else math.inf
-    lo = peak_neg + tol if peak_neg < -tol else -math.inf
-    return hi, lo
-
-
-class _RunCounter:
-    """Counts samples in runs of >= `min_run` flagged samples, across block boundaries."""
-
-    def __init__(self, channels: int, min_run: int = CLIP_RUN):
-        self.min_run = min_run
-        self.carry = np.zeros(channels, dtype=np.int64)  # open run length at block end
-        self.total = 0
-
-    def add(self, mask: np.ndarray) -> None:
-        """mask: bool (channels, n) for one block."""
-        n = mask.shape[1]
-        for ch in range(mask.shape[0]):
-            edges = np.diff(np.concatenate(([0], mask[ch].view(np.int8), [0])))
-            starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-            lengths = ends - starts
-            if self.carry[ch]:
-                if starts.size and starts[0] == 0:
-                    lengths[0] += self.carry[ch]
-                else:
-                    self._close(int(self.carry[ch]))
-                self.carry[ch] = 0
-            if lengths.size and ends[-1] == n:
-                self.carry[ch] = lengths[-1]
-                lengths = lengths[:-1]
-            self.total += int(lengths[lengths >= self.min_run].sum())
-
-    def _close(self, length: int) -> None:
-        if length >= self.min_run:
-            self.total += length
-
-    def finish(self) -> int:
-        for c in self.carry:
-            self._close(int(c))
-        self.carry[:] = 0
-        return self.total
-
-
-# ---------------------------------------------------------------- decoding in blocks
-
-
-def _blocks(path: Path, frames: int, channels: int, frame_len: int):
-    """Yield float32 (channels, n) blocks; whole-file for small files, streamed otherwise.
-
-    Returns a function that starts a new pass, so a long file is decoded twice (peaks first,
-    then clipping) instead of being held in memory.
-    """
-    import soundfile as sf
-
-    if frames * channels <= IN_MEMORY_SAMPLES:
-        with sf.SoundFile(str(path)) as f:
-            data = read_all(f).T
-        return lambda: iter([data])
-    block = max(frame_len, (BLOCK_FRAMES // frame_len) * frame_len)  # frames stay aligned
-
-    def stream():
-        with sf.SoundFile(str(path)) as f:
-            while True:
-                data = f.read(block, dtype="float32", always_2d=True)
-                if data.shape[0] == 0:
-                    return
-                yield data.T
-
-    return stream
-
-
-def measure_audio(path: str | Path, header: dict | None = None) -> AudioStats:
-    """Decode a file in blocks and measure non-finite samples, peaks, loudness and clipping.
-
-    Args:
-        path: audio file.
-        header: `callqa.audio.io.probe` result if already known.
+def check_docs_dir(docs_dir: Path) -> None:
+    """Refuse to replace a folder callqa did not build (Data Docs are rebuilt from scratch).
 
     Raises:
-        AudioError: the file is missing, empty, not audio or cannot be decoded.
+        ValueError: `docs_dir` is a file, or a non-empty folder without callqa's marker.
     """
-    path = Path(path)
-    info = header or probe(path)
-    sr, channels = info["sample_rate_hz"], info["channels"]
-    frame_len = max(1, round(FRAME_S * sr))
-    stats = AudioStats(0, sr, channels, info["subtype"], peak_pos=-math.inf, peak_neg=math.inf)
-    passes = _blocks(path, info["frames"], channels, frame_len)
-    max_ms = 0.0
-    try:
-        for x in passes():
-            stats.frames += x.shape[1]
-            finite = np.isfinite(x)
-            bad = x.size - int(np.count_nonzero(finite))
-            if bad:
-                stats.nonfinite += bad
-                x = np.where(finite, x, 0.0)
-            if x.size == 0:
-                continue
-            stats.peak_pos = max(stats.peak_pos, float(x.max()))
-            stats.peak_neg = min(stats.peak_neg, float(x.min()))
-            n_full = x.shape[1] // frame_len * frame_len
-            sq = np.square(x, dtype=np.float64)
-            if n_full:
-                ms = sq[:, :n_full].reshape(channels, -1, frame_len).mean(axis=2)
-                max_ms = max(max_ms, float(ms.max()))
-            if n_full < x.shape[1]:
-                max_ms = max(max_ms, float(sq[:, n_full:].mean(axis=1).max()))
-        if stats.frames == 0:
-            stats.peak_pos = stats.peak_neg = 0.0
-            return stats
-        stats.max_frame_dbfs = 10 * math.log10(max_ms) if max_ms > 0 else -math.inf
-        if stats.nonfinite or stats.peak_pos - stats.peak_neg <= 0:
-            return stats  # NaN files are quarantined anyway; a constant signal cannot clip
-        hi, lo = clip_bounds(stats.subtype, stats.peak_pos, stats.peak_neg)
-        counter = _RunCounter(channels)
-        for x in passes():
-            counter.add((x >= hi) | (x <= lo))
-        stats.clipped_share = counter.finish() / (stats.frames * channels)
-    except AudioError:
-        raise
-    except Exception as err:  # noqa: BLE001 - soundfile raises several types mid-stream
-        raise AudioError(
-            "unreadable", f"{path.name}: decoding failed part-way (truncated or corrupt: {err})"
-        ) from None
-    return stats
-
-
-def _cached_measure(path: str, file_id: str | None, cache_dir: Path | None) -> AudioStats:
-    """measure_audio with an optional per-content cache (`<cache_dir>/<id>.json`)."""
-    header = probe(path)  # always: the file may have gone or changed since ingest
-    cache = cache_dir / f"{file_id}.json" if cache_dir is not None and file_id else None
-    if cache is not None and cache.is_file():
-        try:
-            data = json.loads(cache.read_text())
-            if data.pop("version", None) == STATS_VERSION and data["frames"] == header["frames"]:
-                return AudioStats(**data)
-        except (ValueError, KeyError, TypeError):
-            pass  # a damaged cache entry is just recomputed
-    stats = measure_audio(path, header)
-    if cache is not None:
-        with atomic_path(cache) as tmp:
-            tmp.write_text(json.dumps({"version": STATS_VERSION, **asdict(stats)}))
-    return stats
+    if not docs_dir.exists():
+        return
+    if not docs_dir.is_dir():
+        raise ValueError(f"validate.data_docs_dir '{docs_dir}' is a file, not a folder")
+    if (docs_dir / DOCS_MARKER).is_file() or not any(docs_dir.iterdir()):
+        return
+    raise ValueError(
+        f"validate.data_docs_dir '{docs_dir}' holds files callqa did not write, and the Data "
+        "Docs would replace them; choose an empty or new folder (--data-docs-dir)"
+    )
 
 
 # ---------------------------------------------------------------- per-file reasons
-
-
-def _fmt_s(seconds: float) -> str:
-    return f"{seconds:.3g} s" if seconds < 10 else f"{seconds:.0f} s"
-
-
-def file_reasons(stats: AudioStats, cfg: ValidateConfig) -> dict[str, str]:
-    """Reason code -> sentence for one decoded file's measurements."""
-    out: dict[str, str] = {}
-    if stats.duration_s < cfg.min_duration_s:
-        out["too_short"] = (
-            f"lasts {_fmt_s(stats.duration_s)}, shorter than validate.min_duration_s "
-            f"({cfg.min_duration_s} s)"
-        )
-    if stats.duration_s > cfg.max_duration_s:
-        out["too_long"] = (
-            f"lasts {_fmt_s(stats.duration_s)}, longer than validate.max_duration_s "
-            f"({cfg.max_duration_s:.0f} s); split the recording"
-        )
-    if stats.channels > cfg.max_channels:
-        out["too_many_channels"] = (
-            f"has {stats.channels} channels, more than validate.max_channels "
-            f"({cfg.max_channels}); export it as mono or agent/customer stereo"
-        )
-    if stats.sample_rate_hz < cfg.min_sample_rate_hz:
-        out["sample_rate_too_low"] = (
-            f"is sampled at {stats.sample_rate_hz} Hz, below validate.min_sample_rate_hz "
-            f"({cfg.min_sample_rate_hz} Hz)"
-        )
-    if stats.nonfinite:
-        out["nan_samples"] = (
-            f"contains {stats.nonfinite} NaN or infinite samples; re-export it from the source"
-        )
-    elif stats.max_frame_dbfs is not None and stats.max_frame_dbfs < cfg.silence_dbfs:
-        level = (
-            "digital silence"
-            if stats.max_frame_dbfs == -math.inf
-            else (f"its loudest {FRAME_S * 1000:.0f} ms stays at {stats.max_frame_dbfs:.1f} dBFS")
-        )
-        out["silent"] = f"is silent ({level}, below validate.silence_dbfs {cfg.silence_dbfs} dBFS)"
-    if stats.clipped_share is not None and stats.clipped_share > cfg.max_clipped_share:
-        out["clipped"] = (
-            f"is clipped: {100 * stats.clipped_share:.1f}% of samples sit at the peak level, "
-            f"more than validate.max_clipped_share ({100 * cfg.max_clipped_share:.1f}%)"
-        )
-    return out
 
 
 def label_reasons(row: dict, cfg: ValidateConfig) -> dict[str, str]:
@@ -406,6 +193,8 @@ def run_expectations(df, cfg: ValidateConfig, docs_dir: Path) -> tuple[dict[str,
             )
         )
         result = checkpoint.run(batch_parameters={"dataframe": frame})
+        (staging / DOCS_MARKER).write_text("Great Expectations Data Docs built by callqa\n")
+        check_docs_dir(docs_dir)
         if docs_dir.exists():
             shutil.rmtree(docs_dir)
         staging.rename(docs_dir)
@@ -478,7 +267,12 @@ def _write_outputs(df, accepted_mask, quarantine_rows, accepted: Path, quarantin
         pq.write_table(pa.Table.from_pylist(quarantine_rows, q_schema), tmp)
 
 
-def check_row(row: dict, cfg: ValidateConfig, cache_dir: Path | None = None) -> dict[str, str]:
+def check_row(
+    row: dict,
+    cfg: ValidateConfig,
+    cache: StageCache | None = None,
+    vad: VadConfig = VadConfig(),  # noqa: B008 - frozen
+) -> dict[str, str]:
     """Per-file checks of one manifest row: reason code -> sentence (empty when the file is fine).
 
     The file is probed again rather than trusting the manifest, since it may have changed or
@@ -493,7 +287,7 @@ def check_row(row: dict, cfg: ValidateConfig, cache_dir: Path | None = None) -> 
             h = probe(row["path"])
             stats = AudioStats(h["frames"], h["sample_rate_hz"], h["channels"], h["subtype"])
         else:
-            stats = _cached_measure(row["path"], row.get("id"), cache_dir)
+            stats = cached_measure(row["path"], cache, vad)
         reasons.update(file_reasons(stats, cfg))
     except AudioError as err:
         reasons.setdefault(err.code, err.message)
@@ -509,6 +303,7 @@ def run(
     data_docs_dir: Path | None = None,
     progress: bool = True,
     cache_dir: Path | None = None,
+    vad: VadConfig = VadConfig(),  # noqa: B008 - frozen
 ) -> dict:
     """Validate the manifest: every row ends in accepted.parquet or quarantine.parquet.
 
@@ -519,8 +314,9 @@ def run(
         quarantine: output Parquet (`path`, `id`, `reasons`, `message`).
         data_docs_dir: folder for the Great Expectations Data Docs (rebuilt each run).
         progress: show a progress bar over the per-file checks.
-        cache_dir: optional per-content cache of decoded-audio measurements
-            (e.g. `.cache/callqa/validate`); None decodes every file.
+        cache_dir: root of the per-file cache of decoded-audio measurements (default
+            `callqa.cache.cache_root()`; its `validate/` folder).
+        vad: voice-detector settings (params.yaml `preprocess.vad`) for the `no_speech` check.
 
     Returns:
         Summary: files, accepted, quarantined, by_reason, accepted_share (over files not
@@ -528,7 +324,8 @@ def run(
 
     Raises:
         ValidationFailed: accepted share below `cfg.min_accepted_share` (after writing outputs).
-        FileNotFoundError / ValueError: the manifest is missing or malformed.
+        FileNotFoundError / ValueError: the manifest is missing or malformed, or the Data Docs
+            folder holds files callqa did not write.
     """
     from callqa.progress import track
 
@@ -536,24 +333,25 @@ def run(
     accepted = Path(cfg.accepted if accepted is None else accepted)
     quarantine = Path(cfg.quarantine if quarantine is None else quarantine)
     docs_dir = Path(cfg.data_docs_dir if data_docs_dir is None else data_docs_dir)
+    check_docs_dir(docs_dir)  # before any work
     df = _read_manifest(manifest)
     records = [{k: (None if _is_null(v) else v) for k, v in r.items()}
                for r in df.to_dict("records")]  # fmt: skip
 
     gx_reasons, gx_outcomes = run_expectations(df, cfg, docs_dir)
+    cache = stats_cache(vad, cache_dir)
+    cache.sweep()
 
     found: list[dict[str, str]] = []
-    first_of: dict[str, str] = {}  # content id -> first path (rows are sorted by path)
+    kept = _kept_copies(records)
     for row in track(records, "validate", enabled=progress):
-        reasons = check_row(row, cfg, cache_dir)
-        if row["id"] and row["size_bytes"]:  # empty files are not "copies" of each other
-            if row["id"] in first_of:
-                reasons["duplicate_content"] = (
-                    f"has the same content as {first_of[row['id']]}, which is kept; "
-                    "remove one of the copies"
-                )
-            else:
-                first_of[row["id"]] = row["path"]
+        reasons = check_row(row, cfg, cache, vad)
+        keep = kept.get(row["id"])
+        if keep is not None and keep != row["path"]:
+            link = " (a symlink to it)" if Path(row["path"]).is_symlink() else ""
+            reasons["duplicate_content"] = (
+                f"has the same content as {keep}{link}, which is kept; remove one of the copies"
+            )
         for code in gx_reasons.get(row["path"], ()):
             reasons.setdefault(code, _gx_message(code, row, cfg))
         found.append(reasons)
@@ -587,7 +385,7 @@ def run(
         "accepted_path": str(accepted),
         "quarantine_path": str(quarantine),
     }
-    logger.info(
+    logger.debug(
         "validate: %d files, %d accepted, %d quarantined %s; Data Docs %s",
         len(records), n_ok, len(q_rows), summary["by_reason"] or "", index,
     )  # fmt: skip
@@ -604,6 +402,16 @@ def run(
             f"See {quarantine} for each file and {index} for the expectation report."
         )
     return summary
+
+
+def _kept_copies(records: list[dict]) -> dict[str, str]:
+    """Content id -> the path kept among files with that content: the first in path order,
+    a real file before a symlink to it. Empty files are not copies of each other."""
+    kept: dict[str, str] = {}
+    for r in sorted(records, key=lambda r: (Path(r["path"]).is_symlink(), r["path"])):
+        if r["id"] and r["size_bytes"]:
+            kept.setdefault(r["id"], r["path"])
+    return kept
 
 
 def _message(path: str, parts: list[str]) -> str:

@@ -1,0 +1,126 @@
+"""dvc.yaml is complete: every code file and params.yaml key a stage reads is one of its deps.
+
+What a stage reads is found, not listed by hand: the callqa modules its CLI command imports,
+followed through every import (lazy ones inside functions too), plus the data files inside
+those packages, plus the params sections the command reads. A stage that misses one would let
+`dvc repro` reuse a stale output.
+"""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT
+
+SRC = ROOT / "src"
+CLI = SRC / "callqa" / "cli.py"
+STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
+PARAM_ALIASES = {"validate_cfg": "validate"}  # pydantic field name -> params.yaml section
+
+
+def _module_file(name: str) -> Path | None:
+    base = SRC.joinpath(*name.split("."))
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _imports(tree: ast.AST) -> set[str]:
+    """callqa modules imported anywhere in `tree` (`from callqa.qa import x` -> callqa.qa.x)."""
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names if a.name.startswith("callqa")}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            if node.module.startswith("callqa"):
+                found.add(node.module)
+                found |= {f"{node.module}.{a.name}" for a in node.names}
+    return {m for m in found if _module_file(m) is not None}
+
+
+def _command(name: str) -> ast.FunctionDef:
+    tree = ast.parse(CLI.read_text(encoding="utf-8"))
+    for node in tree.body:
+        if isinstance(node, ast.FunctionDef) and node.name == name:
+            return node
+    raise AssertionError(f"cli.py has no command function {name!r}")
+
+
+def files_read(stage: str) -> set[Path]:
+    """Source files reached from the stage's command, and data files in their packages."""
+    todo, seen = list(_imports(_command(stage))), set()
+    while todo:
+        name = todo.pop()
+        if name in seen or name == "callqa.cli":
+            continue
+        seen.add(name)
+        path = _module_file(name)
+        todo += _imports(ast.parse(path.read_text(encoding="utf-8")))
+    files = {_module_file(m) for m in seen}
+    for folder in {f.parent for f in files}:  # package data: non-Python files beside the code
+        files |= {
+            f for f in folder.rglob("*")
+            if f.is_file() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts
+        }  # fmt: skip
+    return {f for f in files if f.name != "__init__.py" or f.stat().st_size}
+
+
+def params_read(stage: str) -> set[str]:
+    """params.yaml keys the command reads: `p.<section>[.<key>]` or `_params(...).<section>`."""
+    keys = set()
+    nodes = list(ast.walk(_command(stage)))
+    inner = {id(n.value) for n in nodes if isinstance(n, ast.Attribute)}  # part of a longer chain
+    for node in nodes:
+        if not isinstance(node, ast.Attribute) or id(node) in inner:
+            continue
+        chain, base = [node.attr], node.value
+        while isinstance(base, ast.Attribute):
+            chain.insert(0, base.attr)
+            base = base.value
+        rooted = (isinstance(base, ast.Name) and base.id == "p") or (
+            isinstance(base, ast.Call) and getattr(base.func, "id", "") == "_params"
+        )
+        if rooted:
+            chain[0] = PARAM_ALIASES.get(chain[0], chain[0])
+            keys.add(".".join(chain[:2]))
+    return keys
+
+
+def _covered(path: Path, deps: list[str]) -> bool:
+    rel = path.relative_to(ROOT)
+    return any(rel == Path(d) or Path(d) in rel.parents for d in deps)
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_code_file_the_stage_reads_is_a_dep(stage):
+    deps = STAGES[stage]["deps"]
+    missing = sorted(str(f.relative_to(ROOT)) for f in files_read(stage) if not _covered(f, deps))
+    assert not missing, f"dvc.yaml stage {stage!r} lacks deps: {missing}"
+
+
+@pytest.mark.parametrize("stage", sorted(STAGES))
+def test_every_param_the_stage_reads_is_listed(stage):
+    listed = STAGES[stage]["params"]
+    missing = sorted(k for k in params_read(stage) if not any(k == p or k.startswith(p + ".")
+                                                              for p in listed))  # fmt: skip
+    assert not missing, f"dvc.yaml stage {stage!r} lacks params: {missing}"
+    assert stage in listed  # its own whole section
+
+
+def test_the_checker_sees_lazy_imports_and_cross_section_params():
+    """The checks above cannot pass vacuously."""
+    reached = {f.relative_to(SRC).as_posix() for f in files_read("transcribe")}
+    assert {"callqa/asr/transcribe.py", "callqa/qa/scorecard.py", "callqa/cache.py"} <= reached
+    assert "callqa/audio/vad.py" in {f.relative_to(SRC).as_posix() for f in files_read("validate")}
+    assert "preprocess.vad" in params_read("validate")
+    assert "score.scorecard" in params_read("transcribe")
+
+
+def test_stages_run_their_own_command_and_outputs_are_declared():
+    for name, stage in STAGES.items():
+        assert stage["cmd"].startswith(f"callqa {name}"), name
+        assert stage.get("outs"), name
