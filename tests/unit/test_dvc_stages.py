@@ -63,7 +63,7 @@ def files_read(stage: str) -> set[Path]:
     files = {_module_file(m) for m in seen}
     for folder in {f.parent for f in files}:  # package data: non-Python files beside the code
         files |= {
-            f for f in folder.rglob("*")
+            f for f in folder.glob("*")
             if f.is_file() and f.suffix not in (".py", ".pyc") and "__pycache__" not in f.parts
         }  # fmt: skip
     return {f for f in files if f.name != "__init__.py" or f.stat().st_size}

@@ -129,7 +129,7 @@ def test_phrase_banks_load_from_package_data_and_are_disjoint():
         for names in ("companies", "agent_names", "customer_names"):
             assert not set(getattr(banks[a], names)) & set(getattr(banks[b], names)), names
     # The files ship inside the package, and the test bank says what it is.
-    header = (phrases.resources.files("callqa.data") / "banks" / "test.yaml").read_text()
+    header = (phrases.resources.files(phrases.banks) / "test.yaml").read_text()
     assert "TEST SET" in header and "2026-12-02" in header and "Never read it for tuning" in header
     with pytest.raises(ValueError, match="unknown phrase bank 'heldout'"):
         get_bank("heldout")

@@ -1,6 +1,6 @@
 """Phrase banks for synthetic calls: what agents and customers say, loaded from data files.
 
-Each bank is `callqa/data/banks/<name>.yaml` (shipped inside the package):
+Each bank is `callqa/data/banks/<name>.yaml` (package data of `callqa.data.banks`):
 - `train`: the synth default, for model training; develop against it freely.
 - `dev`: seen (it was called `heldout` until rules were written from it); tune on it freely.
 - `test`: written once, then read only through the numbers the benchmark prints.
@@ -19,6 +19,7 @@ from importlib import resources
 import yaml
 
 from callqa.config import EMOTIONS
+from callqa.data import banks
 
 BANK_NAMES = ("train", "dev", "test")
 # Values that fill the {dob}, {digits} and {code} slots (shared by all banks).
@@ -81,7 +82,7 @@ def get_bank(name: str) -> PhraseBank:
         raise ValueError(
             f"unknown phrase bank {name!r}: set synth.phrase_bank to one of {list(BANK_NAMES)}"
         )
-    path = resources.files("callqa.data").joinpath("banks", f"{name}.yaml")
+    path = resources.files(banks).joinpath(f"{name}.yaml")
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     return _parse(name, raw, str(path))
 
