@@ -20,7 +20,8 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 ROOT = Path(__file__).resolve().parents[1]
-ASR_DIR = ROOT.parent / "shared" / "realdata" / "asr"
+REALDATA = Path(os.environ.get("CALLQA_REALDATA", ROOT.parent / "shared" / "realdata"))
+ASR_DIR = REALDATA / "asr"
 
 
 def main() -> None:
