@@ -38,13 +38,15 @@ def test_default_scorecard_loads_with_contract_ids_in_order():
     }
 
 
-def test_agent_examples_are_greeting_and_closing_sentences():
+def test_agent_examples_come_from_the_marked_checks_only():
     card = Scorecard.load(DEFAULT)
     ex = card.agent_examples()
-    greet = card.by_id["greeting.semantic"].examples
-    close = card.by_id["closing.semantic"].examples
-    assert ex == list(dict.fromkeys(greet + close))
-    assert not set(ex) & set(card.by_id["identity_verification.semantic"].examples)
+    marked = ["greeting", "identity_verification", "recording_disclosure", "closing"]
+    assert [c.id for c in card.checks if c.agent_marker] == marked
+    expected = [e for cid in marked for e in card.by_id[f"{cid}.semantic"].examples]
+    assert ex == list(dict.fromkeys(expected))
+    # What a customer says as often as an agent (rude lines) never marks the agent.
+    assert not set(ex) & set(card.by_id["forbidden_language.semantic"].examples)
 
 
 def _error(data: dict | str, tmp_path: Path) -> str:

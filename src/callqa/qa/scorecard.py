@@ -243,7 +243,7 @@ class Scorecard:
         return cls(path=path, sha256=sha256, name=spec.name, checks=top, by_id=by_id)
 
     def agent_examples(self) -> list[str]:
-        """Example sentences of checks marked `agent_marker` (greeting, closing), for mono calls."""
+        """Example sentences of the checks marked `agent_marker`, for mono agent identification."""
         out: list[str] = []
 
         def walk(check: CheckBase | str, marked: bool) -> None:
