@@ -107,6 +107,10 @@ def main() -> None:
         choices=["dev", "test", "train"],
         help="test (default; written once, never tuned on), dev (seen) or train, for comparison",
     )
+    ap.add_argument(
+        "--only", choices=["stereo", "mono", "telephone"], default=None,
+        help="run one variant (same seeds as in the full run)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     from callqa.config import load_params
@@ -125,7 +129,7 @@ def main() -> None:
     ]
     out = []
     for i, (name, n, over) in enumerate(variants):
-        if n <= 0:
+        if n <= 0 or (args.only and not name.startswith(args.only)):
             continue
         cfg = params.synth.model_copy(
             update={"seed": args.seed + i, "phrase_bank": args.phrase_bank, **over}
