@@ -560,14 +560,19 @@ BODY = [
 NOT_NEGATIVE_FOR = {"greeting": {"closing"}, "closing": {"greeting"}}
 
 
-def test_paraphrase_sets_are_not_scorecard_examples():
+def _scorecard_examples() -> set[str]:
+    """Every semantic example sentence of the default scorecard, normalised."""
     card = Scorecard.load(DEFAULT)
-    examples = {
+    return {
         normalize_text(e)
         for c in card.by_id.values()
         if isinstance(c, SemanticCheck)
         for e in c.examples
     }
+
+
+def test_paraphrase_sets_are_not_scorecard_examples():
+    examples = _scorecard_examples()
     for sets in (CALIBRATION, HELD_OUT, COLLOQUIAL):
         for texts in sets.values():
             assert not examples & {normalize_text(t) for t in texts}
@@ -695,13 +700,7 @@ ASR_STYLE_NEGATIVE = {
 
 
 def test_asr_style_sets_are_not_scorecard_examples():
-    card = Scorecard.load(DEFAULT)
-    examples = {
-        normalize_text(e)
-        for c in card.by_id.values()
-        if isinstance(c, SemanticCheck)
-        for e in c.examples
-    }
+    examples = _scorecard_examples()
     for sets in (ASR_STYLE, ASR_STYLE_NEGATIVE):
         for texts in sets.values():
             assert not examples & {normalize_text(t) for t in texts}
