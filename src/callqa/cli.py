@@ -224,21 +224,17 @@ def transcribe(
     p = _params(params)
     from callqa.asr import transcribe as stage
     from callqa.config import ConfigError
-    from callqa.qa.scorecard import Scorecard, ScorecardError
-    from callqa.text.encoder import EncoderError, get_encoder
+    from callqa.qa.scorecard import load_with_encoder
 
     cfg = _override(p.transcribe, {"backend": backend, "model": model})
-    # The scorecard's greeting and closing examples pick the agent on mono calls.
     try:
-        card = Scorecard.load(p.score.scorecard)
-        agent_likeness = card.agent_likeness(get_encoder(p.score.sentence_encoder))
-    except (ScorecardError, EncoderError) as err:
-        raise _fail(str(err), 2) from None
-    try:
+        # The examples of the scorecard's agent_marker checks pick the agent on mono calls.
+        card, encoder = load_with_encoder(p.score.scorecard, p.score.sentence_encoder)
         summary = stage.run(
-            cfg, agent_likeness, preprocessed_dir=preprocessed, out_dir=out, progress=progress
-        )
-    except (ConfigError, FileNotFoundError) as err:  # the ASR model; no preprocessed calls
+            cfg, card.agent_likeness(encoder), preprocessed_dir=preprocessed, out_dir=out,
+            progress=progress,
+        )  # fmt: skip
+    except (ConfigError, FileNotFoundError) as err:  # a bad setting; no preprocessed calls
         raise _fail(str(err), 2) from None
     _print_summary("transcribe", summary)
     if summary.get("failed"):

@@ -23,6 +23,21 @@ class ConfigError(ValueError):
     """A params.yaml problem a user can fix; the message says where and how."""
 
 
+def load_setting(key: str, value, load):
+    """`load(value)`; any failure becomes a ConfigError that names the params.yaml key.
+
+    Models and files named in params.yaml are loaded through this at start-up, so a bad
+    setting stops a run before its first input (exit 2 in the CLI).
+    """
+    try:
+        return load(value)
+    except ConfigError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure to load a setting is a config error
+        message = str(err) if key in str(err) else f"{key} = {str(value)!r}: {err}"
+        raise ConfigError(message) from None
+
+
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 

@@ -17,7 +17,6 @@ import numpy as np
 
 from callqa.audio.io import AudioError, load_audio, scan_folder
 from callqa.config import (
-    ConfigError,
     PreprocessConfig,
     ScoreConfig,
     TranscribeConfig,
@@ -94,20 +93,14 @@ class Scorer:
                 params.yaml key and its value.
         """
         from callqa.asr.transcribe import CachedAsr, load_backend
-        from callqa.qa.scorecard import Scorecard
-        from callqa.text.encoder import get_encoder
+        from callqa.qa.scorecard import load_with_encoder
 
         self.pre_cfg, self.tr_cfg, self.score_cfg = preprocess, transcribe, score
         self.limits = validate
-        self.scorecard = _load_setting("score.scorecard", score.scorecard, Scorecard.load)
-        self.encoder = _load_setting("score.sentence_encoder", score.sentence_encoder, get_encoder)
-        _load_setting("score.sentence_encoder", score.sentence_encoder, lambda _: self.encoder.dim)
-        # The scorecard's greeting and closing examples pick the agent on mono calls.
+        self.scorecard, self.encoder = load_with_encoder(score.scorecard, score.sentence_encoder)
+        # The examples of the scorecard's agent_marker checks pick the agent on mono calls.
         self.agent_likeness = self.scorecard.agent_likeness(self.encoder)
-        backend = _load_setting(
-            "transcribe.model", transcribe.model, lambda _: load_backend(transcribe)
-        )
-        self.asr = CachedAsr(backend, transcribe)
+        self.asr = CachedAsr(load_backend(transcribe), transcribe)
 
     def score_path(self, path: Path) -> Scored:
         """Score one file; raises AudioError for input that cannot be scored."""
@@ -284,17 +277,6 @@ def _previous_line(done: dict[str, dict], path: Path) -> dict | None:
         return done.get(content_id(path)) or done.get(f"path:{path}")
     except OSError:
         return done.get(f"path:{path}")
-
-
-def _load_setting(key: str, value, load):
-    """`load(value)`, with any failure reported as a ConfigError naming the params key."""
-    try:
-        return load(value)
-    except ConfigError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any failure to load a model is a config error
-        message = str(err) if key in str(err) else f"{key} = {str(value)!r}: {err}"
-        raise ConfigError(message) from None
 
 
 def _check_samples(audio, path: Path, limits: ValidateConfig) -> None:

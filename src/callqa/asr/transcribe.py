@@ -22,7 +22,7 @@ from callqa.asr.backend import AsrBackend, AsrSegment
 from callqa.asr.diarize import diarize
 from callqa.asr.roles import AgentLikeness, pick_agent
 from callqa.cache import CacheKey, StageCache, library_versions, weights_id
-from callqa.config import ConfigError, TranscribeConfig
+from callqa.config import ConfigError, TranscribeConfig, load_setting
 from callqa.files import atomic_path
 from callqa.schemas import SAMPLE_RATE_HZ, Segment, Word
 
@@ -155,13 +155,7 @@ def load_backend(cfg: TranscribeConfig) -> AsrBackend:
             f"transcribe.backend: unknown backend {cfg.backend!r}; use 'faster-whisper' or "
             "'transformers'"
         )
-    try:
-        return Backend(cfg)
-    except Exception as err:  # noqa: BLE001 - any failure to load the model is a config error
-        message = str(err)
-        if "transcribe." not in message:
-            message = f"transcribe.model = {cfg.model!r}: cannot be loaded ({err})"
-        raise ConfigError(message) from None
+    return load_setting("transcribe.model", cfg.model, lambda _: Backend(cfg))
 
 
 def transcribe_prepared(

@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from callqa.config import load_setting
 from callqa.text.normalize import normalize_text
 
 CheckRole = Literal["agent", "customer", "any", "call"]
@@ -369,3 +370,18 @@ def _keyword_regex(keyword: str) -> str:
     # Whole words, any whitespace between them, apostrophes optional ("you're" ~ "youre").
     words = [re.escape(w).replace("'", "'?") for w in normalize_text(keyword).split()]
     return r"(?<![\w'*])" + r"\s+".join(words) + r"(?![\w'*])"
+
+
+def load_with_encoder(scorecard: Path, sentence_encoder: str) -> tuple[Scorecard, Encoder]:
+    """The scorecard and the sentence encoder (`score.scorecard`, `score.sentence_encoder`),
+    both loaded now.
+
+    Raises:
+        ConfigError: either cannot be loaded; the message names the params.yaml key.
+    """
+    from callqa.text.encoder import get_encoder
+
+    card = load_setting("score.scorecard", scorecard, Scorecard.load)
+    encoder = load_setting("score.sentence_encoder", sentence_encoder, get_encoder)
+    load_setting("score.sentence_encoder", sentence_encoder, lambda _: encoder.dim)
+    return card, encoder
