@@ -31,7 +31,6 @@ class FolderScan:
 
     audio: list[Path]  # files with an extension in SCAN_EXTENSIONS
     other: list[Path]  # every other file (and symlinked folders): never dropped silently
-    companions: int = 0  # non-audio files beside an audio file of the same stem (sidecars)
     hidden: int = 0  # names starting with "." (temp files of interrupted writes, ._* forks)
 
 
@@ -40,9 +39,9 @@ def scan_folder(folder: str | Path) -> FolderScan:
 
     Hidden files and folders are skipped. A non-audio file that shares its stem with an audio
     file in the same folder (a synth sidecar `call_0001.json`, a transcript, an RTTM) belongs to
-    that recording and is counted in `companions`, not listed as an input of its own.
+    that recording and is not listed as an input of its own.
     """
-    audio, other, companions, hidden = [], [], 0, 0
+    audio, other, hidden = [], [], 0
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
         base = Path(dirpath)
         hidden += sum(d.startswith(".") for d in dirnames)
@@ -54,11 +53,9 @@ def scan_folder(folder: str | Path) -> FolderScan:
         for name in visible:
             if Path(name).suffix.lower() in SCAN_EXTENSIONS:
                 audio.append(base / name)
-            elif Path(name).stem in stems:
-                companions += 1
-            else:
+            elif Path(name).stem not in stems:  # not a companion of a recording
                 other.append(base / name)
-    return FolderScan(sorted(audio), sorted(other), companions, hidden)
+    return FolderScan(sorted(audio), sorted(other), hidden)
 
 
 class AudioError(Exception):
