@@ -240,6 +240,64 @@ class EvaluateConfig(Section):
     score_calls: bool = True  # score the split's calls rules-only and with the model
 
 
+class MlflowConfig(Section):
+    """MLflow tracking used by train / evaluate / tune (callqa.tracking)."""
+
+    # $MLFLOW_TRACKING_URI, when set, wins over this (e.g. a shared tracking server).
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db"  # 3 slashes: relative to the working dir
+    # Fixed when the experiment is created, and stored as an absolute path.
+    artifact_location: str = "mlflow/artifacts"
+    experiment: str = "callqa"
+    enabled: bool = True  # false: every tracking call is a no-op
+
+
+Freeze = Literal["frozen", "top_k", "lora", "full"]  # how much of the pretrained encoder trains
+Fusion = Literal["concat", "gated"]  # how audio and text features are combined
+
+
+class SearchSpace(Section):
+    """Ranges `callqa tune` samples; [low, high] pairs are inclusive, lists are choices."""
+
+    lr: tuple[float, float] = (1e-5, 3e-4)  # encoder learning rate, sampled log-uniform
+    head_lr: tuple[float, float] = (3e-4, 3e-3)  # head learning rate, log-uniform
+    freeze: list[Freeze] = ["frozen", "top_k", "lora", "full"]
+    top_k_layers: tuple[int, int] = (1, 3)  # trainable top layers (freeze = top_k only)
+    fusion: list[Fusion] = ["concat", "gated"]
+    dropout: tuple[float, float] = (0.0, 0.4)
+    batch_size: list[int] = [16, 32, 64]
+    lora_rank: list[int] = [4, 8, 16]  # (freeze = lora only)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SearchSpace:
+        for name in ("lr", "head_lr", "top_k_layers", "dropout"):
+            low, high = getattr(self, name)
+            if low > high or (name.endswith("lr") and low <= 0):
+                raise ValueError(f"{name}: need 0 < low <= high for a range, got [{low}, {high}]")
+        for name in ("freeze", "fusion", "batch_size", "lora_rank"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: list at least one choice")
+        return self
+
+
+class TuneConfig(Section):
+    """`callqa tune`: Optuna search over the train params; short trainings, best params to JSON."""
+
+    # Optuna storage; a postgresql:// URL lets several `callqa tune` workers share one study.
+    storage: str = "sqlite:///data/tune/optuna.db"
+    study_name: str = "callqa-tune"
+    n_trials: int = Field(20, ge=1)  # per worker (per `callqa tune` call)
+    epochs: int = Field(3, ge=1)  # per trial
+    max_train_rows: int | None = Field(None, ge=1)  # cap per trial; None = all rows
+    seed: int = 0
+    timeout_s: float | None = Field(None, gt=0)  # stop starting trials after this; None = never
+    # MedianPruner: prune a trial whose epoch score is below the median of earlier trials'
+    # score at that epoch, once this many trials finished and after this many epochs.
+    pruner_startup_trials: int = Field(2, ge=0)
+    pruner_warmup_epochs: int = Field(0, ge=0)
+    out: Path = Path("data/tune/best_params.json")  # read by `callqa train`
+    search_space: SearchSpace = SearchSpace()
+
+
 class Params(Section):
     synth: SynthConfig = SynthConfig()
     ingest: IngestConfig = IngestConfig()
@@ -250,6 +308,10 @@ class Params(Section):
     featurize: FeaturizeConfig = FeaturizeConfig()
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+
+
+    mlflow: MlflowConfig = MlflowConfig()
+    tune: TuneConfig = TuneConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
