@@ -18,7 +18,9 @@ from callqa.schemas import SAMPLE_RATE_HZ
 Role = Literal["agent", "customer"]
 EMOTIONS = ["angry", "happy", "sad", "neutral"]
 # Intents of the trained model, named after the phrase checks they serve (CONTRACTS.md).
-INTENTS = ("greeting", "identity_verification", "recording_disclosure", "closing", "forbidden_language")
+INTENTS = (
+    "greeting", "identity_verification", "recording_disclosure", "closing", "forbidden_language"
+)  # fmt: skip
 
 
 class ConfigError(ValueError):

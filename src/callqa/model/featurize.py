@@ -186,11 +186,11 @@ def clip_arrays(extractor, cache, paths: list[str], batch: int = 8) -> dict[str,
 
 def bank_text_rows(cfg: FeaturizeConfig, call_rows_all: list[dict]) -> list[dict]:
     """Text-only rows from the train bank's train-split sentences (see utterances.text_rows)."""
+    if cfg.text_rows_per_sentence == 0:
+        return []
     from callqa.data.phrases import train_split_sentences
     from callqa.model.utterances import asr_confusions, text_rows
 
-    if cfg.text_rows_per_sentence == 0:
-        return []
     pairs = [(r["script"], r["text"]) for r in call_rows_all if r["split"] == "train"]
     table = asr_confusions(pairs)
     sentences, fill = train_split_sentences()

@@ -314,7 +314,7 @@ def fit(
                     opt.step()
                 opt.zero_grad(set_to_none=True)
                 sched.step()
-            losses.append(float(loss) * cfg.grad_accum)
+            losses.append(float(loss.detach()) * cfg.grad_accum)
         pi, pe = predict_probs(model, val, device)
         s = scores(val, pi, pe, emotions)
         metrics = {
