@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import re
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -114,8 +113,7 @@ def _objective(trial, tune_cfg: TuneConfig, train_cfg: TrainConfig, data, fit: C
                 )
 
         try:
-            with tempfile.TemporaryDirectory(prefix="callqa-trial-") as out_dir:
-                result = fit(cfg, data, Path(out_dir), on_epoch=on_epoch)
+            result = fit(cfg, data, None, on_epoch=on_epoch)  # None: a trial saves no model
         except optuna.TrialPruned as err:
             tracking.set_tags({"optuna.state": "pruned"})
             pruned = err  # raised after the run ends, so MLflow records it FINISHED
