@@ -55,7 +55,7 @@ def tiny_data(n_train: int = 28, n_val: int = 14) -> TrainData:
 
 
 SMALL_SPACE = SearchSpace(freeze=["frozen", "top_k"], batch_size=[16], top_k_layers=(1, 1))
-TRAIN = TrainConfig(hidden=16, device="cpu", threads=1, progress=False, epochs=8, patience=3)
+TRAIN = TrainConfig(hidden=16, device="cpu", progress=False, epochs=8, patience=3)
 
 
 @pytest.fixture(scope="module")
