@@ -52,9 +52,7 @@ def configure(cfg: MlflowConfig) -> None:
     import mlflow
 
     uri = os.environ.get(URI_ENV) or cfg.tracking_uri
-    if uri.startswith("sqlite:///"):
-        db = Path(uri.removeprefix("sqlite:///"))  # a 4th slash makes it absolute
-        db.parent.mkdir(parents=True, exist_ok=True)
+    make_sqlite_dir(uri)
     mlflow.set_tracking_uri(uri)
     client = mlflow.MlflowClient()
     location = cfg.artifact_location
@@ -78,6 +76,12 @@ def configure(cfg: MlflowConfig) -> None:
         )
     mlflow.set_experiment(cfg.experiment)
     logger.debug("tracking to %s, experiment %r", uri, cfg.experiment)
+
+
+def make_sqlite_dir(url: str) -> None:
+    """Create the folder of a `sqlite:///` database URL (SQLite makes the file, not the folder)."""
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
 
 
 def is_active() -> bool:
@@ -254,13 +258,18 @@ def git_commit(cwd: str | Path = ".") -> str:
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
-def lineage(paths: Mapping[str, str | Path], cwd: str | Path = ".") -> dict[str, str]:
+def lineage(
+    paths: Mapping[str, str | Path],
+    cwd: str | Path = ".",
+    hashes: Mapping[str, str] | None = None,
+) -> dict[str, str]:
     """Lineage tags for the inputs of a run.
 
-    `lineage.<name>`: sha256 of each file, tree hash of each folder, "missing" if absent;
-    `lineage.git_commit`; `lineage.dvc_lock` (sha256 of `cwd`/dvc.lock) when present.
+    `lineage.<name>`: sha256 of each file, tree hash of each folder, "missing" if absent, and
+    each of `hashes` (sha256s already known, e.g. `TrainData.hashes`); `lineage.git_commit`;
+    `lineage.dvc_lock` (sha256 of `cwd`/dvc.lock) when present.
     """
-    tags = {}
+    tags = {f"lineage.{name}": digest for name, digest in (hashes or {}).items()}
     for name, path in paths.items():
         path = Path(path)
         if path.is_file():
@@ -276,10 +285,14 @@ def lineage(paths: Mapping[str, str | Path], cwd: str | Path = ".") -> dict[str,
     return tags
 
 
-def log_lineage(paths: Mapping[str, str | Path], cwd: str | Path = ".") -> dict[str, str]:
-    """Tag the active run with `lineage(paths, cwd)` and return the tags ({} when not logged)."""
+def log_lineage(
+    paths: Mapping[str, str | Path],
+    cwd: str | Path = ".",
+    hashes: Mapping[str, str] | None = None,
+) -> dict[str, str]:
+    """Tag the active run with `lineage(...)` and return the tags ({} when not logged)."""
     if _skip("lineage"):
         return {}
-    tags = lineage(paths, cwd)
+    tags = lineage(paths, cwd, hashes)
     set_tags(tags)
     return tags

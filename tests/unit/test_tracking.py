@@ -98,12 +98,13 @@ def test_lineage_tags_hash_files_folders_git_and_dvc_lock(client, tmp_path):
     paths = {"manifest": repo / "manifest.parquet", "features": repo / "features"}
     paths["labels"] = repo / "nope.csv"
     with tracking.run("train") as r:
-        returned = tracking.log_lineage(paths, cwd=repo)
+        returned = tracking.log_lineage(paths, cwd=repo, hashes={"arrays.npz": "ab" * 32})
     tags = client.get_run(r.info.run_id).data.tags
     import hashlib
 
     assert tags["lineage.manifest"] == hashlib.sha256(b"manifest").hexdigest()
     assert tags["lineage.labels"] == "missing"
+    assert tags["lineage.arrays.npz"] == "ab" * 32
     assert tags["lineage.git_commit"] == "unknown"  # not a git checkout
     assert tags["lineage.dvc_lock"] == hashlib.sha256(b"schema: '2.0'\n").hexdigest()
     assert {k: tags[k] for k in returned} == returned
