@@ -30,9 +30,7 @@ def intent_report(labels: dict, pi: np.ndarray, thresholds: dict, rows: np.ndarr
     for k, name in enumerate(INTENTS):
         y = labels["intents"][rows, k].astype(int)
         p = (pi[rows, k] >= thresholds.get(name, 0.5)).astype(int)
-        pr, rc, f1, _ = precision_recall_fscore_support(
-            y, p, average="binary", zero_division=0
-        )
+        pr, rc, f1, _ = precision_recall_fscore_support(y, p, average="binary", zero_division=0)
         out[name] = {"precision": round(float(pr), 4), "recall": round(float(rc), 4),
                      "f1": round(float(f1), 4), "support": int(y.sum())}  # fmt: skip
     return out
@@ -51,7 +49,9 @@ def emotion_report(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict:
            for i, lab in enumerate(labels)}  # fmt: skip
     present = [i for i in idx if sup[i] > 0]
     return {
-        "macro_f1": round(float(f1_score(y, pred, labels=present, average="macro", zero_division=0)), 4),
+        "macro_f1": round(
+            float(f1_score(y, pred, labels=present, average="macro", zero_division=0)), 4
+        ),
         "accuracy": round(float(accuracy_score(y, pred)), 4),
         "per_class": per,
         "labels": labels,
@@ -108,14 +108,22 @@ def feature_metrics(predictor, data, split: str, plots_dir: Path | None) -> dict
         pi, pe = predictor.predict_arrays(rows.arrays, pres)
         e = lab["emotion"] >= 0
         emo = emotion_report(lab["emotion"][e], pe[e].argmax(1), emotions)
-        ints = intent_report(lab, pi, predictor.thresholds, intent_rows) if len(intent_rows) else None
+        ints = (
+            intent_report(lab, pi, predictor.thresholds, intent_rows) if len(intent_rows) else None
+        )
         intent_macro = float(np.mean([v["f1"] for v in ints.values()])) if ints else None
-        out["ablation"][name] = {"intent_macro_f1": intent_macro, "emotion_macro_f1": emo["macro_f1"]}
+        out["ablation"][name] = {
+            "intent_macro_f1": intent_macro,
+            "emotion_macro_f1": emo["macro_f1"],
+        }
         if name != "fused":
             continue
         out["intents"] = ints
         out["emotion"] = emo
-        for part, mask in (("calls", call_turns), ("clips", (t["source"] == "emotion_clip").to_numpy())):
+        for part, mask in (
+            ("calls", call_turns),
+            ("clips", (t["source"] == "emotion_clip").to_numpy()),
+        ):
             m = e & mask
             out[f"emotion_{part}"] = emotion_report(lab["emotion"][m], pe[m].argmax(1), emotions)
         if plots_dir is not None and e.any():
@@ -240,7 +248,11 @@ def _flat_scores(metrics: dict) -> dict:
 
 def _summary(metrics: dict, path: Path) -> dict:
     emo = metrics.get("emotion") or {}
-    out = {"n": metrics["n"], "emotion_macro_f1": emo.get("macro_f1"), "emotion_accuracy": emo.get("accuracy")}
+    out = {
+        "n": metrics["n"],
+        "emotion_macro_f1": emo.get("macro_f1"),
+        "emotion_accuracy": emo.get("accuracy"),
+    }
     if metrics.get("intents"):
         out["intent_f1"] = {k: v["f1"] for k, v in metrics["intents"].items()}
     if metrics.get("ablation"):
