@@ -17,73 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.config import INTENTS, EvaluateConfig, Params
+from callqa.config import EvaluateConfig, Params
 from callqa.files import atomic_path
+from callqa.model.metrics import confusion_png, emotion_report, intent_report
 
 logger = logging.getLogger(__name__)
-
-
-def intent_report(labels: dict, pi: np.ndarray, thresholds: dict, rows: np.ndarray) -> dict:
-    from sklearn.metrics import precision_recall_fscore_support
-
-    out = {}
-    for k, name in enumerate(INTENTS):
-        y = labels["intents"][rows, k].astype(int)
-        p = (pi[rows, k] >= thresholds.get(name, 0.5)).astype(int)
-        pr, rc, f1, _ = precision_recall_fscore_support(y, p, average="binary", zero_division=0)
-        out[name] = {"precision": round(float(pr), 4), "recall": round(float(rc), 4),
-                     "f1": round(float(f1), 4), "support": int(y.sum())}  # fmt: skip
-    return out
-
-
-def emotion_report(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict:
-    """CONTRACTS.md: macro_f1, accuracy, per_class {label: precision, recall, f1, support}."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
-
-    idx = list(range(len(labels)))
-    if len(y) == 0:
-        return {"macro_f1": None, "accuracy": None, "per_class": {}, "labels": labels, "n": 0}
-    pr, rc, f1, sup = precision_recall_fscore_support(y, pred, labels=idx, zero_division=0)
-    per = {lab: {"precision": round(float(pr[i]), 4), "recall": round(float(rc[i]), 4),
-                 "f1": round(float(f1[i]), 4), "support": int(sup[i])}
-           for i, lab in enumerate(labels)}  # fmt: skip
-    present = [i for i in idx if sup[i] > 0]
-    return {
-        "macro_f1": round(
-            float(f1_score(y, pred, labels=present, average="macro", zero_division=0)), 4
-        ),
-        "accuracy": round(float(accuracy_score(y, pred)), 4),
-        "per_class": per,
-        "labels": labels,
-        "n": int(len(y)),
-    }
-
-
-def confusion_png(y: np.ndarray, pred: np.ndarray, labels: list[str], path: Path, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
-
-    cm = confusion_matrix(y, pred, labels=list(range(len(labels))))
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")  # fmt: skip
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
 
 
 ABLATION = {  # which of (text, audio, mel, prosody) the model may see

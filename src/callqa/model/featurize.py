@@ -226,10 +226,10 @@ def run(cfg: FeaturizeConfig, progress: bool = True) -> dict:
 
     entries, licences = emotion_clip_entries(cfg)
     if entries:
+        import soundfile as sf
+
         from callqa.files import content_id
         from callqa.model.utterances import clip_row
-
-        import soundfile as sf
 
         parts.append(clip_arrays(extractor, cache, [e["path"] for e in entries]))
         for e in entries:

@@ -28,6 +28,7 @@ import numpy as np
 
 from callqa.config import INTENTS, TrainConfig
 from callqa.model.dataset import TrainData, batch_tensors
+from callqa.model.metrics import choose_thresholds, scores
 
 logger = logging.getLogger(__name__)
 
@@ -81,17 +82,6 @@ def build_model(cfg: TrainConfig, data: TrainData, emotions: list[str]):
     return QAModel(spec)
 
 
-# ------------------------------------------------------------------ metrics
-
-
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, labels) -> float:
-    from sklearn.metrics import f1_score
-
-    if len(y_true) == 0:
-        return float("nan")
-    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
-
-
 def text_prefixes(model, data: TrainData, device: str, batch_size: int = 128):
     """The frozen layers' output for every row (float16, on the CPU), or None when not usable."""
     import torch
@@ -102,8 +92,12 @@ def text_prefixes(model, data: TrainData, device: str, batch_size: int = 128):
     mask = torch.from_numpy(data.arrays["attention_mask"].astype(np.int64))
     was = model.training
     model.eval()
-    out = [model.text_prefix(ids[s : s + batch_size].to(device), mask[s : s + batch_size].to(device))
-           .to("cpu", torch.float16) for s in range(0, len(ids), batch_size)]  # fmt: skip
+    out = []
+    for s in range(0, len(ids), batch_size):
+        h = model.text_prefix(
+            ids[s : s + batch_size].to(device), mask[s : s + batch_size].to(device)
+        )
+        out.append(h.to("cpu", torch.float16))
     model.train(was)
     return torch.cat(out) if out else None
 
@@ -131,52 +125,6 @@ def predict_probs(
         np.concatenate(pi) if pi else np.zeros((0, k)),
         np.concatenate(pe) if pe else np.zeros((0, m)),
     )
-
-
-def scores(data: TrainData, pi, pe, emotions, thresholds: dict | None = None) -> dict:
-    """Intent macro-F1 (agent rows), emotion macro-F1 (labelled rows) and their mean."""
-    lab = data.labels(emotions)
-    th = np.array([(thresholds or {}).get(i, 0.5) for i in INTENTS])
-    m = lab["intent_mask"]
-    intent_f1 = float("nan")
-    if m.any():
-        y, p = lab["intents"][m].astype(int), (pi[m] >= th).astype(int)
-        from sklearn.metrics import f1_score
-
-        intent_f1 = float(f1_score(y, p, average="macro", zero_division=0))
-    e = lab["emotion"] >= 0
-    emo_f1 = (
-        macro_f1(lab["emotion"][e], pe[e].argmax(1), list(range(len(emotions))))
-        if e.any()
-        else float("nan")
-    )
-    parts = [v for v in (intent_f1, emo_f1) if v == v]
-    return {
-        "intent_f1": intent_f1,
-        "emotion_f1": emo_f1,
-        "macro_f1": float(np.mean(parts)) if parts else 0.0,
-    }
-
-
-def choose_thresholds(data: TrainData, pi: np.ndarray) -> dict[str, float]:
-    """Per intent, the threshold in 0.05..0.95 with the best validation F1 (0.5 if no positives)."""
-    from sklearn.metrics import f1_score
-
-    lab = data.labels([])
-    m = lab["intent_mask"]
-    out = {}
-    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
-    for k, name in enumerate(INTENTS):
-        y = lab["intents"][m, k].astype(int)
-        if y.sum() == 0:
-            out[name] = 0.5
-            continue
-        f1s = [f1_score(y, (pi[m, k] >= t).astype(int), zero_division=0) for t in grid]
-        best = max(f1s)
-        # among the best, the one closest to 0.5 (a stable choice on small validation sets)
-        out[name] = float(min((t for t, f in zip(grid, f1s, strict=True) if f >= best - 1e-9),
-                              key=lambda t: abs(t - 0.5)))  # fmt: skip
-    return out
 
 
 # ------------------------------------------------------------------ training
