@@ -16,7 +16,7 @@ import yaml
 from conftest import ROOT
 
 SRC = ROOT / "src"
-CLI = SRC / "callqa" / "cli.py"
+CLI_FILES = (SRC / "callqa" / "cli.py", SRC / "callqa" / "cli_model.py")
 STAGES = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"]
 PARAM_ALIASES = {"validate_cfg": "validate"}  # pydantic field name -> params.yaml section
 
@@ -43,11 +43,12 @@ def _imports(tree: ast.AST) -> set[str]:
 
 
 def _command(name: str) -> ast.FunctionDef:
-    tree = ast.parse(CLI.read_text(encoding="utf-8"))
-    for node in tree.body:
-        if isinstance(node, ast.FunctionDef) and node.name == name:
-            return node
-    raise AssertionError(f"cli.py has no command function {name!r}")
+    for cli in CLI_FILES:
+        tree = ast.parse(cli.read_text(encoding="utf-8"))
+        for node in tree.body:
+            if isinstance(node, ast.FunctionDef) and node.name == name:
+                return node
+    raise AssertionError(f"the CLI has no command function {name!r}")
 
 
 def files_read(stage: str) -> set[Path]:
@@ -55,7 +56,7 @@ def files_read(stage: str) -> set[Path]:
     todo, seen = list(_imports(_command(stage))), set()
     while todo:
         name = todo.pop()
-        if name in seen or name == "callqa.cli":
+        if name in seen or name in ("callqa.cli", "callqa.cli_model"):
             continue
         seen.add(name)
         path = _module_file(name)
