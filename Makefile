@@ -8,11 +8,12 @@ LOCK_HASH := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-
 STAMP := $(VENV)/.installed-$(LOCK_HASH)
 DEMO_CALLS ?= 8
 PYTEST_ARGS ?=
+UI_PORT ?= 5000
 
 # Offline and quiet: `callqa` itself sets the no-telemetry / offline defaults (cli.py
 # OFFLINE_DEFAULTS) and tests/conftest.py sets them for the tests.
 
-.PHONY: install demo test test-fast lint format schema bench clean
+.PHONY: install demo test test-fast lint format schema bench ui clean
 
 install: $(STAMP)
 
@@ -62,6 +63,14 @@ bench: install
 	$(BIN)/python benchmarks/bench_scorecard.py
 	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/bench_roles.py
+
+# MLflow UI on the local tracking store. One worker and no job runner: 0.5 GB and 8 s to start
+# instead of 2.7 GB and 23 s (../shared/design/STACK_NOTES.md); Ctrl-C stops it.
+ui: install
+	mkdir -p mlflow
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true \
+		$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db \
+		--host 127.0.0.1 --port $(UI_PORT) -w 1
 
 clean:
 	rm -rf data reports .cache

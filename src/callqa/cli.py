@@ -374,5 +374,7 @@ def _override(cfg, values: dict):
         raise typer.Exit(2) from None
 
 
+from callqa import cli_model  # noqa: E402, F401 - registers featurize, train, evaluate, tune
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

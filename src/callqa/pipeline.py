@@ -117,9 +117,9 @@ class Scorer:
 
         audio = load_audio(path, max_duration_s=self.limits.max_duration_s)
         _check_samples(audio, path, self.limits)
-        # The trained model makes its own per-segment mel images from the role tracks (the
-        # call-wide log-mel is for `callqa preprocess`); reports draw their own spectrogram.
-        prep = prepare(audio, self.pre_cfg, with_logmel=False)
+        # The trained model reads its mel images out of the call's log-mel (as featurize does);
+        # without one nothing does (reports draw their own spectrogram), so it is skipped.
+        prep = prepare(audio, self.pre_cfg, with_logmel=self.predictor is not None)
         _check_speech(prep.speech, path, self.limits)
         tr = transcribe_prepared(
             prep, self.asr, self.agent_likeness, self.tr_cfg.diarization_speakers

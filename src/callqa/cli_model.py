@@ -1,0 +1,152 @@
+"""`callqa featurize | train | evaluate | tune`: the model stages (registered on `cli.app`)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from callqa.cli import ParamsOpt, ProgressOpt, _fail, _override, _params, _print_summary, app, console
+
+
+@app.command()
+def featurize(
+    accepted: Annotated[Path | None, typer.Option(help="Accepted rows (Parquet).")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Features folder.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    progress: ProgressOpt = True,
+) -> None:
+    """Labelled utterances (ASR text, role, times, split, labels) and their model inputs."""
+    cfg = _override(_params(params).featurize, {"accepted": accepted, "out_dir": out})
+    from callqa.model import featurize as stage
+
+    try:
+        summary = stage.run(cfg, progress=progress)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(str(err), 2) from None
+    summary.pop("feature_spec", None)
+    _print_summary("featurize", summary)
+
+
+def apply_best_params(cfg, path: Path | None):
+    """TrainConfig with `callqa tune`'s best params (if that file exists) applied."""
+    if path is None or not Path(path).exists():
+        return cfg
+    best = json.loads(Path(path).read_text(encoding="utf-8"))
+    values = {k: v for k, v in best.get("params", {}).items() if k in type(cfg).model_fields}
+    console.print(f"train: using tuned params from {path}: {values}")
+    return _override(cfg, values)
+
+
+@app.command()
+def train(
+    features: Annotated[Path | None, typer.Option(help="Features folder.")] = None,
+    out: Annotated[Path | None, typer.Option("--out", help="Model folder to write.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    force: Annotated[
+        bool, typer.Option("--force", help="Replace a model trained on other data.")
+    ] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    progress: ProgressOpt = True,
+) -> None:
+    """Fine-tune the multimodal QA model; writes one model folder (safetensors + JSON)."""
+    p = _params(params)
+    cfg = _override(p.train, {"features_dir": features, "out_dir": out, "epochs": epochs})
+    cfg = apply_best_params(cfg, cfg.best_params)
+    cfg = _override(cfg, {"progress": progress and cfg.progress or None})
+    from callqa import tracking
+    from callqa.model.dataset import TrainData
+    from callqa.model.train import fit
+
+    try:
+        data = TrainData.load(cfg.features_dir)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(str(err), 2) from None
+    _guard_model_dir(cfg.out_dir, data, force)
+    tracking.configure(p.mlflow)
+    with tracking.run("train", tags={"callqa.stage": "train", "licenses": "; ".join(data.licenses)}):
+        tracking.log_params(cfg.model_dump(mode="json"))
+        tracking.log_lineage({"features": cfg.features_dir})
+        try:
+            result = fit(cfg, data, cfg.out_dir, on_epoch=lambda e, m: tracking.log_metrics(m, step=e))
+        except ValueError as err:
+            raise _fail(str(err), 2) from None
+        tracking.log_metrics({f"val_{k}": v for k, v in result.val_metrics.items()})
+        tracking.log_dict(result.thresholds, "thresholds.json")
+        tracking.log_model_dir(cfg.out_dir)
+    _print_summary("train", {
+        "best_epoch": result.best_epoch, "epochs_run": len(result.history),
+        **{f"val_{k}": round(v, 4) for k, v in result.val_metrics.items()},
+        "thresholds": result.thresholds, "out_dir": str(cfg.out_dir),
+        "licenses": data.licenses,
+    })  # fmt: skip
+
+
+def _guard_model_dir(out: Path, data, force: bool) -> None:
+    """Refuse to replace a model trained on other data (e.g. the default one by a demo run)."""
+    from callqa.model import modeldir
+
+    if force or not Path(out).exists():
+        return
+    try:
+        saved = modeldir.read(out)
+    except (FileNotFoundError, ValueError):
+        return
+    if saved.data.get("features") != data.hashes:
+        raise _fail(
+            f"{out} holds a model trained on other data; write this one elsewhere "
+            "(--out models/demo) or pass --force to replace it", 2
+        )
+
+
+@app.command()
+def evaluate(
+    model: Annotated[Path | None, typer.Option(help="Model folder.")] = None,
+    features: Annotated[Path | None, typer.Option(help="Features folder.")] = None,
+    manifest: Annotated[
+        Path | None, typer.Option(help="Evaluate emotion on a manifest / accepted table instead.")
+    ] = None,
+    split: Annotated[str | None, typer.Option(help="train | val | test | all")] = None,
+    metrics_out: Annotated[Path | None, typer.Option(help="Metrics JSON to write.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    progress: ProgressOpt = True,
+) -> None:
+    """Test-split metrics: intents, emotion, rules vs rules + model, ablation, confusion PNG."""
+    p = _params(params)
+    cfg = _override(p.evaluate, {"model": model, "features_dir": features, "split": split,
+                                 "metrics_out": metrics_out})  # fmt: skip
+    from callqa import tracking
+    from callqa.model import evaluate as stage
+
+    tracking.configure(p.mlflow)
+    try:
+        with tracking.run("evaluate", tags={"callqa.stage": "evaluate"}):
+            if manifest is not None:
+                summary = stage.run_manifest(cfg, manifest, progress=progress)
+            else:
+                summary = stage.run(cfg, p, progress=progress)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(str(err), 2) from None
+    _print_summary("evaluate", summary)
+
+
+@app.command()
+def tune(
+    n_trials: Annotated[int | None, typer.Option("--n-trials", help="Trials (this worker).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage URL.")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Optuna search over the train params (short trainings); best params to a JSON file."""
+    p = _params(params)
+    cfg = _override(p.tune, {"n_trials": n_trials, "storage": storage})
+    from callqa.model import tune as stage
+    from callqa.model.dataset import TrainData
+
+    try:
+        data = TrainData.load(p.train.features_dir)
+        summary = stage.run(cfg, p.train, p.mlflow, data)
+    except (FileNotFoundError, ValueError) as err:
+        raise _fail(str(err), 2) from None
+    _print_summary("tune", summary)

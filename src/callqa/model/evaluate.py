@@ -1,0 +1,252 @@
+"""`callqa evaluate`: how good is a trained model, on data it never trained on.
+
+On featurize's test split (default): per-intent precision / recall / F1 of agent turns at the
+saved thresholds; emotion macro-F1, accuracy and a per-class report (all labelled rows, and
+call turns and emotion clips separately); a confusion-matrix PNG; the ablation text-only /
+audio-only / fused (the same model with the other modalities masked); and call-level check F1
+of the scorecard rules-only against rules + model on the split's calls (`callqa.model.calls`).
+With `--manifest M` it evaluates emotion on every labelled row of M instead (e.g. a RAVDESS
+folder ingested with `callqa ingest`). Metrics JSON (CONTRACTS.md) for DVC; all logged to MLflow.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from callqa.config import INTENTS, EvaluateConfig, Params
+from callqa.files import atomic_path
+
+logger = logging.getLogger(__name__)
+
+
+def intent_report(labels: dict, pi: np.ndarray, thresholds: dict, rows: np.ndarray) -> dict:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    out = {}
+    for k, name in enumerate(INTENTS):
+        y = labels["intents"][rows, k].astype(int)
+        p = (pi[rows, k] >= thresholds.get(name, 0.5)).astype(int)
+        pr, rc, f1, _ = precision_recall_fscore_support(
+            y, p, average="binary", zero_division=0
+        )
+        out[name] = {"precision": round(float(pr), 4), "recall": round(float(rc), 4),
+                     "f1": round(float(f1), 4), "support": int(y.sum())}  # fmt: skip
+    return out
+
+
+def emotion_report(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict:
+    """CONTRACTS.md: macro_f1, accuracy, per_class {label: precision, recall, f1, support}."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    idx = list(range(len(labels)))
+    if len(y) == 0:
+        return {"macro_f1": None, "accuracy": None, "per_class": {}, "labels": labels, "n": 0}
+    pr, rc, f1, sup = precision_recall_fscore_support(y, pred, labels=idx, zero_division=0)
+    per = {lab: {"precision": round(float(pr[i]), 4), "recall": round(float(rc[i]), 4),
+                 "f1": round(float(f1[i]), 4), "support": int(sup[i])}
+           for i, lab in enumerate(labels)}  # fmt: skip
+    present = [i for i in idx if sup[i] > 0]
+    return {
+        "macro_f1": round(float(f1_score(y, pred, labels=present, average="macro", zero_division=0)), 4),
+        "accuracy": round(float(accuracy_score(y, pred)), 4),
+        "per_class": per,
+        "labels": labels,
+        "n": int(len(y)),
+    }
+
+
+def confusion_png(y: np.ndarray, pred: np.ndarray, labels: list[str], path: Path, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(y, pred, labels=list(range(len(labels))))
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")  # fmt: skip
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
+
+
+ABLATION = {  # which of (text, audio, mel, prosody) the model may see
+    "fused": (True, True, True, True),
+    "text_only": (True, False, False, False),
+    "audio_only": (False, True, True, True),
+}
+
+
+def feature_metrics(predictor, data, split: str, plots_dir: Path | None) -> dict:
+    """Intent and emotion metrics on featurize rows of `split`, with the ablation."""
+    rows = data.subset(data.indices(split))
+    t = rows.table
+    emotions = predictor.emotions
+    lab = rows.labels(emotions)
+    base = rows.present()
+    call_turns = (t["source"] == "synth").to_numpy()
+    intent_rows = np.flatnonzero(lab["intent_mask"] & call_turns)
+    out: dict = {"n": int(len(t)), "ablation": {}}
+    for name, allowed in ABLATION.items():
+        pres = base & np.array(allowed)[None, :]
+        pi, pe = predictor.predict_arrays(rows.arrays, pres)
+        e = lab["emotion"] >= 0
+        emo = emotion_report(lab["emotion"][e], pe[e].argmax(1), emotions)
+        ints = intent_report(lab, pi, predictor.thresholds, intent_rows) if len(intent_rows) else None
+        intent_macro = float(np.mean([v["f1"] for v in ints.values()])) if ints else None
+        out["ablation"][name] = {"intent_macro_f1": intent_macro, "emotion_macro_f1": emo["macro_f1"]}
+        if name != "fused":
+            continue
+        out["intents"] = ints
+        out["emotion"] = emo
+        for part, mask in (("calls", call_turns), ("clips", (t["source"] == "emotion_clip").to_numpy())):
+            m = e & mask
+            out[f"emotion_{part}"] = emotion_report(lab["emotion"][m], pe[m].argmax(1), emotions)
+        if plots_dir is not None and e.any():
+            out["confusion_png"] = str(confusion_png(
+                lab["emotion"][e], pe[e].argmax(1), emotions, plots_dir / "confusion_emotion.png",
+                f"emotion, {split} split (n={int(e.sum())})",
+            ))  # fmt: skip
+    return out
+
+
+def run(cfg: EvaluateConfig, params: Params, progress: bool = True) -> dict:
+    """Evaluate `cfg.model` on featurize's `cfg.split`; write metrics JSON (+ PNG); summary."""
+    from callqa import tracking
+    from callqa.model.dataset import TrainData
+    from callqa.model.predict import Predictor
+
+    predictor = Predictor.load(cfg.model)
+    data = TrainData.load(cfg.features_dir)
+    metrics = feature_metrics(predictor, data, cfg.split, Path(cfg.plots_dir))
+    metrics["split"] = cfg.split
+    metrics["model"] = {"path": str(cfg.model), "sha256": predictor.sha256}
+    if cfg.score_calls:
+        from callqa.model.calls import call_level
+
+        metrics["calls"] = call_level(predictor, params, data, cfg.split, progress)
+    _write(cfg.metrics_out, metrics)
+    tracking.set_tags({"model.sha256": predictor.sha256, "licenses": "; ".join(predictor.licenses)})
+    tracking.log_metrics(_flat_scores(metrics))
+    tracking.log_artifact(cfg.metrics_out)
+    if metrics.get("confusion_png"):
+        tracking.log_artifact(metrics["confusion_png"])
+    return _summary(metrics, cfg.metrics_out)
+
+
+def run_manifest(cfg: EvaluateConfig, manifest: Path, progress: bool = True) -> dict:
+    """Emotion metrics on every labelled row of a manifest / accepted table (split filter)."""
+    import pandas as pd
+
+    from callqa import tracking
+    from callqa.audio.io import AudioError, load_audio
+    from callqa.audio.prepare import prepare
+    from callqa.config import PreprocessConfig
+    from callqa.model.predict import Predictor
+    from callqa.progress import track
+
+    if not Path(manifest).exists():
+        raise FileNotFoundError(f"{manifest}: not found")
+    table = pd.read_parquet(manifest)
+    if "label" not in table or "path" not in table:
+        raise ValueError(f"{manifest}: needs `path` and `label` columns (a callqa manifest)")
+    if cfg.split != "all" and "split" in table:
+        table = table[table["split"] == cfg.split]
+    predictor = Predictor.load(cfg.model)
+    index = {e: i for i, e in enumerate(predictor.emotions)}
+    labelled = table[table["label"].notna()]
+    keep = labelled[labelled["label"].isin(list(index))]
+    skipped = int(len(labelled) - len(keep))
+    y, probs, failed = [], [], 0
+    paths = keep["path"].tolist()
+    labels = keep["label"].tolist()
+    pre = PreprocessConfig()
+    for s in track(range(0, len(paths), 8), "evaluate clips", enabled=progress):
+        preps, ys = [], []
+        for path, label in zip(paths[s : s + 8], labels[s : s + 8], strict=True):
+            try:
+                preps.append(prepare(load_audio(path), pre, with_logmel=True))
+                ys.append(index[label])
+            except AudioError as err:
+                logger.warning("%s: %s", path, err.message)
+                failed += 1
+        if preps:
+            probs.append(predictor.predict_clips(preps))
+            y.extend(ys)
+    pe = np.concatenate(probs) if probs else np.zeros((0, len(index)))
+    y_arr = np.array(y, dtype=int)
+    metrics = {
+        "n": int(len(y_arr)),
+        "emotion": emotion_report(y_arr, pe.argmax(1) if len(pe) else y_arr, predictor.emotions),
+        "intents": None,
+        "model": {"path": str(cfg.model), "sha256": predictor.sha256},
+        "skipped": skipped,
+        "failed": failed,
+        "manifest": str(manifest),
+        "split": cfg.split,
+    }
+    if len(y_arr):
+        metrics["confusion_png"] = str(confusion_png(
+            y_arr, pe.argmax(1), predictor.emotions,
+            Path(cfg.metrics_out).with_suffix(".confusion.png"), f"emotion, {Path(manifest).name}",
+        ))  # fmt: skip
+    _write(cfg.metrics_out, metrics)
+    tracking.log_metrics(_flat_scores(metrics))
+    tracking.log_artifact(cfg.metrics_out)
+    return _summary(metrics, cfg.metrics_out)
+
+
+def _write(path: Path, metrics: dict) -> None:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(metrics, indent=1) + "\n", encoding="utf-8")
+
+
+def _flat_scores(metrics: dict) -> dict:
+    out = {}
+    emo = metrics.get("emotion") or {}
+    for k in ("macro_f1", "accuracy"):
+        if emo.get(k) is not None:
+            out[f"emotion_{k}"] = emo[k]
+    for name, v in (metrics.get("intents") or {}).items():
+        out[f"intent_f1_{name}"] = v["f1"]
+    for name, v in (metrics.get("ablation") or {}).items():
+        for k, x in v.items():
+            if x is not None:
+                out[f"ablation_{name}_{k}"] = x
+    for variant, checks in (metrics.get("calls") or {}).get("f1", {}).items():
+        for check, f in checks.items():
+            if f is not None:
+                out[f"call_f1_{variant}_{check}"] = f
+    return out
+
+
+def _summary(metrics: dict, path: Path) -> dict:
+    emo = metrics.get("emotion") or {}
+    out = {"n": metrics["n"], "emotion_macro_f1": emo.get("macro_f1"), "emotion_accuracy": emo.get("accuracy")}
+    if metrics.get("intents"):
+        out["intent_f1"] = {k: v["f1"] for k, v in metrics["intents"].items()}
+    if metrics.get("ablation"):
+        out["ablation"] = {k: f"intents {v['intent_macro_f1']}, emotion {v['emotion_macro_f1']}"
+                           for k, v in metrics["ablation"].items()}  # fmt: skip
+    if metrics.get("skipped") is not None:
+        out["skipped"] = metrics["skipped"]
+    out["metrics_out"] = str(path)
+    return out

@@ -1,0 +1,160 @@
+"""Model inputs of utterances: tokens, Whisper encoder embedding, log-mel image, prosody.
+
+One `FeatureExtractor` serves featurize (training data), the Scorer (calls being scored) and
+evaluate (labelled clips), so the model sees the same features everywhere:
+- tokens: the text encoder's tokenizer, padded to `max_tokens`;
+- audio: mean and std of the Whisper encoder's middle and last layers over the utterance's
+  frames, the call's utterances packed into shared 30 s windows (`audio_features.embed_spans`);
+- mel: the utterance's slice of the preprocessed log-mel of the conditioned audio, resized to a
+  fixed image;
+- prosody: pitch, energy, rate and pauses (`audio_features.prosody`).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from functools import cached_property
+
+import numpy as np
+
+from callqa.audio.prepare import Prepared
+
+logger = logging.getLogger(__name__)
+
+FRAMES_PER_S = 100  # preprocess log-mel hop: 160 samples at 16 kHz
+
+
+@dataclass(frozen=True)
+class FeatureSpec:
+    """What shapes the features; saved in the model's config so scoring rebuilds them alike."""
+
+    text_encoder: str = "bundled"
+    max_tokens: int = 48
+    audio_encoder: str = "bundled"
+    mel_shape: tuple[int, int] = (64, 128)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["mel_shape"] = list(self.mel_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> FeatureSpec:
+        return cls(**{**d, "mel_shape": tuple(d.get("mel_shape", (64, 128)))})
+
+
+def resolve_device(device: str) -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def mel_slice(logmel: np.ndarray, start: float, end: float, shape: tuple[int, int]) -> np.ndarray:
+    """(mels, frames) log-mel between start and end (s), resized to `shape`, standardised."""
+    import torch
+
+    f0, f1 = int(start * FRAMES_PER_S), max(int(start * FRAMES_PER_S) + 1, int(end * FRAMES_PER_S))
+    part = logmel[:, f0:f1]
+    if part.size == 0 or part.shape[1] < 2:
+        return np.zeros(shape, np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(part, dtype=np.float32))[None, None]
+    img = torch.nn.functional.interpolate(t, size=shape, mode="bilinear", align_corners=False)[0, 0]
+    img = (img - img.mean()) / img.std().clamp_min(1e-3)
+    return img.numpy().astype(np.float32)
+
+
+def track_index(prep: Prepared, role: str) -> tuple[str, int]:
+    """The track holding `role`'s audio (its own on stereo, the one mono track otherwise)."""
+    names = list(prep.tracks)
+    name = role if role in prep.tracks else names[0]
+    return name, names.index(name)
+
+
+class FeatureExtractor:
+    """Loads the tokenizer and the Whisper encoder once (lazily); computes features."""
+
+    def __init__(self, spec: FeatureSpec, device: str = "auto"):
+        self.spec = spec
+        self.device = resolve_device(device)
+
+    @cached_property
+    def tokenizer(self):
+        from transformers import AutoTokenizer
+
+        from callqa.text.encoder import resolve_model_path
+
+        return AutoTokenizer.from_pretrained(resolve_model_path(self.spec.text_encoder))
+
+    @cached_property
+    def encoder(self):
+        from callqa.model.audio_features import load_whisper_encoder
+
+        return load_whisper_encoder(self.spec.audio_encoder, device=self.device)
+
+    def tokens(self, texts: list[str]) -> dict[str, np.ndarray]:
+        """input_ids and attention_mask, (n, max_tokens) int32."""
+        enc = self.tokenizer(
+            [t or "" for t in texts],
+            padding="max_length",
+            truncation=True,
+            max_length=self.spec.max_tokens,
+            return_tensors="np",
+        )
+        return {
+            "input_ids": enc["input_ids"].astype(np.int32),
+            "attention_mask": enc["attention_mask"].astype(np.int8),
+        }
+
+    def call_features(
+        self, prep: Prepared, spans: list[tuple[str, float, float, int]]
+    ) -> dict[str, np.ndarray]:
+        """audio, mel and prosody of (role, start, end, n_words) spans of one prepared call."""
+        from callqa.model.audio_features import embed_spans, prosody
+
+        n = len(spans)
+        audio = None
+        by_track: dict[str, list[int]] = {}
+        for i, (role, *_rest) in enumerate(spans):
+            by_track.setdefault(track_index(prep, role)[0], []).append(i)
+        for name, idx in by_track.items():
+            emb = embed_spans(self.encoder, prep.tracks[name], [spans[i][1:3] for i in idx])
+            if audio is None:
+                audio = np.zeros((n, emb.shape[1]), np.float32)
+            audio[idx] = emb
+        mel = np.zeros((n, *self.spec.mel_shape), np.float32)
+        pros = []
+        sr = prep.track_sample_rate_hz
+        for i, (role, start, end, n_words) in enumerate(spans):
+            name, k = track_index(prep, role)
+            if prep.logmel is not None:
+                mel[i] = mel_slice(prep.logmel[k], start, end, self.spec.mel_shape)
+            x = prep.tracks[name][int(start * sr) : int(end * sr)]
+            pros.append(prosody(x, n_words))
+        if audio is None:
+            audio = np.zeros((0, 0), np.float32)
+        return {
+            "audio": audio.astype(np.float32),
+            "mel": mel,
+            "prosody": np.asarray(pros, np.float32).reshape(n, -1),
+        }
+
+    def clip_features(self, preps: list[Prepared]) -> dict[str, np.ndarray]:
+        """Whole-clip features of single-speaker clips, packed into shared encoder windows."""
+        from callqa.model.audio_features import embed_spans, pack_clips, prosody
+
+        clips = [next(iter(p.tracks.values())) for p in preps]
+        track, spans = pack_clips(clips)
+        audio = embed_spans(self.encoder, track, spans)
+        mel = np.stack(
+            [
+                mel_slice(p.logmel[0], 0.0, p.duration_s, self.spec.mel_shape)
+                if p.logmel is not None
+                else np.zeros(self.spec.mel_shape, np.float32)
+                for p in preps
+            ]
+        )
+        pros = np.stack([prosody(c, None) for c in clips]).astype(np.float32)
+        return {"audio": audio.astype(np.float32), "mel": mel, "prosody": pros}

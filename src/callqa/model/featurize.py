@@ -1,0 +1,306 @@
+"""`callqa featurize`: labelled utterances and their model inputs, versioned by DVC.
+
+Writes `out_dir/utterances.parquet` (one row per utterance: ids, source, role, times, ASR text,
+script, speaker/voice, sentence ids, split, intent labels, emotion, modality flags) and
+`out_dir/arrays.npz` (row-aligned: input_ids, attention_mask, audio, mel, prosody) and
+`out_dir/featurize.json` (counts, label balance, licences of the data used).
+
+Rows come from three places (see `model/utterances.py`): synth calls (sidecar turns aligned
+to the ASR words of `callqa transcribe`), labelled emotion clips (`emotion_corpora`, speaker-
+disjoint splits) and text-only rows from the phrase bank's train split. Splits of synth calls
+come from their sidecars (disjoint by voice and by phrase-bank sentence, `callqa synth`); the
+`test` bank's calls are test rows only. Audio features are cached per call / clip in the one
+cache (`.cache/callqa/featurize/`), so a rerun only computes what is new.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from callqa.config import FeaturizeConfig, PreprocessConfig, SplitConfig
+from callqa.files import atomic_path
+from callqa.model.features import FeatureExtractor, FeatureSpec
+
+logger = logging.getLogger(__name__)
+
+CODE_VERSION = 1
+RAVDESS_LICENSE = "CC BY-NC-SA 4.0 (RAVDESS, Livingstone & Russo 2018)"
+ARRAYS = ("input_ids", "attention_mask", "audio", "mel", "prosody")
+
+
+def feature_spec(cfg: FeaturizeConfig) -> FeatureSpec:
+    return FeatureSpec(cfg.text_encoder, cfg.max_tokens, cfg.audio_encoder, tuple(cfg.mel_shape))
+
+
+def _cache(cfg: FeaturizeConfig, extractor: FeatureExtractor):
+    from callqa.cache import StageCache, library_versions, weights_id
+
+    spec = feature_spec(cfg)
+    return StageCache(
+        "featurize",
+        CODE_VERSION,
+        params={"audio_encoder": spec.audio_encoder, "mel_shape": list(spec.mel_shape)},
+        model=weights_id(spec.audio_encoder),
+        device=extractor.device,
+        libraries=library_versions(["torch", "transformers", "torchaudio"]),
+    )
+
+
+def _content(call_id: str, spans) -> str:
+    import hashlib
+
+    h = hashlib.sha256(call_id.encode())
+    h.update(json.dumps([[r, round(s, 3), round(e, 3), n] for r, s, e, n in spans]).encode())
+    return h.hexdigest()
+
+
+# ------------------------------------------------------------------ synth calls
+
+
+def synth_call_rows(cfg: FeaturizeConfig, accepted) -> list[tuple[dict, list[dict]]]:
+    """(manifest row, utterance rows) for every accepted synth call with a transcript."""
+    from callqa.model.utterances import call_rows
+
+    out = []
+    missing = 0
+    for rec in accepted.to_dict("records"):
+        if rec.get("source") != "synth" or not rec.get("labels_json"):
+            continue
+        tr_path = cfg.transcripts_dir / f"{rec['id']}.json"
+        if not tr_path.exists():
+            missing += 1
+            continue
+        sidecar = json.loads(rec["labels_json"])
+        transcript = json.loads(tr_path.read_text(encoding="utf-8"))
+        rows = call_rows(sidecar, transcript, rec["id"], cfg.min_turn_words)
+        if sidecar.get("split") is None:  # sidecars from before splits: use the manifest's
+            for r in rows:
+                r["split"] = rec.get("split") or "train"
+        out.append((rec, rows))
+    if missing:
+        logger.warning("%d accepted synth calls have no transcript: run `callqa transcribe`", missing)
+    return out
+
+
+def _call_arrays(cfg, extractor, cache, call_id: str, rows: list[dict]) -> dict[str, np.ndarray]:
+    from callqa.audio.preprocess import load_prepared
+
+    spans = [(r["role"], r["start"], r["end"], r["n_words"]) for r in rows]
+    key = _content(call_id, spans)
+    hit = cache.get_arrays(key)
+    if hit is not None:
+        return hit
+    prep = load_prepared(cfg.preprocessed_dir / call_id)
+    arrays = extractor.call_features(prep, spans)
+    cache.put_arrays(key, arrays)
+    return arrays
+
+
+# ------------------------------------------------------------------ emotion clips
+
+
+def emotion_clip_entries(cfg: FeaturizeConfig) -> tuple[list[dict], list[str]]:
+    """Labelled clips of `emotion_corpora` in the label set, with speaker-disjoint splits."""
+    from callqa.audio.io import scan_folder
+    from callqa.data.labels import assign_splits, map_label, parse_corpus_name
+
+    label_map = _clip_label_map(cfg.emotion_labels)
+    entries, licences = [], []
+    for folder in cfg.emotion_corpora:
+        if not Path(folder).is_dir():
+            logger.warning("featurize.emotion_corpora: %s is not a folder; skipped", folder)
+            continue
+        for path in scan_folder(Path(folder)).audio:
+            parsed = parse_corpus_name(path.stem)
+            if parsed is None:
+                continue
+            source, raw, speaker, extras = parsed
+            if extras.get("vocal_channel") == "song":
+                continue
+            label, status = map_label(raw, label_map)
+            if status != "ok":
+                continue
+            entries.append({"path": str(path), "label": label, "speaker": speaker})
+            if source == "ravdess" and RAVDESS_LICENSE not in licences:
+                licences.append(RAVDESS_LICENSE)
+    sizes: dict[str, int] = {}
+    for e in entries:
+        sizes[e["speaker"]] = sizes.get(e["speaker"], 0) + 1
+    splits = assign_splits(sizes, SplitConfig(val_share=0.15, test_share=0.15, seed=0))
+    for e in entries:
+        e["split"] = splits[e["speaker"]]
+    return entries, licences
+
+
+def _clip_label_map(labels: list[str]) -> dict[str, str | None]:
+    """Corpus label -> one of `labels`: itself, calm -> neutral (RAVDESS), CREMA-D codes."""
+    m: dict[str, str | None] = {lab: lab for lab in labels}
+    if "calm" not in labels and "neutral" in labels:
+        m["calm"] = "neutral"
+    codes = {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry",
+             "FEA": "fearful", "DIS": "disgust"}  # fmt: skip
+    for code, name in codes.items():
+        m[code] = name if name in labels else None
+    for name in ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"):
+        m.setdefault(name, None)
+    return m
+
+
+def clip_arrays(extractor, cache, paths: list[str], batch: int = 8) -> dict[str, np.ndarray]:
+    """Features of whole clips, computed in packed groups of `batch`, cached per clip."""
+    from callqa.audio.io import load_audio
+    from callqa.audio.prepare import prepare
+    from callqa.files import content_id
+
+    ids = [content_id(p) for p in paths]
+    got: dict[int, dict] = {}
+    todo = []
+    for i, cid in enumerate(ids):
+        hit = cache.get_arrays(f"clip-{cid}")
+        if hit is not None:
+            got[i] = hit
+        else:
+            todo.append(i)
+    pre = PreprocessConfig()
+    for g in range(0, len(todo), batch):
+        group = todo[g : g + batch]
+        preps = [prepare(load_audio(paths[i]), pre, with_logmel=True) for i in group]
+        arrays = extractor.clip_features(preps)
+        for k, i in enumerate(group):
+            one = {name: arrays[name][k : k + 1] for name in ("audio", "mel", "prosody")}
+            cache.put_arrays(f"clip-{ids[i]}", one)
+            got[i] = one
+    return {
+        name: np.concatenate([got[i][name] for i in range(len(paths))])
+        for name in ("audio", "mel", "prosody")
+    }
+
+
+# ------------------------------------------------------------------ text-only rows
+
+
+def bank_text_rows(cfg: FeaturizeConfig, call_rows_all: list[dict]) -> list[dict]:
+    """Text-only rows from the train bank's train-split sentences (see utterances.text_rows)."""
+    if cfg.text_rows_per_sentence == 0:
+        return []
+    from callqa.data.phrases import train_split_sentences
+    from callqa.model.utterances import asr_confusions, text_rows
+
+    pairs = [(r["script"], r["text"]) for r in call_rows_all if r["split"] == "train"]
+    table = asr_confusions(pairs)
+    sentences, fill = train_split_sentences()
+    return text_rows(sentences, fill, cfg.text_rows_per_sentence, table)
+
+
+# ------------------------------------------------------------------ the stage
+
+
+def run(cfg: FeaturizeConfig, progress: bool = True) -> dict:
+    """Build utterances.parquet + arrays.npz in `cfg.out_dir`; returns a summary."""
+    import pandas as pd
+
+    from callqa.progress import track
+
+    t0 = time.perf_counter()
+    if not cfg.accepted.exists():
+        raise FileNotFoundError(f"{cfg.accepted}: not found; run `callqa validate` first")
+    accepted = pd.read_parquet(cfg.accepted)
+    extractor = FeatureExtractor(feature_spec(cfg), cfg.device)
+    cache = _cache(cfg, extractor)
+
+    rows: list[dict] = []
+    parts: list[dict[str, np.ndarray]] = []
+    calls = synth_call_rows(cfg, accepted)
+    for rec, call in track(calls, "featurize calls", enabled=progress and cfg.progress):
+        if not call:
+            continue
+        parts.append(_call_arrays(cfg, extractor, cache, rec["id"], call))
+        rows.extend(call)
+
+    entries, licences = emotion_clip_entries(cfg)
+    if entries:
+        from callqa.files import content_id
+        from callqa.model.utterances import clip_row
+
+        import soundfile as sf
+
+        parts.append(clip_arrays(extractor, cache, [e["path"] for e in entries]))
+        for e in entries:
+            dur = sf.info(e["path"]).duration
+            rows.append(clip_row(content_id(e["path"]), e["path"], e["label"], e["speaker"],
+                                 e["split"], dur))  # fmt: skip
+
+    text = bank_text_rows(cfg, rows)
+    if text:
+        audio_dim = parts[0]["audio"].shape[1] if parts else 1536
+        n = len(text)
+        parts.append({
+            "audio": np.zeros((n, audio_dim), np.float32),
+            "mel": np.zeros((n, *cfg.mel_shape), np.float32),
+            "prosody": np.zeros((n, parts[0]["prosody"].shape[1] if parts else 1), np.float32),
+        })  # fmt: skip
+        rows.extend(text)
+    if not rows:
+        raise ValueError(
+            f"no labelled utterances: {cfg.accepted} has no transcribed synth calls and "
+            "featurize.emotion_corpora gave no clips"
+        )
+    arrays = {name: np.concatenate([p[name] for p in parts]) for name in ("audio", "mel", "prosody")}
+    arrays.update(extractor.tokens([r["text"] for r in rows]))
+    arrays["audio"] = arrays["audio"].astype(np.float16)
+    arrays["mel"] = arrays["mel"].astype(np.float16)
+
+    table = pd.DataFrame(rows)
+    if "path" not in table:
+        table["path"] = None
+    _check_disjoint(table)
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    with atomic_path(out / "arrays.npz") as tmp:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+    with atomic_path(out / "utterances.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    summary = _summary(table, licences, time.perf_counter() - t0, out)
+    summary["feature_spec"] = feature_spec(cfg).as_dict()
+    with atomic_path(out / "featurize.json") as tmp:
+        tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
+    return summary
+
+
+def _check_disjoint(table) -> None:
+    """Voices and bank sentences never cross splits (warn: old sidecars have no split info)."""
+    audio = table[table["source"] == "synth"]
+    for col in ("speaker", "sentence_ids"):
+        seen: dict[str, set] = {}
+        for split, values in audio.groupby("split")[col]:
+            items = {v for s in values.dropna() for v in str(s).split()}
+            seen[split] = items
+        for a in seen:
+            for b in seen:
+                if a < b and seen[a] & seen[b]:
+                    logger.warning(
+                        "featurize: %d %s value(s) shared by splits %s and %s",
+                        len(seen[a] & seen[b]), col, a, b,
+                    )  # fmt: skip
+
+
+def _summary(table, licences: list[str], wall: float, out: Path) -> dict:
+    from callqa.config import INTENTS
+
+    by = table.groupby(["source", "split"]).size()
+    agent = table[table["has_intents"]]
+    return {
+        "rows": int(len(table)),
+        "by_source_split": {f"{s}/{p}": int(n) for (s, p), n in by.items()},
+        "intent_positives": {i: int(agent[i].sum()) for i in INTENTS},
+        "emotions": {str(k): int(v) for k, v in table["emotion"].value_counts().items()},
+        "licenses": licences,
+        "wall_s": round(wall, 1),
+        "out_dir": str(out),
+    }

@@ -1,0 +1,155 @@
+"""The multimodal QA model: text transformer + Whisper encoder features + log-mel CNN + prosody.
+
+Inputs per utterance: tokens (text encoder, MiniLM-L6 by default, fine-tuned per `freeze`),
+the pooled Whisper encoder embedding (frozen encoder, computed by featurize), a log-mel image
+(small CNN) and a prosody vector (MLP). Each branch gives a `hidden`-wide vector; a missing
+modality (a text-only row, a clip with no usable text, no audio) is replaced by a learned
+token, never zeros. Fusion is concatenation or gated attention over the four branch vectors.
+Heads: intents (multi-label, sigmoid) and emotion (softmax over the label map).
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import nn
+
+MODALITIES = ("text", "audio", "mel", "prosody")
+
+
+@dataclass
+class ModelSpec:
+    """Everything needed to rebuild the module (saved as config.json beside the weights)."""
+
+    intents: list[str]
+    emotions: list[str]
+    audio_dim: int
+    prosody_dim: int
+    mel_shape: tuple[int, int] = (64, 128)
+    text_encoder: str = "bundled"
+    text_dim: int = 384
+    hidden: int = 256
+    dropout: float = 0.2
+    fusion: str = "gated"  # concat | gated
+    freeze: str = "top_k"  # frozen | top_k | full | lora
+    top_k_layers: int = 2
+    lora_rank: int = 8
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        d = asdict(self)
+        d["mel_shape"] = list(self.mel_shape)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelSpec:
+        return cls(**{**d, "mel_shape": tuple(d["mel_shape"])})
+
+
+def _mlp(n_in: int, n_out: int, dropout: float) -> nn.Module:
+    return nn.Sequential(
+        nn.LayerNorm(n_in), nn.Linear(n_in, n_out), nn.GELU(), nn.Dropout(dropout),
+        nn.Linear(n_out, n_out),
+    )  # fmt: skip
+
+
+class MelCNN(nn.Module):
+    """Three conv blocks over the (mels, frames) image, global average pool, projection."""
+
+    def __init__(self, hidden: int, dropout: float):
+        super().__init__()
+        chans = (1, 16, 32, 64)
+        blocks = []
+        for a, b in zip(chans, chans[1:], strict=False):
+            blocks += [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.GELU(), nn.MaxPool2d(2)]
+        self.conv = nn.Sequential(*blocks)
+        self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(chans[-1], hidden))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.conv(x[:, None]).mean(dim=(2, 3)))
+
+
+def load_text_encoder(spec: ModelSpec) -> nn.Module:
+    """The text transformer with the spec's freezing applied (LoRA through peft)."""
+    from transformers import AutoModel
+
+    from callqa.text.encoder import resolve_model_path
+
+    enc = AutoModel.from_pretrained(resolve_model_path(spec.text_encoder))
+    if spec.freeze == "lora":
+        from peft import LoraConfig, get_peft_model
+
+        cfg = LoraConfig(r=spec.lora_rank, lora_alpha=2 * spec.lora_rank, lora_dropout=0.05,
+                         target_modules=["query", "value"])  # fmt: skip
+        return get_peft_model(enc, cfg)
+    if spec.freeze in ("frozen", "top_k"):
+        for p in enc.parameters():
+            p.requires_grad = False
+    if spec.freeze == "top_k":
+        layers = enc.encoder.layer
+        for layer in layers[max(0, len(layers) - spec.top_k_layers) :]:
+            for p in layer.parameters():
+                p.requires_grad = True
+    return enc
+
+
+class QAModel(nn.Module):
+    """Intent and emotion logits from a batch of utterances (see module doc)."""
+
+    def __init__(self, spec: ModelSpec, text_encoder: nn.Module | None = None):
+        super().__init__()
+        self.spec = spec
+        h, p = spec.hidden, spec.dropout
+        self.text = text_encoder if text_encoder is not None else load_text_encoder(spec)
+        self.text_proj = _mlp(spec.text_dim, h, p)
+        self.audio_proj = _mlp(spec.audio_dim, h, p)
+        self.mel_cnn = MelCNN(h, p)
+        self.prosody_proj = _mlp(spec.prosody_dim, h, p)
+        self.missing = nn.Parameter(torch.randn(len(MODALITIES), h) * 0.02)
+        if spec.fusion == "gated":
+            self.gate = nn.Sequential(nn.Linear(h, h), nn.Tanh(), nn.Linear(h, 1))
+            fused = h
+        elif spec.fusion == "concat":
+            fused = h * len(MODALITIES)
+        else:
+            raise ValueError(f"fusion must be concat or gated, not {spec.fusion!r}")
+        self.trunk = nn.Sequential(nn.LayerNorm(fused), nn.Dropout(p), nn.Linear(fused, h), nn.GELU())
+        self.intent_head = nn.Linear(h, len(spec.intents))
+        self.emotion_head = nn.Linear(h, len(spec.emotions))
+
+    def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Mean-pooled last hidden state over the attention mask (as MiniLM was trained)."""
+        out = self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+        m = attention_mask.unsqueeze(-1).to(out.dtype)
+        return (out * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """batch: input_ids, attention_mask, audio, mel, prosody, and `present` (n, 4) bool."""
+        present = batch["present"]
+        n = present.shape[0]
+        vecs = []
+        if bool(present[:, 0].any()):
+            t = self.text_proj(self.encode_text(batch["input_ids"], batch["attention_mask"]))
+        else:  # no row has text: skip the transformer
+            t = self.missing[0].expand(n, -1)
+        vecs.append(t)
+        vecs.append(self.audio_proj(batch["audio"]))
+        vecs.append(self.mel_cnn(batch["mel"]))
+        vecs.append(self.prosody_proj(batch["prosody"]))
+        stack = torch.stack(vecs, dim=1)  # (n, 4, h)
+        mask = present.unsqueeze(-1)
+        stack = torch.where(mask, stack, self.missing.unsqueeze(0).to(stack.dtype))
+        if self.spec.fusion == "gated":
+            w = torch.softmax(self.gate(stack).squeeze(-1), dim=1)  # (n, 4)
+            fused = (w.unsqueeze(-1) * stack).sum(1)
+        else:
+            fused = stack.flatten(1)
+        z = self.trunk(fused)
+        return self.intent_head(z), self.emotion_head(z)
+
+
+def trainable_parameters(model: nn.Module) -> tuple[int, int]:
+    """(trainable, total) parameter counts."""
+    total = sum(p.numel() for p in model.parameters())
+    return sum(p.numel() for p in model.parameters() if p.requires_grad), total

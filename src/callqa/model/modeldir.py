@@ -1,0 +1,109 @@
+"""One model directory: weights (safetensors), config, label maps, thresholds, data lineage.
+
+    models/callqa-qa/
+      model.safetensors   the whole QAModel state (text encoder included)
+      config.json         ModelSpec, FeatureSpec, the training params, best epoch, scores
+      labels.json         {"intents": [...], "emotions": [...]}
+      thresholds.json     {intent: decision threshold chosen on the validation split}
+      data.json           sha256 of the training features, row counts, licences of the data
+
+Written into a temporary folder and renamed into place, so a reader never sees half of one.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from callqa.files import replace_dir, sha256_file, temp_path
+from callqa.model.features import FeatureSpec
+from callqa.model.fusion import ModelSpec
+
+FILES = ("model.safetensors", "config.json", "labels.json", "thresholds.json", "data.json")
+
+
+@dataclass
+class SavedModel:
+    spec: ModelSpec
+    features: FeatureSpec
+    thresholds: dict[str, float]
+    config: dict
+    data: dict
+    path: Path
+
+    @property
+    def licenses(self) -> list[str]:
+        return list(self.data.get("licenses", []))
+
+
+def save(model, features: FeatureSpec, thresholds: dict, config: dict, data: dict, out: Path):
+    """Write a model directory at `out` (replacing it atomically)."""
+    from safetensors.torch import save_file
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = temp_path(out.parent, out.name)
+    tmp.mkdir()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(tmp / "model.safetensors"))
+    spec = model.spec
+    cfg = {"model": spec.as_dict(), "features": features.as_dict(), **config}
+    _write(tmp / "config.json", cfg)
+    _write(tmp / "labels.json", {"intents": spec.intents, "emotions": spec.emotions})
+    _write(tmp / "thresholds.json", thresholds)
+    _write(tmp / "data.json", data)
+    replace_dir(tmp, out)
+    return out
+
+
+def _write(path: Path, value) -> None:
+    path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def read(path: Path) -> SavedModel:
+    """The directory's metadata (no weights). Raises FileNotFoundError / ValueError."""
+    path = Path(path)
+    missing = [f for f in FILES if not (path / f).is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"{path}: not a callqa model directory (missing {', '.join(missing)}); "
+            "train one with `make model` or `callqa train`"
+        )
+    try:
+        cfg = json.loads((path / "config.json").read_text(encoding="utf-8"))
+        thresholds = json.loads((path / "thresholds.json").read_text(encoding="utf-8"))
+        data = json.loads((path / "data.json").read_text(encoding="utf-8"))
+        spec = ModelSpec.from_dict(cfg["model"])
+        features = FeatureSpec.from_dict(cfg["features"])
+    except (ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"{path}: damaged model directory ({type(err).__name__}: {err})") from None
+    return SavedModel(spec, features, {k: float(v) for k, v in thresholds.items()}, cfg, data, path)
+
+
+def load(path: Path, device: str = "cpu"):
+    """(QAModel in eval mode on `device`, SavedModel)."""
+    from safetensors.torch import load_file
+
+    from callqa.model.fusion import QAModel
+
+    saved = read(path)
+    model = QAModel(saved.spec)
+    state = load_file(str(Path(path) / "model.safetensors"))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if missing or unexpected:
+        raise ValueError(
+            f"{path}: weights do not fit the saved config (missing {missing[:3]}, "
+            f"unexpected {unexpected[:3]})"
+        )
+    return model.to(device).eval(), saved
+
+
+def model_sha256(path: Path) -> str:
+    """Identity of a model directory: sha256 over its files' digests."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in FILES:
+        h.update(name.encode() + b"\0" + bytes.fromhex(sha256_file(Path(path) / name)))
+    return h.hexdigest()
