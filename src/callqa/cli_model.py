@@ -8,7 +8,16 @@ from typing import Annotated
 
 import typer
 
-from callqa.cli import ParamsOpt, ProgressOpt, _fail, _override, _params, _print_summary, app, console
+from callqa.cli import (
+    ParamsOpt,
+    ProgressOpt,
+    _fail,
+    _override,
+    _params,
+    _print_summary,
+    app,
+    console,
+)
 
 
 @app.command()
@@ -66,11 +75,15 @@ def train(
         raise _fail(str(err), 2) from None
     _guard_model_dir(cfg.out_dir, data, force)
     tracking.configure(p.mlflow)
-    with tracking.run("train", tags={"callqa.stage": "train", "licenses": "; ".join(data.licenses)}):
+    with tracking.run(
+        "train", tags={"callqa.stage": "train", "licenses": "; ".join(data.licenses)}
+    ):
         tracking.log_params(cfg.model_dump(mode="json"))
         tracking.log_lineage({"features": cfg.features_dir})
         try:
-            result = fit(cfg, data, cfg.out_dir, on_epoch=lambda e, m: tracking.log_metrics(m, step=e))
+            result = fit(
+                cfg, data, cfg.out_dir, on_epoch=lambda e, m: tracking.log_metrics(m, step=e)
+            )
         except ValueError as err:
             raise _fail(str(err), 2) from None
         tracking.log_metrics({f"val_{k}": v for k, v in result.val_metrics.items()})
@@ -97,7 +110,8 @@ def _guard_model_dir(out: Path, data, force: bool) -> None:
     if saved.data.get("features") != data.hashes:
         raise _fail(
             f"{out} holds a model trained on other data; write this one elsewhere "
-            "(--out models/demo) or pass --force to replace it", 2
+            "(--out models/demo) or pass --force to replace it",
+            2,
         )
 
 
@@ -134,7 +148,9 @@ def evaluate(
 
 @app.command()
 def tune(
-    n_trials: Annotated[int | None, typer.Option("--n-trials", help="Trials (this worker).")] = None,
+    n_trials: Annotated[
+        int | None, typer.Option("--n-trials", help="Trials (this worker).")
+    ] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage URL.")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:

@@ -314,7 +314,6 @@ class Params(Section):
     train: TrainConfig = TrainConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
 
-
     mlflow: MlflowConfig = MlflowConfig()
     tune: TuneConfig = TuneConfig()
 

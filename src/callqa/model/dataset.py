@@ -61,8 +61,9 @@ class TrainData:
         return {
             "intents": t[list(INTENTS)].to_numpy(np.float32),
             "intent_mask": t["has_intents"].to_numpy(bool),
-            "emotion": np.array([index.get(e, -1) if isinstance(e, str) else -1
-                                 for e in t["emotion"]], np.int64),  # fmt: skip
+            "emotion": np.array(
+                [index.get(e, -1) if isinstance(e, str) else -1 for e in t["emotion"]], np.int64
+            ),  # fmt: skip
         }
 
     def present(self) -> np.ndarray:

@@ -17,73 +17,11 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.config import INTENTS, EvaluateConfig, Params
+from callqa.config import EvaluateConfig, Params
 from callqa.files import atomic_path
+from callqa.model.metrics import confusion_png, emotion_report, intent_report
 
 logger = logging.getLogger(__name__)
-
-
-def intent_report(labels: dict, pi: np.ndarray, thresholds: dict, rows: np.ndarray) -> dict:
-    from sklearn.metrics import precision_recall_fscore_support
-
-    out = {}
-    for k, name in enumerate(INTENTS):
-        y = labels["intents"][rows, k].astype(int)
-        p = (pi[rows, k] >= thresholds.get(name, 0.5)).astype(int)
-        pr, rc, f1, _ = precision_recall_fscore_support(
-            y, p, average="binary", zero_division=0
-        )
-        out[name] = {"precision": round(float(pr), 4), "recall": round(float(rc), 4),
-                     "f1": round(float(f1), 4), "support": int(y.sum())}  # fmt: skip
-    return out
-
-
-def emotion_report(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict:
-    """CONTRACTS.md: macro_f1, accuracy, per_class {label: precision, recall, f1, support}."""
-    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
-
-    idx = list(range(len(labels)))
-    if len(y) == 0:
-        return {"macro_f1": None, "accuracy": None, "per_class": {}, "labels": labels, "n": 0}
-    pr, rc, f1, sup = precision_recall_fscore_support(y, pred, labels=idx, zero_division=0)
-    per = {lab: {"precision": round(float(pr[i]), 4), "recall": round(float(rc[i]), 4),
-                 "f1": round(float(f1[i]), 4), "support": int(sup[i])}
-           for i, lab in enumerate(labels)}  # fmt: skip
-    present = [i for i in idx if sup[i] > 0]
-    return {
-        "macro_f1": round(float(f1_score(y, pred, labels=present, average="macro", zero_division=0)), 4),
-        "accuracy": round(float(accuracy_score(y, pred)), 4),
-        "per_class": per,
-        "labels": labels,
-        "n": int(len(y)),
-    }
-
-
-def confusion_png(y: np.ndarray, pred: np.ndarray, labels: list[str], path: Path, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from sklearn.metrics import confusion_matrix
-
-    cm = confusion_matrix(y, pred, labels=list(range(len(labels))))
-    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
-    ax.imshow(cm, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("true")
-    ax.set_title(title, fontsize=9)
-    for i in range(len(labels)):
-        for j in range(len(labels)):
-            ax.text(j, i, int(cm[i, j]), ha="center", va="center",
-                    color="white" if cm[i, j] > cm.max() / 2 else "black")  # fmt: skip
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png")
-    plt.close(fig)
-    return path
 
 
 ABLATION = {  # which of (text, audio, mel, prosody) the model may see
@@ -108,14 +46,22 @@ def feature_metrics(predictor, data, split: str, plots_dir: Path | None) -> dict
         pi, pe = predictor.predict_arrays(rows.arrays, pres)
         e = lab["emotion"] >= 0
         emo = emotion_report(lab["emotion"][e], pe[e].argmax(1), emotions)
-        ints = intent_report(lab, pi, predictor.thresholds, intent_rows) if len(intent_rows) else None
+        ints = (
+            intent_report(lab, pi, predictor.thresholds, intent_rows) if len(intent_rows) else None
+        )
         intent_macro = float(np.mean([v["f1"] for v in ints.values()])) if ints else None
-        out["ablation"][name] = {"intent_macro_f1": intent_macro, "emotion_macro_f1": emo["macro_f1"]}
+        out["ablation"][name] = {
+            "intent_macro_f1": intent_macro,
+            "emotion_macro_f1": emo["macro_f1"],
+        }
         if name != "fused":
             continue
         out["intents"] = ints
         out["emotion"] = emo
-        for part, mask in (("calls", call_turns), ("clips", (t["source"] == "emotion_clip").to_numpy())):
+        for part, mask in (
+            ("calls", call_turns),
+            ("clips", (t["source"] == "emotion_clip").to_numpy()),
+        ):
             m = e & mask
             out[f"emotion_{part}"] = emotion_report(lab["emotion"][m], pe[m].argmax(1), emotions)
         if plots_dir is not None and e.any():
@@ -240,7 +186,11 @@ def _flat_scores(metrics: dict) -> dict:
 
 def _summary(metrics: dict, path: Path) -> dict:
     emo = metrics.get("emotion") or {}
-    out = {"n": metrics["n"], "emotion_macro_f1": emo.get("macro_f1"), "emotion_accuracy": emo.get("accuracy")}
+    out = {
+        "n": metrics["n"],
+        "emotion_macro_f1": emo.get("macro_f1"),
+        "emotion_accuracy": emo.get("accuracy"),
+    }
     if metrics.get("intents"):
         out["intent_f1"] = {k: v["f1"] for k, v in metrics["intents"].items()}
     if metrics.get("ablation"):

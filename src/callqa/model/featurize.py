@@ -83,7 +83,9 @@ def synth_call_rows(cfg: FeaturizeConfig, accepted) -> list[tuple[dict, list[dic
                 r["split"] = rec.get("split") or "train"
         out.append((rec, rows))
     if missing:
-        logger.warning("%d accepted synth calls have no transcript: run `callqa transcribe`", missing)
+        logger.warning(
+            "%d accepted synth calls have no transcript: run `callqa transcribe`", missing
+        )
     return out
 
 
@@ -224,10 +226,10 @@ def run(cfg: FeaturizeConfig, progress: bool = True) -> dict:
 
     entries, licences = emotion_clip_entries(cfg)
     if entries:
+        import soundfile as sf
+
         from callqa.files import content_id
         from callqa.model.utterances import clip_row
-
-        import soundfile as sf
 
         parts.append(clip_arrays(extractor, cache, [e["path"] for e in entries]))
         for e in entries:
@@ -250,7 +252,9 @@ def run(cfg: FeaturizeConfig, progress: bool = True) -> dict:
             f"no labelled utterances: {cfg.accepted} has no transcribed synth calls and "
             "featurize.emotion_corpora gave no clips"
         )
-    arrays = {name: np.concatenate([p[name] for p in parts]) for name in ("audio", "mel", "prosody")}
+    arrays = {
+        name: np.concatenate([p[name] for p in parts]) for name in ("audio", "mel", "prosody")
+    }
     arrays.update(extractor.tokens([r["text"] for r in rows]))
     arrays["audio"] = arrays["audio"].astype(np.float16)
     arrays["mel"] = arrays["mel"].astype(np.float16)

@@ -55,14 +55,14 @@ def _mlp(n_in: int, n_out: int, dropout: float) -> nn.Module:
 
 
 class MelCNN(nn.Module):
-    """Three conv blocks over the (mels, frames) image, global average pool, projection."""
+    """Three strided conv blocks over the (mels, frames) image, global average pool, projection."""
 
     def __init__(self, hidden: int, dropout: float):
         super().__init__()
         chans = (1, 16, 32, 64)
         blocks = []
         for a, b in zip(chans, chans[1:], strict=False):
-            blocks += [nn.Conv2d(a, b, 3, padding=1), nn.BatchNorm2d(b), nn.GELU(), nn.MaxPool2d(2)]
+            blocks += [nn.Conv2d(a, b, 3, stride=2, padding=1), nn.BatchNorm2d(b), nn.GELU()]
         self.conv = nn.Sequential(*blocks)
         self.proj = nn.Sequential(nn.Dropout(dropout), nn.Linear(chans[-1], hidden))
 
@@ -114,25 +114,67 @@ class QAModel(nn.Module):
             fused = h * len(MODALITIES)
         else:
             raise ValueError(f"fusion must be concat or gated, not {spec.fusion!r}")
-        self.trunk = nn.Sequential(nn.LayerNorm(fused), nn.Dropout(p), nn.Linear(fused, h), nn.GELU())
+        self.trunk = nn.Sequential(
+            nn.LayerNorm(fused), nn.Dropout(p), nn.Linear(fused, h), nn.GELU()
+        )
         self.intent_head = nn.Linear(h, len(spec.intents))
         self.emotion_head = nn.Linear(h, len(spec.emotions))
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Mean-pooled last hidden state over the attention mask (as MiniLM was trained)."""
         out = self.text(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
-        m = attention_mask.unsqueeze(-1).to(out.dtype)
-        return (out * m).sum(1) / m.sum(1).clamp_min(1.0)
+        return _mean_pool(out, attention_mask)
+
+    # -- frozen prefix: with `frozen` / `top_k`, the layers below the trainable ones never
+    # change, so training computes their output once per row (`text_prefix`) and each step runs
+    # only the top layers (`text_top`); a test checks both paths give the same vectors.
+
+    def prefix_cacheable(self) -> bool:
+        return self.spec.freeze in ("frozen", "top_k") and hasattr(self.text, "embeddings")
+
+    def _layers(self) -> tuple[list, list]:
+        layers = list(self.text.encoder.layer)
+        k = 0 if self.spec.freeze == "frozen" else min(self.spec.top_k_layers, len(layers))
+        return layers[: len(layers) - k], layers[len(layers) - k :]
+
+    def _ext_mask(self, mask: torch.Tensor, emb: torch.Tensor):
+        return self.text._create_attention_masks(
+            attention_mask=mask, encoder_attention_mask=None, embedding_output=emb,
+            encoder_hidden_states=None, cache=None,
+        )[0]  # fmt: skip
+
+    @torch.no_grad()
+    def text_prefix(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        """Hidden states after the frozen layers (eval mode: no dropout)."""
+        h = self.text.embeddings(input_ids=input_ids)
+        ext = self._ext_mask(attention_mask, h)
+        for layer in self._layers()[0]:
+            h = _tensor(layer(h, attention_mask=ext))
+        return h
+
+    def text_top(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        ext = self._ext_mask(attention_mask, hidden)
+        for layer in self._layers()[1]:
+            hidden = _tensor(layer(hidden, attention_mask=ext))
+        return _mean_pool(hidden, attention_mask)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
         """batch: input_ids, attention_mask, audio, mel, prosody, and `present` (n, 4) bool."""
         present = batch["present"]
         n = present.shape[0]
         vecs = []
-        if bool(present[:, 0].any()):
-            t = self.text_proj(self.encode_text(batch["input_ids"], batch["attention_mask"]))
-        else:  # no row has text: skip the transformer
-            t = self.missing[0].expand(n, -1)
+        t = self.missing[0].expand(n, -1)
+        rows = present[:, 0].nonzero().squeeze(1)
+        if len(rows):  # the transformer runs only on rows with text, padded to their longest
+            mask = batch["attention_mask"][rows]
+            width = max(int(mask.sum(1).max()), 1)
+            if "text_hidden" in batch:  # training with the frozen prefix computed once
+                hid = batch["text_hidden"][rows, :width].to(self.missing.dtype)
+                enc = self.text_proj(self.text_top(hid, mask[:, :width]))
+            else:
+                ids = batch["input_ids"][rows, :width]
+                enc = self.text_proj(self.encode_text(ids, mask[:, :width]))
+            t = t.clone().to(enc.dtype).index_copy(0, rows, enc)
         vecs.append(t)
         vecs.append(self.audio_proj(batch["audio"]))
         vecs.append(self.mel_cnn(batch["mel"]))
@@ -147,6 +189,15 @@ class QAModel(nn.Module):
             fused = stack.flatten(1)
         z = self.trunk(fused)
         return self.intent_head(z), self.emotion_head(z)
+
+
+def _mean_pool(out: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+    m = attention_mask.unsqueeze(-1).to(out.dtype)
+    return (out * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def _tensor(x):
+    return x[0] if isinstance(x, tuple) else x
 
 
 def trainable_parameters(model: nn.Module) -> tuple[int, int]:

@@ -28,6 +28,7 @@ import numpy as np
 
 from callqa.config import INTENTS, TrainConfig
 from callqa.model.dataset import TrainData, batch_tensors
+from callqa.model.metrics import choose_thresholds, scores
 
 logger = logging.getLogger(__name__)
 
@@ -81,18 +82,29 @@ def build_model(cfg: TrainConfig, data: TrainData, emotions: list[str]):
     return QAModel(spec)
 
 
-# ------------------------------------------------------------------ metrics
+def text_prefixes(model, data: TrainData, device: str, batch_size: int = 128):
+    """The frozen layers' output for every row (float16, on the CPU), or None when not usable."""
+    import torch
+
+    if not model.prefix_cacheable():
+        return None
+    ids = torch.from_numpy(data.arrays["input_ids"].astype(np.int64))
+    mask = torch.from_numpy(data.arrays["attention_mask"].astype(np.int64))
+    was = model.training
+    model.eval()
+    out = []
+    for s in range(0, len(ids), batch_size):
+        h = model.text_prefix(
+            ids[s : s + batch_size].to(device), mask[s : s + batch_size].to(device)
+        )
+        out.append(h.to("cpu", torch.float16))
+    model.train(was)
+    return torch.cat(out) if out else None
 
 
-def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, labels) -> float:
-    from sklearn.metrics import f1_score
-
-    if len(y_true) == 0:
-        return float("nan")
-    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
-
-
-def predict_probs(model, data: TrainData, device: str, batch_size: int = 128, present=None):
+def predict_probs(
+    model, data: TrainData, device: str, batch_size: int = 128, present=None, prefix=None
+):
     """(intent probabilities (n, k), emotion probabilities (n, m)) for every row of `data`."""
     import torch
 
@@ -102,53 +114,17 @@ def predict_probs(model, data: TrainData, device: str, batch_size: int = 128, pr
     with torch.no_grad():
         for s in range(0, len(data.table), batch_size):
             idx = np.arange(s, min(s + batch_size, len(data.table)))
-            li, le = model(batch_tensors(data, idx, device, pres[idx]))
+            batch = batch_tensors(data, idx, device, pres[idx])
+            if prefix is not None:
+                batch["text_hidden"] = prefix[idx].to(device)
+            li, le = model(batch)
             pi.append(torch.sigmoid(li.float()).cpu().numpy())
             pe.append(torch.softmax(le.float(), dim=1).cpu().numpy())
     k, m = len(model.spec.intents), len(model.spec.emotions)
-    return (np.concatenate(pi) if pi else np.zeros((0, k)), np.concatenate(pe) if pe else np.zeros((0, m)))
-
-
-def scores(data: TrainData, pi, pe, emotions, thresholds: dict | None = None) -> dict:
-    """Intent macro-F1 (agent rows), emotion macro-F1 (labelled rows) and their mean."""
-    lab = data.labels(emotions)
-    th = np.array([(thresholds or {}).get(i, 0.5) for i in INTENTS])
-    m = lab["intent_mask"]
-    intent_f1 = float("nan")
-    if m.any():
-        y, p = lab["intents"][m].astype(int), (pi[m] >= th).astype(int)
-        from sklearn.metrics import f1_score
-
-        intent_f1 = float(f1_score(y, p, average="macro", zero_division=0))
-    e = lab["emotion"] >= 0
-    emo_f1 = macro_f1(lab["emotion"][e], pe[e].argmax(1), list(range(len(emotions)))) if e.any() else float("nan")
-    parts = [v for v in (intent_f1, emo_f1) if v == v]
-    return {
-        "intent_f1": intent_f1,
-        "emotion_f1": emo_f1,
-        "macro_f1": float(np.mean(parts)) if parts else 0.0,
-    }
-
-
-def choose_thresholds(data: TrainData, pi: np.ndarray) -> dict[str, float]:
-    """Per intent, the threshold in 0.05..0.95 with the best validation F1 (0.5 if no positives)."""
-    from sklearn.metrics import f1_score
-
-    lab = data.labels([])
-    m = lab["intent_mask"]
-    out = {}
-    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
-    for k, name in enumerate(INTENTS):
-        y = lab["intents"][m, k].astype(int)
-        if y.sum() == 0:
-            out[name] = 0.5
-            continue
-        f1s = [f1_score(y, (pi[m, k] >= t).astype(int), zero_division=0) for t in grid]
-        best = max(f1s)
-        # among the best, the one closest to 0.5 (a stable choice on small validation sets)
-        out[name] = float(min((t for t, f in zip(grid, f1s, strict=True) if f >= best - 1e-9),
-                              key=lambda t: abs(t - 0.5)))  # fmt: skip
-    return out
+    return (
+        np.concatenate(pi) if pi else np.zeros((0, k)),
+        np.concatenate(pe) if pe else np.zeros((0, m)),
+    )
 
 
 # ------------------------------------------------------------------ training
@@ -226,7 +202,9 @@ def fit(
 
     train_idx, val_idx = data.indices("train"), data.indices("val")
     if cfg.max_train_rows is not None and len(train_idx) > cfg.max_train_rows:
-        train_idx = np.sort(np.random.default_rng(cfg.seed).choice(train_idx, cfg.max_train_rows, replace=False))
+        train_idx = np.sort(
+            np.random.default_rng(cfg.seed).choice(train_idx, cfg.max_train_rows, replace=False)
+        )
     if len(train_idx) == 0 or len(val_idx) == 0:
         raise ValueError(
             f"need train and val rows (have {len(train_idx)} train, {len(val_idx)} val): "
@@ -247,7 +225,8 @@ def fit(
     total = steps_per_epoch * cfg.epochs
     warm = max(1, total // 10)
     sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * max(0.05, 1 - max(0, s - warm) / max(1, total - warm))
+        opt,
+        lambda s: min(1.0, (s + 1) / warm) * max(0.05, 1 - max(0, s - warm) / max(1, total - warm)),
     )
     amp_dtype, use_scaler = _amp(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if use_scaler else None
@@ -276,6 +255,10 @@ def fit(
 
     lab = train.labels(emotions)
     present = train.present()
+    prefix_train, prefix_val = (
+        text_prefixes(model, train, device),
+        text_prefixes(model, val, device),
+    )
     gen = np.random.default_rng(cfg.seed)
     for _ in range(state["epoch"]):  # same batch orders after a resume
         gen.permutation(len(train_idx))
@@ -290,14 +273,20 @@ def fit(
         net.train()
         losses = []
         batches = [order[i : i + cfg.batch_size] for i in range(0, len(order), cfg.batch_size)]
-        for b, idx in enumerate(track(batches, f"train epoch {epoch}", enabled=cfg.progress and rank == 0)):
+        for b, idx in enumerate(
+            track(batches, f"train epoch {epoch}", enabled=cfg.progress and rank == 0)
+        ):
             pres = present[idx].copy()
             d = drop[idx]
             d[:, 2] = d[:, 3] = d[:, 1]  # audio, mel and prosody come and go together
             keep_one = pres & ~d
             pres = np.where(keep_one.any(1, keepdims=True), keep_one, pres)
             batch = batch_tensors(train, idx, device, pres)
-            with torch.autocast(device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None):
+            if prefix_train is not None:
+                batch["text_hidden"] = prefix_train[idx].to(device)
+            with torch.autocast(
+                device.split(":")[0], dtype=amp_dtype, enabled=amp_dtype is not None
+            ):
                 li, le = net(batch)
             yi = torch.from_numpy(lab["intents"][idx]).to(device)
             mi = torch.from_numpy(lab["intent_mask"][idx]).to(device)
@@ -315,7 +304,7 @@ def fit(
                 opt.zero_grad(set_to_none=True)
                 sched.step()
             losses.append(float(loss.detach()) * cfg.grad_accum)
-        pi, pe = predict_probs(model, val, device)
+        pi, pe = predict_probs(model, val, device, prefix=prefix_val)
         s = scores(val, pi, pe, emotions)
         metrics = {
             "train_loss": float(np.mean(losses)) if losses else float("nan"),
@@ -332,7 +321,9 @@ def fit(
         else:
             state["bad"] += 1
         if ckpt_dir is not None and rank == 0:
-            _checkpoint(ckpt_dir, fp, model, opt, sched, state, best_state, improved=state["bad"] == 0)
+            _checkpoint(
+                ckpt_dir, fp, model, opt, sched, state, best_state, improved=state["bad"] == 0
+            )
         logger.info("train: epoch %d %s", epoch, {k: round(v, 4) for k, v in metrics.items()})
         if on_epoch is not None:
             on_epoch(epoch, metrics)
@@ -342,7 +333,9 @@ def fit(
     pi, pe = predict_probs(model, val, device)
     thresholds = choose_thresholds(val, pi)
     val_metrics = scores(val, pi, pe, emotions, thresholds)
-    result = FitResult(state["best_epoch"], state["best"], state["history"], out_dir, thresholds, val_metrics)
+    result = FitResult(
+        state["best_epoch"], state["best"], state["history"], out_dir, thresholds, val_metrics
+    )
     if out_dir is not None and rank == 0:
         _save(cfg, model, data, result, train_idx, val_idx)
         import shutil
@@ -372,7 +365,9 @@ def _save(cfg: TrainConfig, model, data: TrainData, result: FitResult, train_idx
     spec_path = Path(cfg.features_dir) / "featurize.json"
     feat = FeatureSpec()
     if spec_path.exists():
-        feat = FeatureSpec.from_dict(json.loads(spec_path.read_text()).get("feature_spec", feat.as_dict()))
+        feat = FeatureSpec.from_dict(
+            json.loads(spec_path.read_text()).get("feature_spec", feat.as_dict())
+        )
     config = {
         "train": cfg.model_dump(mode="json"),
         "best_epoch": result.best_epoch,

@@ -1,0 +1,128 @@
+"""Metrics shared by train (validation, thresholds) and evaluate (reports, confusion PNG)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from callqa.config import INTENTS
+from callqa.files import atomic_path
+from callqa.model.dataset import TrainData
+
+
+def macro_f1(y_true: np.ndarray, y_pred: np.ndarray, labels) -> float:
+    from sklearn.metrics import f1_score
+
+    if len(y_true) == 0:
+        return float("nan")
+    return float(f1_score(y_true, y_pred, labels=labels, average="macro", zero_division=0))
+
+
+def scores(data: TrainData, pi, pe, emotions, thresholds: dict | None = None) -> dict:
+    """Intent macro-F1 (agent rows), emotion macro-F1 (labelled rows) and their mean."""
+    lab = data.labels(emotions)
+    th = np.array([(thresholds or {}).get(i, 0.5) for i in INTENTS])
+    m = lab["intent_mask"]
+    intent_f1 = float("nan")
+    if m.any():
+        y, p = lab["intents"][m].astype(int), (pi[m] >= th).astype(int)
+        from sklearn.metrics import f1_score
+
+        intent_f1 = float(f1_score(y, p, average="macro", zero_division=0))
+    e = lab["emotion"] >= 0
+    emo_f1 = (
+        macro_f1(lab["emotion"][e], pe[e].argmax(1), list(range(len(emotions))))
+        if e.any()
+        else float("nan")
+    )
+    parts = [v for v in (intent_f1, emo_f1) if v == v]
+    return {
+        "intent_f1": intent_f1,
+        "emotion_f1": emo_f1,
+        "macro_f1": float(np.mean(parts)) if parts else 0.0,
+    }
+
+
+def choose_thresholds(data: TrainData, pi: np.ndarray) -> dict[str, float]:
+    """Per intent, the threshold in 0.05..0.95 with the best validation F1 (0.5 if no positives)."""
+    from sklearn.metrics import f1_score
+
+    lab = data.labels([])
+    m = lab["intent_mask"]
+    out = {}
+    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
+    for k, name in enumerate(INTENTS):
+        y = lab["intents"][m, k].astype(int)
+        if y.sum() == 0:
+            out[name] = 0.5
+            continue
+        f1s = [f1_score(y, (pi[m, k] >= t).astype(int), zero_division=0) for t in grid]
+        best = max(f1s)
+        # among the best, the one closest to 0.5 (a stable choice on small validation sets)
+        out[name] = float(min((t for t, f in zip(grid, f1s, strict=True) if f >= best - 1e-9),
+                              key=lambda t: abs(t - 0.5)))  # fmt: skip
+    return out
+
+
+def intent_report(labels: dict, pi: np.ndarray, thresholds: dict, rows: np.ndarray) -> dict:
+    from sklearn.metrics import precision_recall_fscore_support
+
+    out = {}
+    for k, name in enumerate(INTENTS):
+        y = labels["intents"][rows, k].astype(int)
+        p = (pi[rows, k] >= thresholds.get(name, 0.5)).astype(int)
+        pr, rc, f1, _ = precision_recall_fscore_support(y, p, average="binary", zero_division=0)
+        out[name] = {"precision": round(float(pr), 4), "recall": round(float(rc), 4),
+                     "f1": round(float(f1), 4), "support": int(y.sum())}  # fmt: skip
+    return out
+
+
+def emotion_report(y: np.ndarray, pred: np.ndarray, labels: list[str]) -> dict:
+    """CONTRACTS.md: macro_f1, accuracy, per_class {label: precision, recall, f1, support}."""
+    from sklearn.metrics import accuracy_score, f1_score, precision_recall_fscore_support
+
+    idx = list(range(len(labels)))
+    if len(y) == 0:
+        return {"macro_f1": None, "accuracy": None, "per_class": {}, "labels": labels, "n": 0}
+    pr, rc, f1, sup = precision_recall_fscore_support(y, pred, labels=idx, zero_division=0)
+    per = {lab: {"precision": round(float(pr[i]), 4), "recall": round(float(rc[i]), 4),
+                 "f1": round(float(f1[i]), 4), "support": int(sup[i])}
+           for i, lab in enumerate(labels)}  # fmt: skip
+    present = [i for i in idx if sup[i] > 0]
+    return {
+        "macro_f1": round(
+            float(f1_score(y, pred, labels=present, average="macro", zero_division=0)), 4
+        ),
+        "accuracy": round(float(accuracy_score(y, pred)), 4),
+        "per_class": per,
+        "labels": labels,
+        "n": int(len(y)),
+    }
+
+
+def confusion_png(y: np.ndarray, pred: np.ndarray, labels: list[str], path: Path, title: str):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from sklearn.metrics import confusion_matrix
+
+    cm = confusion_matrix(y, pred, labels=list(range(len(labels))))
+    fig, ax = plt.subplots(figsize=(4.2, 3.8), dpi=120)
+    ax.imshow(cm, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=45, ha="right")
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title, fontsize=9)
+    for i in range(len(labels)):
+        for j in range(len(labels)):
+            ax.text(j, i, int(cm[i, j]), ha="center", va="center",
+                    color="white" if cm[i, j] > cm.max() / 2 else "black")  # fmt: skip
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path
