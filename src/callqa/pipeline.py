@@ -1,4 +1,5 @@
-"""Scorer: one call recording -> QAResult (preprocess, ASR, roles, metrics, scorecard).
+"""Scorer: one call recording -> QAResult (preprocess, ASR, roles, metrics, trained model,
+scorecard).
 
 `callqa score`, the model server and the `score_inbox` flow each hold one `Scorer`, which loads
 every model once. There is no second copy of the scoring logic anywhere.
@@ -21,12 +22,15 @@ from callqa.config import (
     ScoreConfig,
     TranscribeConfig,
     ValidateConfig,
+    load_setting,
 )
 from callqa.files import content_id
 from callqa.schemas import (
     SAMPLE_RATE_HZ,
     AsrInfo,
+    CallEmotion,
     ErrorInfo,
+    ModelInfo,
     QAError,
     QAResult,
     ScorecardInfo,
@@ -72,7 +76,8 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 
 class Scorer:
-    """Loads the ASR backend, the sentence encoder and the scorecard once; scores many calls."""
+    """Loads the ASR backend, the sentence encoder, the scorecard and the trained model (when
+    there is one) once; scores many calls."""
 
     def __init__(
         self,
@@ -101,18 +106,20 @@ class Scorer:
         # The examples of the scorecard's agent_marker checks pick the agent on mono calls.
         self.agent_likeness = self.scorecard.agent_likeness(self.encoder)
         self.asr = CachedAsr(load_backend(transcribe), transcribe)
+        self.predictor = _load_model(score.model)
 
     def score_path(self, path: Path) -> Scored:
         """Score one file; raises AudioError for input that cannot be scored."""
         from callqa.asr.transcribe import transcribe_prepared
         from callqa.audio.metrics import call_metrics
         from callqa.audio.prepare import prepare
-        from callqa.qa.evaluate import evaluate
+        from callqa.qa.evaluate import ModelOutputs, evaluate
 
         audio = load_audio(path, max_duration_s=self.limits.max_duration_s)
         _check_samples(audio, path, self.limits)
-        # The log-mel image feeds only a trained model; reports draw their own spectrogram.
-        prep = prepare(audio, self.pre_cfg, with_logmel=False)
+        # The trained model reads its mel images out of the call's log-mel (as featurize does);
+        # without one nothing does (reports draw their own spectrogram), so it is skipped.
+        prep = prepare(audio, self.pre_cfg, with_logmel=self.predictor is not None)
         _check_speech(prep.speech, path, self.limits)
         tr = transcribe_prepared(
             prep, self.asr, self.agent_likeness, self.tr_cfg.diarization_speakers
@@ -125,8 +132,14 @@ class Scorer:
             tr.speech, words, prep.duration_s, prep.input_stats, tr.tracks, mono=mono
         )
         metrics = round_times(metrics)
+        outputs, emotion, model_info = None, None, None
+        if self.predictor is not None:
+            pred = self.predictor.predict_call(prep, tr.segments)
+            outputs = ModelOutputs(pred.intents, self.predictor.thresholds)
+            emotion = CallEmotion.model_validate(round_times(pred.emotion, 4))
+            model_info = ModelInfo(path=str(self.predictor.path), sha256=self.predictor.sha256)
         checks, score, critical = evaluate(
-            self.scorecard, tr.segments, metrics, prep.duration_s, self.encoder
+            self.scorecard, tr.segments, metrics, prep.duration_s, self.encoder, outputs
         )
         result = QAResult(
             call_id=content_id(path),
@@ -142,6 +155,8 @@ class Scorer:
             critical_fail=critical,
             asr=AsrInfo(backend=self.asr.backend.name, model=self.asr.backend.model_id),
             scorecard=ScorecardInfo(path=str(self.scorecard.path), sha256=self.scorecard.sha256),
+            emotion=emotion,
+            model=model_info,
         )
         return Scored(result, tr.tracks)
 
@@ -244,6 +259,26 @@ class Scorer:
             logger.exception("writing the report index in %s failed", report_dir)
             return None
         return str(report_dir / "index.html")
+
+
+def _load_model(path: Path | None):
+    """The trained model at `score.model`, or None (rules only) when there is none.
+
+    Raises:
+        ConfigError: the directory exists but does not hold a model that loads.
+    """
+    if path is None:
+        return None
+    if not Path(path).exists():
+        logger.info(
+            "no trained model at %s: scoring with rules only (train one with `make model`)", path
+        )
+        return None
+    from callqa.model.predict import Predictor
+
+    predictor = load_setting("score.model", path, Predictor.load)
+    logger.info("trained model %s (sha256 %s)", predictor.path, predictor.sha256[:12])
+    return predictor
 
 
 def _existing_lines(out: Path) -> dict[str, dict]:

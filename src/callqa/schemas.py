@@ -7,15 +7,17 @@ a test fails when the file is stale.
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, model_validator
+from pydantic.json_schema import SkipJsonSchema
 
 SCHEMA_VERSION = 1
 # Role audio (VAD, ASR, diarization, metrics, reports) is mono float32 at this rate.
 SAMPLE_RATE_HZ = 16000
 Role = Literal["agent", "customer"]
 EvidenceRole = Literal["agent", "customer", "call"]
+Probability = Annotated[float, Field(ge=0, le=1)]
 CHECK_IDS = [
     "greeting",
     "identity_verification",
@@ -30,6 +32,16 @@ CHECK_IDS = [
 
 class Record(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _absent_when_none(value: object) -> bool:
+    return value is None
+
+
+def optional() -> Any:
+    """A field that is left out of the JSON when None, so lines without it stay as they were;
+    the schema shows it as optional, never null (annotate it `X | SkipJsonSchema[None]`)."""
+    return Field(None, exclude_if=_absent_when_none)
 
 
 class Word(Record):
@@ -54,6 +66,8 @@ class Evidence(Record):
     end: float
     role: EvidenceRole
     text: str
+    # The trained model's probability for the check's intent (`model` checks only).
+    probability: Probability | SkipJsonSchema[None] = optional()
 
 
 class CheckResult(Record):
@@ -74,6 +88,33 @@ class ScorecardInfo(Record):
     sha256: str
 
 
+class RoleEmotion(Record):
+    label: str | None  # None: the role has no speech
+    scores: dict[str, float]
+
+
+class CallEmotion(Record):
+    agent: RoleEmotion
+    customer: RoleEmotion
+
+
+class ModelInfo(Record):
+    """The trained model a result used: a local directory (`path`) or a registry `uri`."""
+
+    model_config = ConfigDict(
+        json_schema_extra={"oneOf": [{"required": ["path"]}, {"required": ["uri"]}]}
+    )
+    path: str | SkipJsonSchema[None] = optional()
+    uri: str | SkipJsonSchema[None] = optional()
+    sha256: str
+
+    @model_validator(mode="after")
+    def _one_location(self) -> ModelInfo:
+        if (self.path is None) == (self.uri is None):
+            raise ValueError("a model is named by exactly one of `path` and `uri`")
+        return self
+
+
 class QAResult(Record):
     schema_version: Literal[1] = SCHEMA_VERSION
     call_id: str
@@ -90,6 +131,9 @@ class QAResult(Record):
     critical_fail: bool
     asr: AsrInfo
     scorecard: ScorecardInfo
+    # Present only when a trained model was used.
+    emotion: CallEmotion | SkipJsonSchema[None] = optional()
+    model: ModelInfo | SkipJsonSchema[None] = optional()
 
 
 class ErrorInfo(Record):

@@ -21,8 +21,9 @@ import pytest
 import soundfile as sf
 from conftest import ROOT, run_callqa
 
+from callqa.config import ConfigError
 from callqa.files import content_id
-from callqa.pipeline import expand_inputs
+from callqa.pipeline import _load_model, expand_inputs
 from callqa.schemas import json_schema
 
 GOOD = ["librivox_ss01_0870.wav", "librivox_ss01_0880.wav", "ps_goforward.wav"]
@@ -161,8 +162,13 @@ def test_config_errors_exit_2_before_the_first_file(tmp_path, realdata):
         "score.scorecard": params.replace(
             "  scorecard: scorecards/default.yaml", f"  scorecard: {tmp_path / 'bad.yaml'}"
         ),
+        # A model folder that exists but holds no model is an error, not rules-only scoring.
+        "score.model": params.replace(
+            "  model: models/callqa-qa", f"  model: {tmp_path / 'not_a_model'}"
+        ),
     }
     (tmp_path / "bad.yaml").write_text("checks: [\n")
+    (tmp_path / "not_a_model").mkdir()
     for key, text in cases.items():
         assert text != params, key
         p = tmp_path / f"{key}.yaml"
@@ -181,3 +187,77 @@ def test_config_errors_exit_2_before_the_first_file(tmp_path, realdata):
     )  # fmt: skip
     assert res.returncode == 2 and "transcribe.model" in res.stderr, res.stderr
     assert "Traceback" not in res.stderr
+
+
+def test_without_a_trained_model_scoring_uses_the_rules_only(tmp_path, caplog):
+    with caplog.at_level(logging.INFO, logger="callqa"):
+        assert _load_model(tmp_path / "models" / "callqa-qa") is None
+        assert _load_model(None) is None  # score.model: null
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"no trained model at {tmp_path / 'models' / 'callqa-qa'}: scoring with rules only "
+        "(train one with `make model`)"
+    ]
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ConfigError, match="score.model = .*empty.*not a callqa model directory"):
+        _load_model(tmp_path / "empty")
+
+
+@pytest.fixture(scope="module")
+def untrained_model(tmp_path_factory) -> Path:
+    """A model directory with untrained weights (seed 0) and near-zero thresholds: nothing is
+    trained, and every agent segment is a hit for every intent, so each `model` check fires."""
+    import torch
+
+    from callqa.config import EMOTIONS, INTENTS
+    from callqa.model import modeldir
+    from callqa.model.audio_features import PROSODY_DIM, embed_spans, load_whisper_encoder
+    from callqa.model.features import FeatureSpec
+    from callqa.model.fusion import ModelSpec, QAModel
+
+    encoder = load_whisper_encoder("bundled", device="cpu")
+    audio_dim = embed_spans(encoder, np.zeros(16000, np.float32), [(0.0, 1.0)]).shape[1]
+    torch.manual_seed(0)
+    spec = ModelSpec(list(INTENTS), list(EMOTIONS), audio_dim, PROSODY_DIM, hidden=32)
+    out = tmp_path_factory.mktemp("models") / "untrained"
+    thresholds = dict.fromkeys(INTENTS, 1e-6)
+    return modeldir.save(QAModel(spec), FeatureSpec(), thresholds, {}, {"licenses": []}, out)
+
+
+@pytest.mark.slow
+def test_scorer_with_a_model_adds_emotion_model_and_probability_evidence(
+    untrained_model, realdata, tmp_path
+):
+    from callqa.config import EMOTIONS, load_params
+    from callqa.model.modeldir import model_sha256
+    from callqa.pipeline import Scorer
+
+    p = load_params(ROOT / "params.yaml")
+    audio = realdata / "overlap" / "fw_stereo_diarization.wav"
+    score_cfg = p.score.model_copy(update={"scorecard": ROOT / "scorecards" / "default.yaml"})
+    with_model = Scorer(
+        p.preprocess, p.transcribe, score_cfg.model_copy(update={"model": untrained_model})
+    ).score_path(audio)
+    rules = Scorer(p.preprocess, p.transcribe, score_cfg.model_copy(update={"model": None}))
+    rules_only = rules.score_path(audio).result
+    res = with_model.result
+    assert res.model.path == str(untrained_model)
+    assert res.model.sha256 == model_sha256(untrained_model)
+    for role in ("agent", "customer"):
+        emotion = getattr(res.emotion, role)
+        assert emotion.label in EMOTIONS and set(emotion.scores) == set(EMOTIONS)
+        assert abs(sum(emotion.scores.values()) - 1) < 1e-3
+    # Every agent segment reaches the near-zero thresholds: the model flags forbidden
+    # language the rules do not find, with each segment's probability as evidence.
+    agent = [s for s in res.segments if s.role == "agent"]
+    check = {c.id: c for c in res.checks}["forbidden_language"]
+    assert {c.id: c for c in rules_only.checks}["forbidden_language"].passed is True
+    assert check.passed is False and "threshold 0.00 (model)" in check.detail
+    assert [(e.start, e.role) for e in check.evidence] == [(s.start, "agent") for s in agent]
+    assert all(0 < e.probability < 1 for e in check.evidence)
+    schema = json_schema()
+    line = json.loads(res.model_dump_json())
+    jsonschema.validate(line, schema)
+    plain = json.loads(rules_only.model_dump_json())
+    assert "emotion" not in plain and "model" not in plain
+    jsonschema.validate(plain, schema)

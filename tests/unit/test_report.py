@@ -202,6 +202,34 @@ def test_report_contents(tmp_path, tracks, activity, stereo):
     assert f'class="seek chip overtalk" data-t="{ov[0]["start"]:.3f}"' in page
 
 
+def test_report_shows_emotion_model_and_evidence_probability(tmp_path, tracks, activity, stereo):
+    result = _result(tracks, activity, stereo)
+    plain = report.render_report(result, tracks, SR, tmp_path)
+    assert "<th>Emotion</th>" not in plain and "<th>Model</th>" not in plain
+    assert "p=0." not in plain
+    checks = [c.model_copy(deep=True) for c in result.checks]
+    ev = checks[4].evidence[0]
+    checks[4].evidence.append(ev.model_copy(update={"start": ev.start + 1, "probability": 0.93}))
+    with_model = result.model_copy(
+        update={
+            "checks": checks,
+            "emotion": {
+                "agent": {"label": "angry", "scores": {"angry": 0.71, "neutral": 0.29}},
+                "customer": {"label": None, "scores": {}},
+            },
+            "model": {"path": "models/callqa-qa", "sha256": "d" * 64},
+        }
+    )
+    page = report.render_report(
+        QAResult.model_validate(with_model.model_dump()), tracks, SR, tmp_path
+    )
+    assert page.count("p=0.93") == 1 and "p=0." not in page.replace("p=0.93", "")
+    emotion = re.search(r"<th>Emotion</th><td>(.*?)</td>", page).group(1)
+    assert "agent</span> angry (0.71)" in emotion and "customer</span> <span" in emotion
+    assert "no speech" in emotion
+    assert "<code>models/callqa-qa</code>" in page and "d" * 12 in page
+
+
 def test_report_audio_src_with_odd_file_name(tmp_path, tracks, activity, stereo):
     audio = tmp_path / "audio dir" / "appel #1 é.wav"
     audio.parent.mkdir()

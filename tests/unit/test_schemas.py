@@ -65,3 +65,37 @@ def test_schema_rejects_bad_lines():
 def test_role_names_are_contract_roles():
     with pytest.raises(ValidationError):
         _result(segments=[{"role": "Agent", "start": 0, "end": 1, "text": "x"}])
+
+
+EMOTION = {
+    "agent": {
+        "label": "neutral",
+        "scores": {"angry": 0.1, "happy": 0.2, "sad": 0.1, "neutral": 0.6},
+    },
+    "customer": {"label": None, "scores": {}},
+}
+MODEL = {"path": "models/callqa-qa", "sha256": "c" * 64}
+
+
+def test_model_fields_are_absent_without_a_model_and_validate_with_one():
+    plain = json.loads(_result().model_dump_json())
+    assert "emotion" not in plain and "model" not in plain
+    ev = {"start": 1.0, "end": 2.0, "role": "agent", "text": "hi"}
+    checks = [{"id": c, "passed": True, "score": 1.0, "evidence": [ev]} for c in CHECK_IDS]
+    plain_ev = json.loads(_result(checks=checks).model_dump_json())["checks"][0]["evidence"]
+    assert plain_ev == [ev]
+    checks[0]["evidence"] = [ev | {"probability": 0.87}]
+    line = json.loads(_result(checks=checks, emotion=EMOTION, model=MODEL).model_dump_json())
+    assert line["emotion"] == EMOTION and line["model"] == MODEL
+    assert line["checks"][0]["evidence"][0]["probability"] == 0.87
+    schema = json_schema()
+    jsonschema.validate(line, schema)
+    for bad in (
+        {**line, "emotion": None},  # absent, never null
+        {**line, "model": {"sha256": "x"}},
+        {**plain, "checks": [{**line["checks"][0], "evidence": [ev | {"probability": 1.5}]}]},
+    ):
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(bad, schema)
+    with pytest.raises(ValidationError, match="exactly one of `path` and `uri`"):
+        _result(model=MODEL | {"uri": "models:/callqa/1"})

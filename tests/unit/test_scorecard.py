@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from callqa.config import INTENTS
 from callqa.qa.scorecard import Scorecard, ScorecardError
 from callqa.schemas import CHECK_IDS
 
@@ -116,6 +117,44 @@ def test_invalid_semantic_and_metric_checks(tmp_path):
     assert "window_s does not apply" in _error(
         {"checks": [met | {"max": 1, "window_s": [0, 10]}]}, tmp_path
     )
+
+
+MODEL = {"id": "greet_model", "type": "model", "intent": "greeting"}
+
+
+def test_model_checks_parse_with_defaults_and_inheritance():
+    card = Scorecard.from_dict({"checks": [MODEL]})
+    check = card.by_id["greet_model"]
+    assert (check.role, check.threshold, check.window_s) == ("agent", None, None)
+    combo = {
+        "id": "c",
+        "type": "any",
+        "role": "customer",
+        "window_s": [0, 10],
+        "checks": [{"type": "model", "intent": "closing", "threshold": 0.7}],
+    }
+    child = Scorecard.from_dict({"checks": [combo]}).by_id["c.model"]
+    assert (child.role, child.window_s, child.threshold) == ("customer", (0, 10), 0.7)
+
+
+def test_default_scorecard_pairs_each_phrase_check_with_the_model():
+    card = Scorecard.load(DEFAULT)
+    for cid in INTENTS:
+        model = card.by_id[f"{cid}.model"]
+        assert (model.intent, model.threshold) == (cid, None)
+        assert card.by_id[cid].type == ("none" if cid == "forbidden_language" else "any")
+        # The rules stay beside it.
+        assert {f"{cid}.phrase", f"{cid}.semantic"} <= set(card.by_id)
+
+
+def test_invalid_model_checks(tmp_path):
+    msg = _error({"checks": [MODEL | {"intent": "greetings"}]}, tmp_path)
+    assert "'greet_model'" in msg and "unknown intent 'greetings'" in msg
+    assert ", ".join(INTENTS) in msg
+    assert "intent" in _error({"checks": [{"id": "m", "type": "model"}]}, tmp_path)
+    assert "threshold" in _error({"checks": [MODEL | {"threshold": 1.5}]}, tmp_path)
+    assert "role 'call'" in _error({"checks": [MODEL | {"role": "call"}]}, tmp_path)
+    assert "unknown key 'examples'" in _error({"checks": [MODEL | {"examples": ["hi"]}]}, tmp_path)
 
 
 def test_unreadable_and_non_yaml_files(tmp_path):

@@ -1,7 +1,8 @@
 """Scorecard evaluation: one call's segments + metrics -> check results, call score, critical flag.
 
 `evaluate()` runs every top-level check of a loaded `Scorecard` (`callqa.qa.scorecard`) on the
-call's word runs (`callqa.qa.runs`) and metrics (`callqa.audio.metrics`).
+call's word runs (`callqa.qa.runs`), metrics (`callqa.audio.metrics`) and, when the Scorer has a
+trained model, its per-segment intent probabilities (`ModelOutputs`).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from callqa.qa.scorecard import (
     CombinationCheck,
     Encoder,
     MetricCheck,
+    ModelCheck,
     PhraseCheck,
     Scorecard,
     ScorecardError,
@@ -44,21 +46,45 @@ def resolve_window(window_s: tuple[float, float] | None, duration_s: float) -> t
     return (max(start, 0.0), end)
 
 
+@dataclass(frozen=True)
+class ModelOutputs:
+    """What the trained model says about one call, for the scorecard's `model` checks.
+
+    Attributes:
+        intent_probs: one `{intent: probability}` per segment, in the order of the segments
+            given to `evaluate()`.
+        thresholds: the model's decision threshold per intent (tuned on validation data); a
+            check without its own `threshold` uses these.
+    """
+
+    intent_probs: list[dict[str, float]]
+    thresholds: dict[str, float]
+
+
 @dataclass
 class Outcome:
     passed: bool | None
     score: float
     evidence: list[Evidence]
     detail: str
+    # A model check on a call scored without a model: combinations leave it out, so the
+    # rules decide exactly as they would without the check.
+    ignored: bool = False
+
+
+def _no_model() -> Outcome:
+    return Outcome(None, 0.0, [], "not evaluated: no trained model (rules only)", ignored=True)
 
 
 class _Context:
-    def __init__(self, card, segments, metrics, duration_s, encoder):
+    def __init__(self, card, segments, metrics, duration_s, encoder, model):
         self.card = card
+        self.segments = segments
         self.runs = build_runs(segments)
         self.metrics = metrics
         self.duration_s = duration_s
         self.encoder = encoder
+        self.model = model
         self.done: dict[str, Outcome] = {}
 
     def run(self, check: CheckBase | str) -> Outcome:
@@ -68,6 +94,7 @@ class _Context:
                 PhraseCheck: _eval_phrase,
                 SemanticCheck: _eval_semantic,
                 MetricCheck: _eval_metric,
+                ModelCheck: _eval_model,
                 CombinationCheck: _eval_combination,
             }[type(check)]
             self.done[check.id] = fn(check, self)
@@ -81,6 +108,7 @@ def evaluate(
     metrics: dict,
     duration_s: float,
     encoder: Encoder | None,
+    model: ModelOutputs | None = None,
 ) -> tuple[list[CheckResult], float, bool]:
     """Run every top-level check on one call.
 
@@ -91,13 +119,19 @@ def evaluate(
         duration_s: call length, for windows that count back from the end.
         encoder: sentence encoder (`encode(texts) -> (n, d)` L2-normalised); needed only when
             the scorecard has semantic checks.
+        model: the trained model's outputs for these segments; None scores with the rules
+            only (`model` checks are not evaluated and combinations ignore them).
 
     Returns:
         (check results in scorecard order, call score 0-100, critical_fail). The call score is
         100 x sum(weight x passed) / sum(weight) over checks whose `passed` is not null (100
         when none is); a failed critical check sets critical_fail and leaves the score alone.
     """
-    ctx = _Context(scorecard, segments, metrics, duration_s, encoder)
+    if model is not None and len(model.intent_probs) != len(segments):
+        raise ValueError(
+            f"the model gave {len(model.intent_probs)} intent rows for {len(segments)} segments"
+        )
+    ctx = _Context(scorecard, segments, metrics, duration_s, encoder, model)
     results, num, den, critical_fail = [], 0.0, 0.0, False
     for check in scorecard.checks:
         out = ctx.run(check)
@@ -170,6 +204,43 @@ def _eval_semantic(check: SemanticCheck, ctx: _Context) -> Outcome:
         return Outcome(hit, best, ev if hit else [], detail)
     detail = f"forbidden: {quote}" if hit else f"none found; closest {quote}"
     return Outcome(not hit, best, ev if hit else [], detail)
+
+
+def _eval_model(check: ModelCheck, ctx: _Context) -> Outcome:
+    if ctx.model is None:
+        return _no_model()
+    threshold, source = check.threshold, "scorecard"
+    if threshold is None:
+        if check.intent not in ctx.model.thresholds:
+            raise ScorecardError(
+                f"check {check.id!r}: the model has no threshold for intent {check.intent!r}; "
+                "give the check a `threshold`"
+            )
+        threshold, source = ctx.model.thresholds[check.intent], "model"
+    w0, w1 = resolve_window(check.window_s, ctx.duration_s)
+    best, hits = 0.0, []
+    for seg, probs in zip(ctx.segments, ctx.model.intent_probs, strict=True):
+        if check.role in (seg.role, "any") and w0 <= seg.start <= w1:
+            p = float(probs.get(check.intent, 0.0))
+            best = max(best, p)
+            if p >= threshold:
+                hits.append(
+                    Evidence(
+                        start=round(seg.start, 3),
+                        end=round(seg.end, 3),
+                        role=seg.role,
+                        text=seg.text.strip(),
+                        probability=round(p, 4),
+                    )
+                )
+    hits.sort(key=lambda e: e.start)
+    limit = f"threshold {threshold:.2f} ({source})"
+    if hits:
+        top = max(hits, key=lambda e: e.probability)
+        detail = f"{check.intent} p={top.probability:.2f} >= {limit} at {top.start:.1f} s"
+    else:
+        detail = f"no segment with {check.intent} p >= {limit}; highest {best:.2f}"
+    return Outcome(bool(hits), best, hits, detail)
 
 
 def _lookup(metrics: dict, path: str) -> tuple[bool, Any]:
@@ -273,10 +344,15 @@ def _eval_combination(check: CombinationCheck, ctx: _Context) -> Outcome:
     kids = []
     for child in check.checks:
         cid = child if isinstance(child, str) else child.id
+        out = ctx.run(child)
+        if out.ignored:
+            continue
         # Inline children are named by their parent ("greeting.phrase" -> "phrase").
-        kids.append((cid.removeprefix(f"{check.id}."), ctx.run(child)))
-        if kids[-1][1].passed is decisive:
+        kids.append((cid.removeprefix(f"{check.id}."), out))
+        if out.passed is decisive:
             break
+    if not kids:  # only model checks, on a call scored without a model
+        return _no_model()
     states = [o.passed for _, o in kids]
     if check.type == "any":
         passed = True if True in states else (None if None in states else False)

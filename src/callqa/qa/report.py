@@ -17,7 +17,7 @@ from callqa.audio.metrics import metric_unit
 from callqa.files import atomic_path
 from callqa.qa.figures import AXES_LEFT, AXES_RIGHT, fmt_time, role_color, role_figure_png
 from callqa.qa.pages import REPORT_JS, audio_src, esc, page, safe_name
-from callqa.schemas import CheckResult, Evidence, QAResult, Segment
+from callqa.schemas import CallEmotion, CheckResult, Evidence, QAResult, Segment
 
 logger = logging.getLogger(__name__)
 
@@ -142,6 +142,17 @@ def _header_html(result: QAResult, duration_s: float) -> str:
             "</code>",
         ),
     ]
+    if result.model is not None:
+        where = result.model.path or result.model.uri
+        rows.append(
+            (
+                "Model",
+                f"<code>{esc(where)}</code> &middot; sha256 "
+                f'<code title="{esc(result.model.sha256)}">{esc(result.model.sha256[:12])}</code>',
+            )
+        )
+    if result.emotion is not None:
+        rows.append(("Emotion", _emotion_html(result.emotion)))
     table = "".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
     score_cls = "fail" if result.critical_fail else ("warn" if n_failed else "pass")
     return (
@@ -151,6 +162,19 @@ def _header_html(result: QAResult, duration_s: float) -> str:
         f'<div class="muted">{n_failed} of {len(result.checks)} checks failed</div></div>'
         f'<table class="kv">{table}</table></div></header>'
     )
+
+
+def _emotion_html(emotion: CallEmotion) -> str:
+    """Each role's emotion label with the model's probability for it."""
+    parts = []
+    for role, e in (("agent", emotion.agent), ("customer", emotion.customer)):
+        if e.label is None:
+            what = '<span class="muted">no speech</span>'
+        else:
+            p = e.scores.get(e.label)
+            what = esc(e.label) + (f" ({p:.2f})" if p is not None else "")
+        parts.append(f'<span class="role" style="color:{role_color(role)}">{role}</span> {what}')
+    return " &middot; ".join(parts)
 
 
 def _player_html(result: QAResult, out_dir: Path) -> str:
@@ -185,6 +209,8 @@ def _checks_html(checks: list[CheckResult]) -> str:
 
 def _evidence_link(ev: Evidence) -> str:
     text = f" &ldquo;{esc(ev.text)}&rdquo;" if ev.text else ""
+    if ev.probability is not None:
+        text += f' <span class="muted">p={ev.probability:.2f}</span>'
     return (
         f'<a href="#" class="seek" data-t="{ev.start:.3f}">'
         f"{fmt_time(ev.start)}&ndash;{fmt_time(ev.end)}</a> "

@@ -1,8 +1,9 @@
 """QA scorecard: a YAML file -> validated checks (`Scorecard`), with errors a user can fix.
 
-A scorecard (`scorecards/*.yaml`) lists checks of six types: `phrase` (keywords / regex),
-`semantic` (MiniLM similarity to example sentences), `metric` (bounds on a call metric) and the
-combinations `any` / `all` / `none`. `callqa.qa.evaluate.evaluate()` runs them on one call.
+A scorecard (`scorecards/*.yaml`) lists checks of seven types: `phrase` (keywords / regex),
+`semantic` (MiniLM similarity to example sentences), `metric` (bounds on a call metric), `model`
+(the trained model's intent probabilities) and the combinations `any` / `all` / `none`.
+`callqa.qa.evaluate.evaluate()` runs them on one call.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from pydantic import (
     model_validator,
 )
 
-from callqa.config import load_setting
+from callqa.config import INTENTS, load_setting
 from callqa.text.normalize import normalize_text
 
 CheckRole = Literal["agent", "customer", "any", "call"]
@@ -150,6 +151,24 @@ class MetricCheck(CheckBase):
         return self
 
 
+class ModelCheck(CheckBase):
+    """The trained model's probability for one intent, per segment of the role (the Scorer
+    passes the table in). Passes when a segment starting in the window reaches the threshold;
+    without a model it is not evaluated, and combinations leave it out."""
+
+    type: Literal["model"]
+    role: CheckRole = "agent"
+    intent: str
+    threshold: float | None = Field(None, gt=0, le=1)  # None: the model's own, from training
+
+    @field_validator("intent")
+    @classmethod
+    def _known_intent(cls, intent: str) -> str:
+        if intent not in INTENTS:
+            raise ValueError(f"unknown intent {intent!r}; use one of {', '.join(INTENTS)}")
+        return intent
+
+
 def _child_tag(v: Any) -> str | None:
     if isinstance(v, str):
         return "ref"
@@ -164,7 +183,7 @@ class CombinationCheck(CheckBase):
     checks: list[ChildCheck] = Field(min_length=1)
 
 
-_CHECK_TYPES = "phrase, semantic, metric, any, all, none"
+_CHECK_TYPES = "phrase, semantic, metric, model, any, all, none"
 _type_error = {
     "custom_error_type": "unknown_check_type",
     "custom_error_message": f"missing or unknown check `type`; use one of {_CHECK_TYPES}",
@@ -173,6 +192,7 @@ AnyCheck = Annotated[
     Annotated[PhraseCheck, Tag("phrase")]
     | Annotated[SemanticCheck, Tag("semantic")]
     | Annotated[MetricCheck, Tag("metric")]
+    | Annotated[ModelCheck, Tag("model")]
     | Annotated[CombinationCheck, Tag("combo")],
     Discriminator(_child_tag, **_type_error),
 ]
@@ -182,6 +202,7 @@ ChildCheck = Annotated[
     | Annotated[PhraseCheck, Tag("phrase")]
     | Annotated[SemanticCheck, Tag("semantic")]
     | Annotated[MetricCheck, Tag("metric")]
+    | Annotated[ModelCheck, Tag("model")]
     | Annotated[CombinationCheck, Tag("combo")],
     Discriminator(_child_tag, **_type_error),
 ]
@@ -307,7 +328,7 @@ def _resolve(check, parent, where: str, path: str, by_id: dict) -> CheckBase:
     check = check.model_copy(update=update) if update else check
     if check.id in by_id:
         raise ScorecardError(f"{path}: check id {check.id!r} is used twice; ids must be unique")
-    if isinstance(check, PhraseCheck | SemanticCheck) and check.role == "call":
+    if isinstance(check, PhraseCheck | SemanticCheck | ModelCheck) and check.role == "call":
         raise ScorecardError(
             f"{path}: check {check.id!r}: role 'call' is for metric checks; "
             "use agent, customer or any for what is said"
@@ -348,7 +369,8 @@ def _check_refs(top: list[CheckBase], by_id: dict[str, CheckBase], path: str) ->
 def _format_errors(path: str, data: dict, exc: ValidationError) -> str:
     lines = []
     for err in exc.errors():
-        loc = [x for x in err["loc"] if x not in ("phrase", "semantic", "metric", "combo", "ref")]
+        tags = ("phrase", "semantic", "metric", "model", "combo", "ref")
+        loc = [x for x in err["loc"] if x not in tags]
         check_id, node = None, data
         for part in loc:
             try:
