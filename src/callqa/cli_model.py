@@ -28,11 +28,12 @@ def featurize(
     progress: ProgressOpt = True,
 ) -> None:
     """Labelled utterances (ASR text, role, times, split, labels) and their model inputs."""
-    cfg = _override(_params(params).featurize, {"accepted": accepted, "out_dir": out})
+    p = _params(params)
+    cfg = _override(p.featurize, {"accepted": accepted, "out_dir": out})
     from callqa.model import featurize as stage
 
     try:
-        summary = stage.run(cfg, progress=progress)
+        summary = stage.run(cfg, p.preprocess, progress=progress)
     except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err), 2) from None
     summary.pop("feature_spec", None)
@@ -67,6 +68,7 @@ def train(
     cfg = _override(cfg, {"progress": progress and cfg.progress or None})
     from callqa import tracking
     from callqa.model.dataset import TrainData
+    from callqa.model.metrics import write_curves
     from callqa.model.train import fit
 
     try:
@@ -88,6 +90,8 @@ def train(
             raise _fail(str(err), 2) from None
         tracking.log_metrics({f"val_{k}": v for k, v in result.val_metrics.items()})
         tracking.log_dict(result.thresholds, "thresholds.json")
+        for path in write_curves(result.history, cfg.curves_dir):
+            tracking.log_artifact(path, "curves")
         tracking.log_model_dir(cfg.out_dir)
     _print_summary("train", {
         "best_epoch": result.best_epoch, "epochs_run": len(result.history),

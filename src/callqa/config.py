@@ -210,7 +210,8 @@ class TrainConfig(Section):
 
     features_dir: Path = Path("data/features")
     out_dir: Path = Path("models/callqa-qa")
-    best_params: Path | None = Path("data/tune/best_params.json")  # `callqa tune`'s, if present
+    curves_dir: Path = Path("reports/train")  # training curves: curves.csv + curves.png
+    best_params: Path | None = None  # `callqa tune`'s file (data/tune/best_params.json) to use
     text_encoder: str = "bundled"
     freeze: Literal["frozen", "top_k", "full", "lora"] = "top_k"
     top_k_layers: int = Field(2, ge=1)

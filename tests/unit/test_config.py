@@ -31,7 +31,11 @@ def test_nested_unknown_key_lists_nested_allowed():
         ({"synth": {"n_calls": "many"}}, "synth.n_calls"),
         ({"validate": {"min_accepted_share": 2}}, "validate.min_accepted_share"),
         ({"preprocess": {"channel_roles": ["agent", "agent"]}}, "agent"),
-        ({"nope": {}}, "Allowed keys here: ingest, preprocess, score, synth, transcribe, validate"),
+        (
+            {"nope": {}},
+            "Allowed keys here: evaluate, featurize, ingest, mlflow, preprocess, score, synth, train, "
+            "transcribe, tune, validate",
+        ),
     ],
 )
 def test_ill_typed_values_are_rejected(bad, fragment):

@@ -37,14 +37,20 @@ def feature_spec(cfg: FeaturizeConfig) -> FeatureSpec:
     return FeatureSpec(cfg.text_encoder, cfg.max_tokens, cfg.audio_encoder, tuple(cfg.mel_shape))
 
 
-def _cache(cfg: FeaturizeConfig, extractor: FeatureExtractor):
+def _cache(cfg: FeaturizeConfig, pre: PreprocessConfig, extractor: FeatureExtractor):
     from callqa.cache import StageCache, library_versions, weights_id
 
     spec = feature_spec(cfg)
     return StageCache(
         "featurize",
         CODE_VERSION,
-        params={"audio_encoder": spec.audio_encoder, "mel_shape": list(spec.mel_shape)},
+        params={
+            "audio_encoder": spec.audio_encoder,
+            "mel_shape": list(spec.mel_shape),
+            "preprocess": pre.model_dump(
+                mode="json", exclude={"accepted", "out_dir", "workers", "progress"}
+            ),
+        },
         model=weights_id(spec.audio_encoder),
         device=extractor.device,
         libraries=library_versions(["torch", "transformers", "torchaudio"]),
@@ -153,7 +159,7 @@ def _clip_label_map(labels: list[str]) -> dict[str, str | None]:
     return m
 
 
-def clip_arrays(extractor, cache, paths: list[str], batch: int = 8) -> dict[str, np.ndarray]:
+def clip_arrays(extractor, cache, paths: list[str], pre: PreprocessConfig, batch: int = 8):
     """Features of whole clips, computed in packed groups of `batch`, cached per clip."""
     from callqa.audio.io import load_audio
     from callqa.audio.prepare import prepare
@@ -168,7 +174,6 @@ def clip_arrays(extractor, cache, paths: list[str], batch: int = 8) -> dict[str,
             got[i] = hit
         else:
             todo.append(i)
-    pre = PreprocessConfig()
     for g in range(0, len(todo), batch):
         group = todo[g : g + batch]
         preps = [prepare(load_audio(paths[i]), pre, with_logmel=True) for i in group]
@@ -202,8 +207,11 @@ def bank_text_rows(cfg: FeaturizeConfig, call_rows_all: list[dict]) -> list[dict
 # ------------------------------------------------------------------ the stage
 
 
-def run(cfg: FeaturizeConfig, progress: bool = True) -> dict:
-    """Build utterances.parquet + arrays.npz in `cfg.out_dir`; returns a summary."""
+def run(cfg: FeaturizeConfig, pre: PreprocessConfig, progress: bool = True) -> dict:
+    """Build utterances.parquet + arrays.npz in `cfg.out_dir`; returns a summary.
+
+    `pre` (params.yaml `preprocess`) conditions the emotion clips as preprocess did the calls.
+    """
     import pandas as pd
 
     from callqa.progress import track
@@ -213,7 +221,7 @@ def run(cfg: FeaturizeConfig, progress: bool = True) -> dict:
         raise FileNotFoundError(f"{cfg.accepted}: not found; run `callqa validate` first")
     accepted = pd.read_parquet(cfg.accepted)
     extractor = FeatureExtractor(feature_spec(cfg), cfg.device)
-    cache = _cache(cfg, extractor)
+    cache = _cache(cfg, pre, extractor)
 
     rows: list[dict] = []
     parts: list[dict[str, np.ndarray]] = []
@@ -231,7 +239,7 @@ def run(cfg: FeaturizeConfig, progress: bool = True) -> dict:
         from callqa.files import content_id
         from callqa.model.utterances import clip_row
 
-        parts.append(clip_arrays(extractor, cache, [e["path"] for e in entries]))
+        parts.append(clip_arrays(extractor, cache, [e["path"] for e in entries], pre))
         for e in entries:
             dur = sf.info(e["path"]).duration
             rows.append(clip_row(content_id(e["path"]), e["path"], e["label"], e["speaker"],

@@ -126,3 +126,37 @@ def confusion_png(y: np.ndarray, pred: np.ndarray, labels: list[str], path: Path
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def write_curves(history: list[dict], folder: Path) -> list[Path]:
+    """Training curves as CSV (for `dvc plots`) and PNG (offline: DVC's HTML needs a CDN)."""
+    import csv
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    keys = ["epoch", "train_loss", "val_macro_f1", "val_intent_f1", "val_emotion_f1"]
+    with atomic_path(folder / "curves.csv") as tmp:
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=keys, extrasaction="ignore")
+            w.writeheader()
+            w.writerows(history)
+    fig, (a, b) = plt.subplots(1, 2, figsize=(8, 3), dpi=110)
+    epochs = [h["epoch"] for h in history]
+    a.plot(epochs, [h["train_loss"] for h in history], marker="o")
+    a.set_title("train loss", fontsize=9)
+    for k in keys[2:]:
+        b.plot(epochs, [h[k] for h in history], marker="o", label=k.removeprefix("val_"))
+    b.set_title("validation F1", fontsize=9)
+    b.legend(fontsize=7)
+    for ax in (a, b):
+        ax.set_xlabel("epoch")
+    fig.tight_layout()
+    with atomic_path(folder / "curves.png") as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return [folder / "curves.csv", folder / "curves.png"]
