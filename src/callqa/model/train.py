@@ -248,6 +248,7 @@ def fit(
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
             state = ck["state"]
+            torch.set_rng_state(ck["torch_rng"])  # dropout draws continue as if never stopped
             best_state = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)
             logger.info("train: resumed after epoch %d from %s", state["epoch"], ckpt_dir)
         else:
@@ -355,7 +356,8 @@ def _checkpoint(ckpt_dir: Path, fp, model, opt, sched, state, best_state, improv
             torch.save(best_state, tmp)
     with atomic_path(ckpt_dir / "last.pt") as tmp:
         torch.save({"fingerprint": fp, "model": model.state_dict(), "opt": opt.state_dict(),
-                    "sched": sched.state_dict(), "state": state}, tmp)  # fmt: skip
+                    "sched": sched.state_dict(), "state": state,
+                    "torch_rng": torch.get_rng_state()}, tmp)  # fmt: skip
 
 
 def _save(cfg: TrainConfig, model, data: TrainData, result: FitResult, train_idx, val_idx) -> None:

@@ -1,0 +1,141 @@
+"""callqa.model: the fusion module, train.fit (real MiniLM, CPU), the model folder, Predictor."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from tiny_model_data import tiny_data
+
+from callqa.config import INTENTS, TrainConfig
+from callqa.model import modeldir
+from callqa.model.dataset import batch_tensors
+from callqa.model.fusion import ModelSpec, QAModel, trainable_parameters
+from callqa.model.train import build_model, emotions_of, fit
+
+CFG = TrainConfig(hidden=32, device="cpu", progress=False, epochs=6, patience=6, batch_size=8)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return tiny_data()
+
+
+def _spec(**kw) -> ModelSpec:
+    return ModelSpec(list(INTENTS), ["angry", "happy", "neutral"], 8, 4, (16, 32), hidden=16, **kw)
+
+
+def test_frozen_prefix_path_gives_the_same_vectors_as_the_full_encoder(data):
+    model = build_model(CFG, data, emotions_of(data)).eval()
+    b = batch_tensors(data, np.arange(8), "cpu")
+    with torch.no_grad():
+        full = model.encode_text(b["input_ids"], b["attention_mask"])
+        cached = model.text_top(
+            model.text_prefix(b["input_ids"], b["attention_mask"]), b["attention_mask"]
+        )
+        li, le = model(b)
+        li2, le2 = model(
+            {**b, "text_hidden": model.text_prefix(b["input_ids"], b["attention_mask"])}
+        )
+    assert torch.allclose(full, cached, atol=1e-5)
+    assert torch.allclose(li, li2, atol=1e-5) and torch.allclose(le, le2, atol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "freeze, text_trainable",
+    [("frozen", lambda n, total: n == 0), ("top_k", lambda n, total: 0 < n < total / 2),
+     ("full", lambda n, total: n == total), ("lora", lambda n, total: 0 < n < total / 50)],
+)  # fmt: skip
+def test_freezing_modes(freeze, text_trainable):
+    model = QAModel(_spec(freeze=freeze, top_k_layers=1))
+    n, total = trainable_parameters(model.text)
+    assert text_trainable(n, total), (freeze, n, total)
+
+
+def test_a_missing_modality_is_a_learned_token_not_a_crash(data):
+    model = QAModel(_spec()).eval()
+    b = batch_tensors(data, np.arange(4), "cpu")
+    b["audio"], b["mel"], b["prosody"] = (
+        torch.zeros(4, 8),
+        torch.zeros(4, 16, 32),
+        torch.zeros(4, 4),
+    )
+    none = torch.zeros(4, 4, dtype=torch.bool)
+    text_only = none.clone()
+    text_only[:, 0] = True
+    with torch.no_grad():
+        li, le = model({**b, "present": none})
+        lt, _ = model({**b, "present": text_only})
+    assert torch.isfinite(li).all() and torch.isfinite(le).all()
+    assert not torch.allclose(li, lt)  # text changes the answer once it is present
+    # A row with nothing present equals the learned "missing" tokens: the same for every row.
+    assert torch.allclose(li[0], li[1])
+
+
+@pytest.fixture(scope="module")
+def trained(data, tmp_path_factory):
+    out = tmp_path_factory.mktemp("m") / "model"
+    seen = []
+    result = fit(
+        CFG.model_copy(update={"out_dir": out}),
+        data,
+        out,
+        on_epoch=lambda e, m: seen.append((e, m)),
+    )
+    return out, result, seen
+
+
+def test_fit_learns_writes_one_model_folder_and_thresholds(trained):
+    out, result, seen = trained
+    assert [e for e, _ in seen] == list(range(1, len(seen) + 1))
+    assert {"train_loss", "val_macro_f1", "val_intent_f1", "val_emotion_f1"} <= set(seen[0][1])
+    # The intent follows the words: the model must learn it from the text.
+    assert result.val_metrics["intent_f1"] >= 0.8, result.history  # chance: about 0.3
+    assert sorted(p.name for p in out.iterdir()) == sorted(modeldir.FILES)
+    assert not out.with_name("model.partial").exists()  # checkpoints go once the model is saved
+    assert set(result.thresholds) == set(INTENTS)
+    assert all(0.05 <= t <= 0.95 for t in result.thresholds.values())
+    saved = modeldir.read(out)
+    assert saved.thresholds == pytest.approx(result.thresholds)
+    assert json.loads((out / "labels.json").read_text())["intents"] == list(INTENTS)
+
+
+def test_training_on_cpu_is_deterministic(data, trained):
+    _, result, _ = trained
+    again = fit(CFG, data, None)
+    assert [h["train_loss"] for h in again.history] == [h["train_loss"] for h in result.history]
+
+
+def test_a_killed_run_resumes_from_its_last_checkpoint(data, trained, tmp_path):
+    _, straight, _ = trained
+    out = tmp_path / "model"
+    cfg = CFG.model_copy(update={"out_dir": out})
+
+    def die_after_two(epoch, metrics):
+        if epoch == 2:
+            raise KeyboardInterrupt  # the checkpoint of epoch 2 is written before the callback
+
+    with pytest.raises(KeyboardInterrupt):
+        fit(cfg, data, out, on_epoch=die_after_two)
+    assert (tmp_path / "model.partial" / "last.pt").exists() and not out.exists()
+    epochs = []
+    resumed = fit(cfg, data, out, on_epoch=lambda e, m: epochs.append(e))
+    assert epochs[0] == 3  # epochs 1-2 were not redone
+    assert [h["train_loss"] for h in resumed.history] == pytest.approx(
+        [h["train_loss"] for h in straight.history], rel=1e-5
+    )
+
+
+def test_a_damaged_model_folder_is_a_clear_error(tmp_path, trained):
+    from callqa.model.predict import Predictor
+
+    with pytest.raises(FileNotFoundError, match="not a callqa model directory"):
+        Predictor.load(tmp_path)
+    out, _, _ = trained
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    for f in modeldir.FILES:
+        (bad / f).write_bytes((out / f).read_bytes())
+    (bad / "config.json").write_text("{not json")
+    with pytest.raises(ValueError, match="damaged model directory"):
+        Predictor.load(bad)
