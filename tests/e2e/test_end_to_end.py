@@ -5,6 +5,7 @@ import json
 import jsonschema
 import pandas as pd
 import pytest
+import yaml
 from conftest import ROOT
 from typer.testing import CliRunner
 
@@ -74,9 +75,15 @@ def test_transcribe_and_score(corpus, realdata, tmp_path):
     overlap = realdata / "overlap" / "fw_stereo_diarization.wav"
     inputs = [str(p) for p in [*wavs, overlap, broken]]
     out, reports = tmp_path / "results.jsonl", tmp_path / "reports"
+    # Rules only, whatever models/ holds here (tests/e2e/test_model_pipeline.py covers the model).
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["score"]["model"] = None
+    rules_only = tmp_path / "params.yaml"
+    rules_only.write_text(yaml.safe_dump(p))
+    args = ["--params", str(rules_only), "--no-progress"]
     res = runner.invoke(
         app,
-        ["score", *inputs, "--out", str(out), "--report-dir", str(reports), *PARAMS],
+        ["score", *inputs, "--out", str(out), "--report-dir", str(reports), *args],
         catch_exceptions=False,
     )
     assert res.exit_code == 1, res.output  # one input failed, every line still written

@@ -47,5 +47,3 @@ def tiny_data(n_train: int = 28, n_val: int = 14) -> TrainData:
         "prosody": rng.normal(size=(n, 4)).astype(np.float32),
     }
     return TrainData(table, arrays, {"arrays.npz": "ab" * 32}, [])
-
-

@@ -192,16 +192,14 @@ def clip_arrays(extractor, cache, paths: list[str], pre: PreprocessConfig, batch
 
 
 def bank_text_rows(cfg: FeaturizeConfig, call_rows_all: list[dict]) -> list[dict]:
-    """Text-only rows from the train bank's train-split sentences (see utterances.text_rows)."""
+    """Text-only rows of the train bank's train split, half with the ASR's word slips."""
     if cfg.text_rows_per_sentence == 0:
         return []
-    from callqa.data.phrases import train_split_sentences
-    from callqa.model.utterances import asr_confusions, text_rows
+    from callqa.model.bank_text import train_split_rows
+    from callqa.model.utterances import asr_confusions
 
     pairs = [(r["script"], r["text"]) for r in call_rows_all if r["split"] == "train"]
-    table = asr_confusions(pairs)
-    sentences, fill = train_split_sentences()
-    return text_rows(sentences, fill, cfg.text_rows_per_sentence, table)
+    return train_split_rows(cfg.text_rows_per_sentence, asr_confusions(pairs))
 
 
 # ------------------------------------------------------------------ the stage
