@@ -17,6 +17,7 @@ from callqa.audio.vad import detect_speech
 from callqa.config import SynthConfig, VadConfig, load_params
 from callqa.data import phrases, synth, synth_plan, synth_render
 from callqa.data.phrases import BANK_NAMES, EMOTIONS, all_sentences, get_bank
+from callqa.data.phrases import INTENTS as INTENT_NAMES
 from callqa.files import content_id
 
 SIDECAR_KEYS = {
@@ -32,9 +33,12 @@ SIDECAR_KEYS = {
     "events",
     "turns",
     "planned",
+    "bank",
+    "split",
 }
 NONE_FAIL = dict.fromkeys(synth.CHECK_IDS, False)
 ALL_FAIL = dict.fromkeys(synth.CHECK_IDS, True)
+INTENTS = set(INTENT_NAMES)
 SEED = 4242  # no benchmark uses it
 VAD = load_params(ROOT / "params.yaml").preprocess.vad  # what `callqa synth` passes
 
@@ -192,6 +196,14 @@ def _check_sidecar(data: bytes, sc: dict) -> None:
     starts = [t["start"] for t in sc["turns"]]
     assert starts == sorted(starts) and all(t["end"] > t["start"] for t in sc["turns"])
     assert all(t["end"] <= sc["duration_s"] and t["text"] for t in sc["turns"])
+    assert sc["bank"] in BANK_NAMES and sc["split"] in ("train", "val", "test")
+    for t in sc["turns"]:
+        assert t["voice"] and len(t["sentence_ids"]) >= 1
+        assert all(":" in sid for sid in t["sentence_ids"])
+        assert t["intents"] == [] if t["role"] == "customer" else set(t["intents"]) <= INTENTS
+    said = {i for t in sc["turns"] for i in t["intents"]}
+    assert all(sc["checks"][i] == (i in said) for i in INTENTS if i != "forbidden_language")
+    assert sc["checks"]["forbidden_language"] == ("forbidden_language" not in said)
     for ev in sc["events"]:
         assert ev["type"] in ("dead_air", "overtalk") and ev["end"] > ev["start"]
         assert ev["by"] in (None, "agent", "customer")
