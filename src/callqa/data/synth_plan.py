@@ -359,7 +359,8 @@ _SPARE = {"extra", "near_miss"}  # sentences a long call may lose
 
 
 def _fit_length(lines: list[Line], voices, agent_wpm: float, max_s: float) -> list[Line]:
-    """Drop optional lines, then optional sentences, while the call would run over `max_s`."""
+    """Drop optional lines, then spare sentences (extras, near-misses), while the call would run
+    over `max_s`."""
     lines = list(lines)
     while _estimate_s(lines, voices, agent_wpm) > max_s:
         drop = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].optional), None)
