@@ -44,3 +44,19 @@ def test_no_sentence_shared_with_default_scorecard(bank):
     script = set().union(*(_sentences(s) for s in all_sentences(get_bank(bank))))
     assert len(script) > 50
     assert not examples & script, sorted(examples & script)
+
+
+def _plain(text: str) -> str:
+    """Lower case, punctuation gone; template slots stay as words."""
+    return " ".join(re.sub(r"[^a-z0-9' ]+", " ", text.lower()).split())
+
+
+def test_no_train_sentence_equals_a_dev_or_test_sentence():
+    # Counts only: the test bank's sentences are never printed.
+    train = {_plain(s) for s in all_sentences(get_bank("train"))}
+    train_parts = set().union(*(_sentences(s) for s in all_sentences(get_bank("train"))))
+    for name in ("dev", "test"):
+        other = all_sentences(get_bank(name))
+        whole = sum(_plain(s) in train for s in other)
+        parts = len(train_parts & set().union(*(_sentences(s) for s in other)))
+        assert whole == 0 and parts == 0, f"{whole} whole and {parts} sentences shared with {name}"

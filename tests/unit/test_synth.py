@@ -17,6 +17,8 @@ from callqa.audio.vad import detect_speech
 from callqa.config import SynthConfig, VadConfig, load_params
 from callqa.data import phrases, synth, synth_plan, synth_render
 from callqa.data.phrases import BANK_NAMES, EMOTIONS, all_sentences, get_bank
+from callqa.data.phrases import INTENTS as INTENT_NAMES
+from callqa.data.synth_splits import call_split
 from callqa.files import content_id
 
 SIDECAR_KEYS = {
@@ -32,9 +34,12 @@ SIDECAR_KEYS = {
     "events",
     "turns",
     "planned",
+    "bank",
+    "split",
 }
 NONE_FAIL = dict.fromkeys(synth.CHECK_IDS, False)
 ALL_FAIL = dict.fromkeys(synth.CHECK_IDS, True)
+INTENTS = set(INTENT_NAMES)
 SEED = 4242  # no benchmark uses it
 VAD = load_params(ROOT / "params.yaml").preprocess.vad  # what `callqa synth` passes
 
@@ -192,12 +197,22 @@ def _check_sidecar(data: bytes, sc: dict) -> None:
     starts = [t["start"] for t in sc["turns"]]
     assert starts == sorted(starts) and all(t["end"] > t["start"] for t in sc["turns"])
     assert all(t["end"] <= sc["duration_s"] and t["text"] for t in sc["turns"])
+    assert sc["bank"] in BANK_NAMES and sc["split"] in ("train", "val", "test")
+    for t in sc["turns"]:
+        assert t["voice"] and len(t["sentence_ids"]) >= 1
+        assert all(":" in sid for sid in t["sentence_ids"])
+        assert t["intents"] == [] if t["role"] == "customer" else set(t["intents"]) <= INTENTS
+    said = {i for t in sc["turns"] for i in t["intents"]}
+    assert all(sc["checks"][i] == (i in said) for i in INTENTS if i != "forbidden_language")
+    assert sc["checks"]["forbidden_language"] == ("forbidden_language" not in said)
     for ev in sc["events"]:
         assert ev["type"] in ("dead_air", "overtalk") and ev["end"] > ev["start"]
         assert ev["by"] in (None, "agent", "customer")
     planned = sc["planned"]
     assert set(planned) == {"dead_air_s", "overtalk_s", "agent_rate_wpm"}
-    assert all(g > 0 for g in planned["dead_air_s"]) and len(planned["dead_air_s"]) >= 6
+    # >= 4: an all-failure call has no identity exchange or closing pair, and a long one loses
+    # its optional lines.
+    assert all(g > 0 for g in planned["dead_air_s"]) and len(planned["dead_air_s"]) >= 4
     assert all(o >= 0 for o in planned["overtalk_s"])
     assert isinstance(planned["agent_rate_wpm"], float)
     json.dumps(sc, allow_nan=False)
@@ -290,8 +305,12 @@ def test_synth_command_passes_the_params_vad(tmp_path):
     sc = json.loads((out / "call_00000.json").read_text())
     failures = synth.failure_plan(SynthConfig(seed=77), 1)[0]
     seed = synth.call_seeds(77, 1)[0]
-    _, expected = synth.synth_call(seed, failures, SynthConfig(), VadConfig(speech_pad_ms=250))
-    _, default = synth.synth_call(seed, failures, SynthConfig(), VAD)
+    split = call_split(SynthConfig(), 0)  # call 0 of a train-bank corpus is a test call
+    assert sc["split"] == split == "test" and sc["bank"] == "test"
+    _, expected = synth.synth_call(
+        seed, failures, SynthConfig(), VadConfig(speech_pad_ms=250), split
+    )
+    _, default = synth.synth_call(seed, failures, SynthConfig(), VAD, split)
     assert sc == expected
     assert sc["agent_speech_rate_wpm"] != default["agent_speech_rate_wpm"]
 

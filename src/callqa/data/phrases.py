@@ -8,11 +8,15 @@ Each bank is `callqa/data/banks/<name>.yaml` (package data of `callqa.data.banks
 Templates take `{company}`, `{agent}`, `{customer}`, `{first}`, `{dob}`, `{digits}`, `{code}`.
 Numbers are spelled out: eSpeak reads digits as whole numbers, and the agent's speech rate label
 counts the script's words.
+
+`near_misses` (optional; only the train bank has it) maps each intent to agent sentences that
+resemble it but do not carry it (a mid-call "hello, are you still there?", an order-number
+question, "our records show ..."): hard negatives that synth inserts without changing labels.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from functools import cache
 from importlib import resources
 
@@ -22,6 +26,14 @@ from callqa.config import EMOTIONS
 from callqa.data import banks
 
 BANK_NAMES = ("train", "dev", "test")
+# The model's intents (config.INTENTS): the keys `near_misses` may have.
+INTENTS = (
+    "greeting",
+    "identity_verification",
+    "recording_disclosure",
+    "closing",
+    "forbidden_language",
+)
 # Values that fill the {dob}, {digits} and {code} slots (shared by all banks).
 DAYS = ("third", "ninth", "twelfth", "fifteenth", "twenty first", "twenty eighth", "first")
 MONTHS = ("January", "March", "April", "June", "August", "October", "November", "December")
@@ -70,6 +82,8 @@ class PhraseBank:
     goodbye: dict[str, tuple[str, ...]]  # customer, by emotion, after the closing
     trailing: tuple[str, ...]  # customer's last words when the agent did not close
     topics: tuple[Topic, ...]
+    # intent -> agent sentences that resemble it but do not carry it (optional)
+    near_misses: dict[str, tuple[str, ...]] = field(default_factory=dict)
 
 
 _BY_EMOTION = ("empathy", "opener", "reaction", "thanks", "goodbye")
@@ -88,19 +102,26 @@ def get_bank(name: str) -> PhraseBank:
 
 
 def _parse(name: str, raw: dict, where: str) -> PhraseBank:
-    wanted = {f.name for f in fields(PhraseBank)} - {"name"}
-    if set(raw) != wanted:
+    wanted = {f.name for f in fields(PhraseBank)} - {"name", "near_misses"}
+    given = set(raw) - {"near_misses"}
+    if given != wanted:
         raise ValueError(
-            f"{where}: keys differ from a phrase bank's: missing {sorted(wanted - set(raw))}, "
-            f"unknown {sorted(set(raw) - wanted)}"
+            f"{where}: keys differ from a phrase bank's: missing {sorted(wanted - given)}, "
+            f"unknown {sorted(given - wanted)}"
         )
     for key in _BY_EMOTION:
         if set(raw[key]) != set(EMOTIONS):
             raise ValueError(f"{where}: `{key}` must have one list per emotion {EMOTIONS}")
+    near = raw.get("near_misses") or {}
+    if not set(near) <= set(INTENTS) or not all(near.values()):
+        raise ValueError(
+            f"{where}: `near_misses` maps intents {INTENTS} to non-empty lists (got {sorted(near)})"
+        )
     forbidden = raw["forbidden"]  # a list, or kinds (dismissive, profane, ...) -> lists
     if isinstance(forbidden, dict):
         forbidden = [line for lines in forbidden.values() for line in lines]
-    values = {k: tuple(v) for k, v in raw.items() if k not in _BY_EMOTION}
+    values = {k: tuple(v) for k, v in raw.items() if k not in (*_BY_EMOTION, "near_misses")}
+    values["near_misses"] = {i: tuple(v) for i, v in near.items()}
     values.update({k: {e: tuple(v) for e, v in raw[k].items()} for k in _BY_EMOTION})
     values["forbidden"] = tuple(forbidden)
     values["identity"] = tuple((p["ask"], p["answer"]) for p in raw["identity"])

@@ -1,7 +1,10 @@
 """`callqa synth`: labelled synthetic two-party calls rendered with eSpeak NG.
 
 SynthConfig -> `<out>/call_00000.wav` (agent left, customer right; or a mono mix; or 8 kHz mu-law)
-plus `call_00000.json` ground truth (CONTRACTS.md "Synth sidecar"). Labels are measured on the
+plus `call_00000.json` ground truth (CONTRACTS.md "Synth sidecar"; also "bank" and "split" of the
+call, and per turn the role's eSpeak "voice", the "intents" its sentences carry and their
+"sentence_ids"). A train-bank corpus holds train, val and test calls, disjoint by sentence and
+voice (synth_splits). Labels are measured on the
 rendered audio with the same VAD settings (params' `preprocess.vad`) and metric functions that
 scoring uses, never read off the script settings; the planned values ride beside them, so a bug
 shared by synth and scoring shows up as a disagreement with the plan.
@@ -25,14 +28,10 @@ from pathlib import Path
 from callqa.audio import metrics
 from callqa.config import EMOTIONS, SynthConfig, VadConfig
 from callqa.data.phrases import get_bank
-from callqa.data.synth_plan import (
-    call_seeds,
-    compute_labels,
-    failure_plan,
-    plan_call,
-    planned_values,
-)
+from callqa.data.synth_labels import compute_labels, planned_values
+from callqa.data.synth_plan import KIND_INTENT, call_seeds, failure_plan, plan_call
 from callqa.data.synth_render import SAMPLE_RATE_HZ, encode_wav, mix_output, render_call, vad
+from callqa.data.synth_splits import BANK_SPLIT, bank_for, call_split
 from callqa.schemas import CHECK_IDS
 
 logger = logging.getLogger(__name__)
@@ -41,16 +40,23 @@ _CALL_RE = re.compile(r"^call_(\d{5,})\.(wav|json)$")
 
 
 def synth_call(
-    seed: int, failures: dict[str, bool], cfg: SynthConfig, vad_cfg: VadConfig
+    seed: int,
+    failures: dict[str, bool],
+    cfg: SynthConfig,
+    vad_cfg: VadConfig,
+    split: str | None = None,
 ) -> tuple[bytes, dict]:
-    """One call: (WAV bytes, sidecar dict). Deterministic in (seed, failures, cfg, vad_cfg).
+    """One call: (WAV bytes, sidecar dict). Deterministic in (seed, failures, cfg, vad_cfg, split).
 
     `vad_cfg` is the params' `preprocess.vad`: labels are measured with the VAD settings that
-    scoring uses.
+    scoring uses. `split` (train-bank corpora; default "train") picks the call's bank part and
+    voices (synth_splits.call_split gives call i's).
     """
     from callqa.files import bytes_id
 
-    plan = plan_call(seed, failures, get_bank(cfg.phrase_bank))
+    split = split or BANK_SPLIT.get(cfg.phrase_bank, "train")
+    bank, restrict = bank_for(cfg, split)
+    plan = plan_call(seed, failures, bank, restrict)
     rendered = render_call(plan, vad_cfg)
     activity = {r: metrics.merge_intervals(vad(x, vad_cfg)) for r, x in rendered.tracks.items()}
     duration_s = rendered.tracks["agent"].size / SAMPLE_RATE_HZ
@@ -74,10 +80,22 @@ def synth_call(
         "agent_speech_rate_wpm": round(float(wpm), 1) if wpm is not None else None,
         "events": [{**ev, "start": r3(ev["start"]), "end": r3(ev["end"])} for ev in events],
         "turns": [
-            {"role": t["role"], "start": r3(t["start"]), "end": r3(t["end"]), "text": t["text"]}
-            for t in rendered.turns
+            {
+                "role": t["role"],
+                "start": r3(t["start"]),
+                "end": r3(t["end"]),
+                "text": t["text"],
+                "voice": plan.voices[t["role"]].name,
+                "intents": list(
+                    dict.fromkeys(KIND_INTENT[k] for k, _ in line.parts if k in KIND_INTENT)
+                ),
+                "sentence_ids": list(line.sids),
+            }
+            for t, line in zip(rendered.turns, plan.lines, strict=True)
         ],
         "planned": planned_values(plan, rendered.planned_overtalk_s),
+        "bank": bank.name,
+        "split": split,
     }
     return data, sidecar
 
@@ -100,7 +118,7 @@ def _write_call(out_dir: Path, index: int, data: bytes, sidecar: dict) -> None:
 def _synth_one(
     index: int, seed: int, failures: dict, cfg: SynthConfig, vad_cfg: VadConfig, out_dir: Path
 ) -> dict:
-    data, sidecar = synth_call(seed, failures, cfg, vad_cfg)
+    data, sidecar = synth_call(seed, failures, cfg, vad_cfg, call_split(cfg, index))
     _write_call(out_dir, index, data, sidecar)
     return {
         "index": index,

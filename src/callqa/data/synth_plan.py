@@ -1,9 +1,15 @@
 """Synth planning: per-call seeds, planned failures, the script of a call and its labels.
 
-A plan is a pure function of (seed, failures, phrase bank): who says what, in which order (the
-agent or the customer speaks first, drawn per call), with which voice, prosody and gaps. The
+A plan is a pure function of (seed, failures, phrase bank, split): who says what, in which order
+(the agent or the customer speaks first, drawn per call), with which voice, prosody and gaps. The
 rendering side (synth_render) speaks it; `compute_labels` turns measured activity into the
 sidecar's checks, and `planned_values` records what the plan asked for (CONTRACTS.md).
+
+Each part of a line has a kind (greeting, identity, disclosure, closing, forbidden carry an
+intent, `KIND_INTENT`; body, extra, hold, near_miss, ... do not) and a sentence id
+(synth_splits.sentence_id). A bank with `near_misses` gets zero to two of them per call in agent
+body turns, drawn from their own random stream: labels come from kinds, so they never change.
+A split (synth_splits) restricts the voices; None keeps every voice and today's plans.
 """
 
 from __future__ import annotations
@@ -12,9 +18,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from callqa.audio import metrics
 from callqa.config import EMOTIONS, SynthConfig
 from callqa.data.phrases import DAYS, DIGITS, MONTHS, YEARS, PhraseBank
+from callqa.data.synth_splits import sentence_id, voice_pool
 from callqa.schemas import CHECK_IDS
 
 # Failure kind -> SynthConfig probability field.
@@ -28,12 +34,6 @@ FAILURE_P = {
     "overtalk": "p_overtalk",
     "agent_speech_rate": "p_fast_agent",
 }
-# Label rules: the default scorecard's windows and bounds (scorecards/default.yaml).
-GREETING_WINDOW_S = (0.0, 15.0)
-CLOSING_LAST_S = 30.0
-DEAD_AIR_MAX_S = 5.0  # fails when a mutual silence lasts longer
-OVERTALK_MAX_S = 1.0  # fails when an agent-attributed overlap lasts this long or longer
-AGENT_WPM_BOUNDS = (100.0, 190.0)
 # Rendering targets, kept clear of those thresholds (CONTRACTS.md).
 NORMAL_WPM = (128.0, 158.0)  # target band; accepted as measured within 122-163
 FAST_WPM = (228.0, 262.0)  # accepted as measured from 220
@@ -60,6 +60,16 @@ PROSODY = {
     "neutral": {"rate": (140, 160), "volume": (90, 110), "pitch": (42, 55), "range": (35, 55)},
 }
 NOISE_KINDS = ("white", "pink", "brown", "hum", "babble")
+# Part kind -> the intent it carries (the sidecar's per-turn "intents").
+KIND_INTENT = {
+    "greeting": "greeting",
+    "identity": "identity_verification",
+    "disclosure": "recording_disclosure",
+    "closing": "closing",
+    "forbidden": "forbidden_language",
+}
+MAX_NEAR_MISSES = 2
+P_NEAR_MISS_OF_MISSING = 0.75  # a call lacking an intent gets that intent's near-miss
 
 
 # ---------------------------------------------------------------------------------------------
@@ -83,10 +93,16 @@ class Line:
     gap_s: float  # silence before the line (negative: starts that much before the last end)
     interrupt: bool = False  # agent starts inside the previous customer line
     optional: bool = False  # may be dropped to keep the call short
+    sids: list[str] = field(default_factory=list)  # one sentence id per part
 
     @property
     def text(self) -> str:
         return " ".join(s for _, s in self.parts)
+
+    def drop_kinds(self, kinds: set[str]) -> None:
+        keep = [i for i, (k, _) in enumerate(self.parts) if k not in kinds]
+        self.parts = [self.parts[i] for i in keep]
+        self.sids = [self.sids[i] for i in keep] if self.sids else []
 
 
 @dataclass
@@ -100,6 +116,7 @@ class CallPlan:
     tail_s: float
     noise_kind: str
     gains_db: dict[str, float] = field(default_factory=dict)
+    split: str | None = None  # the split whose voices it used (None: every voice)
 
 
 def call_seeds(seed: int, n: int) -> list[int]:
@@ -131,22 +148,29 @@ def _words_for(rng: np.random.Generator, n: int, options) -> str:
     return " ".join(options[int(rng.integers(len(options)))] for _ in range(n))
 
 
-def plan_call(seed: int, failures: dict[str, bool], bank: PhraseBank) -> CallPlan:
+def plan_call(
+    seed: int, failures: dict[str, bool], bank: PhraseBank, split: str | None = None
+) -> CallPlan:
     """The script of one call: lines with kinds, voices, prosody and timing. Pure.
 
     Who speaks first is drawn per call: either the agent answers (greeting, then the customer's
     opener and problem) or the customer speaks first (opener), the agent answers, and the
-    customer states the problem.
+    customer states the problem. `split` limits the voices to that split's (synth_splits);
+    the bank passed in is already cut to it.
     """
     rng = np.random.default_rng([seed, 0])
+    origin: dict[str, str] = {}  # template -> the list it came from (for sentence ids)
 
-    def pick(seq):
-        return seq[int(rng.integers(len(seq)))]
+    def pick(seq, name: str | None = None):
+        t = seq[int(rng.integers(len(seq)))]
+        if name is not None and isinstance(t, str):
+            origin.setdefault(t, name)
+        return t
 
-    customer = pick(bank.customer_names)
+    customer = pick(bank.customer_names, "customer_names")
     names = {
-        "company": pick(bank.companies),
-        "agent": pick(bank.agent_names),
+        "company": pick(bank.companies, "companies"),
+        "agent": pick(bank.agent_names, "agent_names"),
         "customer": customer,
         "first": customer.split()[0],
         "dob": f"{pick(DAYS)} of {pick(MONTHS)}, {pick(YEARS)}",
@@ -163,7 +187,10 @@ def plan_call(seed: int, failures: dict[str, bool], bank: PhraseBank) -> CallPla
     lines: list[Line] = []
 
     def say(role: str, parts: list[tuple[str, str]], gap_s: float, **flags) -> None:
-        lines.append(Line(role, [(k, t.format(**names)) for k, t in parts], gap_s, **flags))
+        sids = [sentence_id(origin.get(t, kind), t) for kind, t in parts]
+        lines.append(
+            Line(role, [(k, t.format(**names)) for k, t in parts], gap_s, **flags, sids=sids)
+        )
 
     def agent_gap() -> float:
         return float(rng.uniform(0.3, 1.2))
@@ -182,66 +209,93 @@ def plan_call(seed: int, failures: dict[str, bool], bank: PhraseBank) -> CallPla
 
     customer_first = bool(rng.random() < 0.5)
     if customer_first:
-        say("customer", [("body", pick(bank.opener[emo]))], float(rng.uniform(0.3, 1.5)))
+        say(
+            "customer",
+            [("body", pick(bank.opener[emo], f"opener.{emo}"))],
+            float(rng.uniform(0.3, 1.5)),
+        )
     opening = (
-        [("greeting", pick(bank.greetings))]
+        [("greeting", pick(bank.greetings, "greetings"))]
         if not failures["greeting"]
-        else [("opener", pick(bank.no_greeting))]
+        else [("opener", pick(bank.no_greeting, "no_greeting"))]
     )
     if early_disclosure:
-        opening.append(("disclosure", pick(bank.disclosures)))
+        opening.append(("disclosure", pick(bank.disclosures, "disclosures")))
     say("agent", opening, agent_gap() if customer_first else float(rng.uniform(0.3, 1.5)))
-    problem = [("body", pick(topic.problem))]
+    problem = [("body", pick(topic.problem, "topics.problem"))]
     if not customer_first:
-        problem.insert(0, ("body", pick(bank.opener[emo])))
+        problem.insert(0, ("body", pick(bank.opener[emo], f"opener.{emo}")))
     say("customer", problem, customer_gap())
 
     third: list[tuple[str, str]] = []
     if failures["overtalk"]:
-        third.append(("interrupt", pick(bank.interrupt) + "."))
+        cut_in = pick(bank.interrupt) + "."
+        origin[cut_in] = "interrupt"
+        third.append(("interrupt", cut_in))
     third.append(
-        ("forbidden", pick(bank.forbidden))
+        ("forbidden", pick(bank.forbidden, "forbidden"))
         if forbidden_at == 0
-        else ("body", pick(bank.empathy[emo]))
+        else ("body", pick(bank.empathy[emo], f"empathy.{emo}"))
     )
     if disclose and not early_disclosure:
-        third.append(("disclosure", pick(bank.disclosures)))
-    hold = ("hold", pick(bank.hold))
+        third.append(("disclosure", pick(bank.disclosures, "disclosures")))
+    hold = ("hold", pick(bank.hold, "hold"))
     hold_gap = float(rng.uniform(*(DEAD_AIR_GAP_S if failures["dead_air"] else HOLD_GAP_S)))
     if failures["identity_verification"]:
         say("agent", [*third, hold], agent_gap(), interrupt=failures["overtalk"])
     else:
         request, answer = pick(bank.identity)
+        origin.setdefault(request, "identity")
+        origin.setdefault(answer, "identity.answer")
         say("agent", [*third, ("identity", request)], agent_gap(), interrupt=failures["overtalk"])
         say("customer", [("body", answer)], customer_gap())
-        say("agent", [("extra", pick(bank.identity_ok)), hold], agent_gap())
+        say("agent", [("extra", pick(bank.identity_ok, "identity_ok")), hold], agent_gap())
     step1, step2, step3 = topic.steps
-    say("agent", [("extra", pick(bank.resume)), ("body", step1), ("extra", step2)], hold_gap)
+    origin.update((t, "topics.steps") for t in topic.steps if t not in origin)
+    say(
+        "agent",
+        [("extra", pick(bank.resume, "resume")), ("body", step1), ("extra", step2)],
+        hold_gap,
+    )
     say(
         "customer",
-        [("body", pick(bank.reaction[emo])), ("extra", pick(topic.question))],
+        [
+            ("body", pick(bank.reaction[emo], f"reaction.{emo}")),
+            ("extra", pick(topic.question, "topics.question")),
+        ],
         customer_gap(),
     )
-    answer_parts = [("body", pick(topic.answer))]
+    answer_parts = [("body", pick(topic.answer, "topics.answer"))]
     if forbidden_at == 1:
-        answer_parts.insert(0, ("forbidden", pick(bank.forbidden)))
+        answer_parts.insert(0, ("forbidden", pick(bank.forbidden, "forbidden")))
     say("agent", answer_parts, agent_gap(), optional=forbidden_at != 1)
     if rng.random() < 0.5:
-        say("customer", [("body", pick(bank.reaction[emo]))], customer_gap(), optional=True)
+        say(
+            "customer",
+            [("body", pick(bank.reaction[emo], f"reaction.{emo}"))],
+            customer_gap(),
+            optional=True,
+        )
     final_parts = [("body", step3)]
     if forbidden_at == 2:
-        final_parts.insert(0, ("forbidden", pick(bank.forbidden)))
+        final_parts.insert(0, ("forbidden", pick(bank.forbidden, "forbidden")))
     say("agent", final_parts, agent_gap(), optional=forbidden_at != 2)
-    say("customer", [("body", pick(bank.thanks[emo]))], customer_gap(), optional=True)
+    say(
+        "customer",
+        [("body", pick(bank.thanks[emo], f"thanks.{emo}"))],
+        customer_gap(),
+        optional=True,
+    )
     if not failures["closing"]:
-        say("agent", [("closing", pick(bank.closings))], agent_gap())
-        say("customer", [("body", pick(bank.goodbye[emo]))], customer_gap())
+        say("agent", [("closing", pick(bank.closings, "closings"))], agent_gap())
+        say("customer", [("body", pick(bank.goodbye[emo], f"goodbye.{emo}"))], customer_gap())
     else:
-        say("agent", [("body", pick(bank.no_closing))], agent_gap())
+        say("agent", [("body", pick(bank.no_closing, "no_closing"))], agent_gap())
         if rng.random() < 0.6:
-            say("customer", [("body", pick(bank.trailing))], customer_gap())
+            say("customer", [("body", pick(bank.trailing, "trailing"))], customer_gap())
 
-    voices = _pick_voices(rng, emo, agent_emo)
+    _add_near_misses(np.random.default_rng([seed, 3]), lines, failures, bank, names)
+    voices = _pick_voices(rng, emo, agent_emo, split)
     fast = failures["agent_speech_rate"]
     target = float(rng.uniform(*(FAST_WPM if fast else NORMAL_WPM)))
     voices["agent"].rate = target / NOMINAL_TO_MEASURED
@@ -257,7 +311,38 @@ def plan_call(seed: int, failures: dict[str, bool], bank: PhraseBank) -> CallPla
         tail_s=float(rng.uniform(0.3, 1.2)),
         noise_kind=NOISE_KINDS[int(out_rng.integers(len(NOISE_KINDS)))],
         gains_db={r: float(out_rng.uniform(-9, -3)) for r in ("agent", "customer")},
+        split=split,
     )
+
+
+def _add_near_misses(
+    rng: np.random.Generator, lines: list[Line], failures: dict, bank: PhraseBank, names: dict
+) -> None:
+    """Insert 0-2 near-miss sentences into agent body turns (after the opening, before a closing).
+
+    A call that lacks an intent gets that intent's near-miss with P_NEAR_MISS_OF_MISSING; the rest
+    up to a uniform 0-2 are random intents. Their kind, near_miss, carries no intent.
+    """
+    if not bank.near_misses:
+        return
+    intents = sorted(bank.near_misses)
+    lacking = [i for i in intents if failures.get(i) != (i == "forbidden_language")]
+    chosen = [i for i in lacking if rng.random() < P_NEAR_MISS_OF_MISSING]
+    chosen = [chosen[j] for j in rng.permutation(len(chosen))][:MAX_NEAR_MISSES]
+    want = int(rng.integers(0, MAX_NEAR_MISSES + 1))
+    while len(chosen) < want:
+        chosen.append(intents[int(rng.integers(len(intents)))])
+    agent = [i for i, ln in enumerate(lines) if ln.role == "agent"]
+    targets = [i for i in agent[1:] if not {"greeting", "closing"} & {k for k, _ in lines[i].parts}]
+    for intent in chosen:
+        if not targets:
+            break
+        line = lines[targets[int(rng.integers(len(targets)))]]
+        options = bank.near_misses[intent]
+        t = options[int(rng.integers(len(options)))]
+        at = int(rng.integers(1, len(line.parts) + 1))  # never first: an interrupt starts a turn
+        line.parts.insert(at, ("near_miss", t.format(**names)))
+        line.sids.insert(at, sentence_id(f"near_misses.{intent}", t))
 
 
 def _estimate_s(lines: list[Line], voices: dict[str, Voice], agent_wpm: float) -> float:
@@ -270,32 +355,41 @@ def _estimate_s(lines: list[Line], voices: dict[str, Voice], agent_wpm: float) -
     return total
 
 
+_SPARE = {"extra", "near_miss"}  # sentences a long call may lose
+
+
 def _fit_length(lines: list[Line], voices, agent_wpm: float, max_s: float) -> list[Line]:
-    """Drop optional lines, then optional sentences, while the call would run over `max_s`."""
+    """Drop optional lines, then spare sentences (extras, near-misses), while the call would run
+    over `max_s`."""
     lines = list(lines)
     while _estimate_s(lines, voices, agent_wpm) > max_s:
         drop = next((i for i in range(len(lines) - 1, -1, -1) if lines[i].optional), None)
         if drop is not None:
             # A dropped agent answer takes the customer's question with it.
             if lines[drop].role == "agent" and drop > 0:
-                prev = lines[drop - 1]
-                prev.parts = [p for p in prev.parts if p[0] != "extra"]
+                lines[drop - 1].drop_kinds({"extra"})
             del lines[drop]
             continue
-        extra = next((ln for ln in lines if any(k == "extra" for k, _ in ln.parts)), None)
+        extra = next((ln for ln in lines if any(k in _SPARE for k, _ in ln.parts)), None)
         if extra is None:
             break
-        extra.parts = [p for p in extra.parts if p[0] != "extra"]
+        extra.drop_kinds(_SPARE)
     return lines
 
 
-def _pick_voices(rng: np.random.Generator, emo: str, agent_emo: str) -> dict[str, Voice]:
+def _pick_voices(
+    rng: np.random.Generator, emo: str, agent_emo: str, split: str | None = None
+) -> dict[str, Voice]:
+    pools = {True: voice_pool(FEMALE_VARIANTS, split), False: voice_pool(MALE_VARIANTS, split)}
+
     def variant(female: bool) -> str:
-        pool = FEMALE_VARIANTS if female else MALE_VARIANTS
+        pool = pools[female]
         return pool[int(rng.integers(len(pool)))]
 
     a_female, c_female = bool(rng.random() < 0.5), bool(rng.random() < 0.5)
     a_var = variant(a_female)
+    if pools[c_female] == (a_var,):  # a split with one voice of that sex: the other sex
+        c_female = not c_female
     c_var = variant(c_female)
     while c_var == a_var:
         c_var = variant(c_female)
@@ -313,72 +407,3 @@ def _pick_voices(rng: np.random.Generator, emo: str, agent_emo: str) -> dict[str
         )
 
     return {"agent": voice(a_lang, a_var, agent_emo), "customer": voice(c_lang, c_var, emo)}
-
-
-# ---------------------------------------------------------------------------------------------
-# Labels: measured activity + timed turns -> checks and events (CONTRACTS.md definitions)
-# ---------------------------------------------------------------------------------------------
-
-
-def compute_labels(
-    activity: dict[str, list[tuple[float, float]]],
-    turns: list[dict],
-    duration_s: float,
-    agent_words: int,
-) -> tuple[dict[str, bool], list[dict], float | None]:
-    """Checks (True = compliant), violation events and the agent's words per minute.
-
-    Phrase checks look at the agent turns that carry each kind of sentence: the greeting must
-    start within the first 15 s, the closing within the last 30 s. Call hygiene uses the same
-    metric functions as scoring on the given VAD activity.
-
-    >>> act = {"agent": [(0.0, 4.0), (11.0, 14.0)], "customer": [(4.5, 5.0)]}
-    >>> turns = [{"role": "agent", "start": 0.0, "kinds": ["greeting"]}]
-    >>> checks, events, wpm = compute_labels(act, turns, 15.0, 14)
-    >>> checks["greeting"], checks["dead_air"], checks["closing"], round(wpm)
-    (True, False, False, 120)
-    >>> events
-    [{'type': 'dead_air', 'start': 5.0, 'end': 11.0, 'by': None}]
-    """
-
-    def said(kind: str, lo: float = -np.inf, hi: float = np.inf) -> bool:
-        return any(
-            t["role"] == "agent" and kind in t["kinds"] and lo <= t["start"] <= hi for t in turns
-        )
-
-    gaps = metrics.mutual_silence(activity)
-    overlaps = metrics.overtalk(activity)
-    wpm = metrics.speech_rate_wpm(agent_words, activity.get("agent", []))
-    dead = [(s, e) for s, e in gaps if e - s > DEAD_AIR_MAX_S]
-    long_overlaps = [ev for ev in overlaps if ev["end"] - ev["start"] >= OVERTALK_MAX_S]
-    checks = {
-        "greeting": said("greeting", *GREETING_WINDOW_S),
-        "identity_verification": said("identity"),
-        "recording_disclosure": said("disclosure"),
-        "closing": said("closing", duration_s - CLOSING_LAST_S),
-        "forbidden_language": not said("forbidden"),
-        "dead_air": not dead,
-        "overtalk": not any(ev["by"] == "agent" for ev in long_overlaps),
-        "agent_speech_rate": wpm is not None and AGENT_WPM_BOUNDS[0] <= wpm <= AGENT_WPM_BOUNDS[1],
-    }
-    events = [{"type": "dead_air", "start": s, "end": e, "by": None} for s, e in dead]
-    events += [
-        {"type": "overtalk", "start": ev["start"], "end": ev["end"], "by": ev["by"]}
-        for ev in long_overlaps
-    ]
-    return checks, sorted(events, key=lambda ev: ev["start"]), wpm
-
-
-def planned_values(plan: CallPlan, overtalk_s: list[float]) -> dict:
-    """The sidecar's `planned` values: what the script and placement aimed at, no measurement.
-
-    `dead_air_s`: every planned silence between consecutive lines (the dead-air rule, > 5.0 s,
-    applies to these); `overtalk_s`: the overlap aimed at for each agent interruption (from
-    rendering, which places it); `agent_rate_wpm`: the agent's target words per minute.
-    """
-    gaps = [ln.gap_s for ln in plan.lines[1:] if not ln.interrupt and ln.gap_s > 0]
-    return {
-        "dead_air_s": [round(float(g), 3) for g in gaps],
-        "overtalk_s": [round(float(o), 3) for o in overtalk_s],
-        "agent_rate_wpm": round(float(plan.target_wpm), 1),
-    }
