@@ -22,18 +22,10 @@ from importlib import resources
 
 import yaml
 
-from callqa.config import EMOTIONS
+from callqa.config import EMOTIONS, INTENTS  # INTENTS: the keys `near_misses` may have
 from callqa.data import banks
 
 BANK_NAMES = ("train", "dev", "test")
-# The model's intents (config.INTENTS): the keys `near_misses` may have.
-INTENTS = (
-    "greeting",
-    "identity_verification",
-    "recording_disclosure",
-    "closing",
-    "forbidden_language",
-)
 # Values that fill the {dob}, {digits} and {code} slots (shared by all banks).
 DAYS = ("third", "ninth", "twelfth", "fifteenth", "twenty first", "twenty eighth", "first")
 MONTHS = ("January", "March", "April", "June", "August", "October", "November", "December")
