@@ -13,7 +13,8 @@ UI_PORT ?= 5000
 # Offline and quiet: `callqa` itself sets the no-telemetry / offline defaults (cli.py
 # OFFLINE_DEFAULTS) and tests/conftest.py sets them for the tests.
 
-.PHONY: install demo test test-fast lint format schema bench ui clean
+
+.PHONY: install demo model test test-fast lint format schema bench ui clean
 
 install: $(STAMP)
 
@@ -40,6 +41,16 @@ demo: install
 	@echo "  transcripts     data/transcripts/<call_id>.json"
 	@echo "  QA results      reports/results.jsonl"
 	@echo "  call reports    reports/calls/index.html"
+
+# The default QA model: synth -> ... -> featurize -> train -> evaluate as DVC stages (dvc.yaml),
+# so a second `make model` does nothing unless code, params or data changed.
+model: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro evaluate
+	@echo
+	@echo "Done. Model: models/callqa-qa (used by \`callqa score\` with no flag)"
+	@echo "  metrics         reports/eval/metrics.json (dvc metrics show)"
+	@echo "  training curves reports/train/curves.png; confusion reports/eval/confusion_emotion.png"
+	@echo "  MLflow runs     make ui"
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
