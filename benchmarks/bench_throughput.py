@@ -1,10 +1,12 @@
 """Throughput of `callqa score` against bare faster-whisper on the same audio, in one run.
 
 Baseline: bare `BatchedInferencePipeline` (batch 8, beam 5, int8, 2 threads, its own VAD) on each
-channel. Pipeline: `Scorer.score_files` without reports, on a fresh cache. Models are loaded
-before timing. Also: one bare pass on the mono mix, and mono-input (diarization) scoring.
+channel. Pipeline: `Scorer.score_files` without reports, on a fresh cache, rules only. Models are
+loaded before timing. Also: one bare pass on the mono mix, mono-input (diarization) scoring, and
+scoring with the trained model (`--model`, default score.model) against rules only (goal: at most
+15% more wall time).
 
-    python benchmarks/bench_throughput.py [--n 4] [--seed 915000]
+    python benchmarks/bench_throughput.py [--n 4] [--seed 915000] [--model models/callqa-qa]
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4, help="stereo synthetic calls (>= 150 s in all)")
     ap.add_argument("--seed", type=int, default=915000)
     ap.add_argument("--repeats", type=int, default=2, help="interleaved timing runs")
+    ap.add_argument("--model", type=Path, default=None, help="trained model (default score.model)")
     args = ap.parse_args()
 
     import numpy as np
@@ -75,24 +78,35 @@ def main() -> None:
             list(segs)
         return time.perf_counter() - t0
 
-    def run_pipeline(paths, tag, rep):
+    def run_pipeline(paths, tag, rep, who=None):
+        who = who or scorer
         cache = work / f"cache-{tag}-{rep}"  # a cold cache: nothing is reused between runs
         os.environ["CALLQA_CACHE_DIR"] = str(cache)
-        scorer.asr.cache.dir = cache / "transcribe"
+        who.asr.cache.dir = cache / "transcribe"
         t0 = time.perf_counter()
-        scorer.score_files(paths, work / f"{tag}.jsonl", progress=False)
+        who.score_files(paths, work / f"{tag}.jsonl", progress=False)
         return time.perf_counter() - t0
 
-    scorer = Scorer(params.preprocess, params.transcribe, params.score)
+    rules_cfg = params.score.model_copy(update={"model": None})
+    scorer = Scorer(params.preprocess, params.transcribe, rules_cfg)
+    model_dir = args.model or params.score.model
+    with_model = None
+    if model_dir is not None and Path(model_dir).exists():
+        model_cfg = params.score.model_copy(update={"model": Path(model_dir)})
+        with_model = Scorer(params.preprocess, params.transcribe, model_cfg)
     os.environ["CALLQA_CACHE_DIR"] = str(work / "cache-warmup")
-    scorer.asr.cache.dir = work / "cache-warmup" / "transcribe"
-    scorer.score(stereo[0])  # loads every lazy model (VAD, encoder) before timing
+    for s in (scorer, with_model):
+        if s is not None:
+            s.asr.cache.dir = work / "cache-warmup" / "transcribe"
+            s.score(stereo[0])  # loads every lazy model (VAD, encoders) before timing
     scorer.score(mono[0])  # and the speaker encoder
     # Interleaved repeats; each side keeps its fastest run (the least disturbed one).
-    base, mix, pipe, pipe_mono = [], [], [], []
+    base, mix, pipe, pipe_mono, pipe_model = [], [], [], [], []
     for rep in range(args.repeats):
         base.append(run_bare([c for chans in audio.values() for c in chans]))
         pipe.append(run_pipeline(stereo, "stereo", rep))
+        if with_model is not None:
+            pipe_model.append(run_pipeline(stereo, "model", rep, with_model))
         mix.append(run_bare([np.mean(chans, axis=0) for chans in audio.values()]))
         pipe_mono.append(run_pipeline(mono, "mono", rep))
     t_base, t_mix, t_pipe, t_mono = min(base), min(mix), min(pipe), min(pipe_mono)
@@ -110,6 +124,14 @@ def main() -> None:
     )
     print(f"{'ratio mono-mix baseline / pipeline:':44s} {t_mix / t_pipe:6.2f}")
     print(row("callqa score on mono input (diarization):", t_mono, total_s))
+    if pipe_model:
+        t_model = min(pipe_model)
+        print(row("callqa score (stereo) with the trained model:", t_model, total_s))
+        ratios = ", ".join(f"{m / p:.2f}" for m, p in zip(pipe_model, pipe, strict=True))
+        print(f"{'ratio with model / rules only:':44s} {t_model / t_pipe:6.2f}  "
+              f"(goal <= 1.15; runs: {ratios}; model {model_dir})")  # fmt: skip
+    else:
+        print(f"no trained model at {model_dir}: the model row needs `make model` first")
 
 
 if __name__ == "__main__":
