@@ -9,7 +9,11 @@ metric code as the checks, so agreement with them measures consistency) and the 
 (planned silence > 5.0 s, planned agent overtalk >= 1.0 s, planned agent rate outside the
 scorecard's bounds), which share no code with scoring, so a bug common to both cannot hide.
 
-    python benchmarks/bench_scorecard.py [--n 200] [--n-variant 60] [--seed 914000]
+With a trained model (score.model, or `--model DIR`) each call is scored once; the rules-only
+table is the same scorecard evaluated on the same segments and metrics without the model's
+outputs, so the two tables differ only by the model. `--no-model` scores with the rules only.
+
+    python benchmarks/bench_scorecard.py [--n 200] [--n-variant 60] [--seed 914000] [--model DIR]
 """
 
 from __future__ import annotations
@@ -111,16 +115,24 @@ def main() -> None:
         "--only", choices=["stereo", "mono", "telephone"], default=None,
         help="run one variant (same seeds as in the full run)",
     )  # fmt: skip
+    ap.add_argument("--model", type=Path, default=None, help="trained model (default score.model)")
+    ap.add_argument("--no-model", action="store_true", help="rules only")
     args = ap.parse_args()
 
     from callqa.config import load_params
+    from callqa.qa.evaluate import evaluate
     from callqa.data import synth
     from callqa.pipeline import Scorer
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="callqa-bench-"))
     os.environ.setdefault("CALLQA_CACHE_DIR", str(work / "cache"))
     params = load_params(ROOT / "params.yaml")
-    scorer = Scorer(params.preprocess, params.transcribe, params.score)
+    model_dir = None if args.no_model else (args.model or params.score.model)
+    if model_dir is not None and not Path(model_dir).exists():
+        print(f"no trained model at {model_dir}: rules only")
+        model_dir = None
+    score_cfg = params.score.model_copy(update={"model": model_dir})
+    scorer = Scorer(params.preprocess, params.transcribe, score_cfg)
     rate_check = scorer.scorecard.by_id["agent_speech_rate"]
     variants = [
         ("stereo", args.n, {}),
@@ -138,7 +150,7 @@ def main() -> None:
         t0 = time.perf_counter()
         synth.run(cfg, params.preprocess.vad, out_dir=folder, n_calls=n, progress=False)
         t_synth = time.perf_counter() - t0
-        truth, planned, pred, audio_s = [], [], [], 0.0
+        truth, planned, pred, rules, audio_s = [], [], [], [], 0.0
         t0 = time.perf_counter()
         for wav in sorted(folder.glob("*.wav")):
             res = scorer.score(wav)
@@ -149,15 +161,24 @@ def main() -> None:
             truth.append(sidecar["checks"])
             planned.append(planned_checks(sidecar["planned"], rate_check))
             pred.append({c.id: c.passed for c in res.checks})
+            if model_dir is not None:
+                checks, _, _ = evaluate(
+                    scorer.scorecard, res.segments, res.metrics, res.duration_s, scorer.encoder
+                )
+                rules.append({c.id: c.passed for c in checks})
             audio_s += res.duration_s
         t_score = time.perf_counter() - t0
-        out += table(f"{name} (seed {args.seed + i}, {args.phrase_bank} phrases)", truth, pred)
+        title = f"{name} (seed {args.seed + i}, {args.phrase_bank} phrases)"
+        if model_dir is not None:
+            out += table(f"{title}, rules only", truth, rules)
+            title += f", rules + model ({model_dir})"
+        out += table(title, truth, pred)
         out += planned_table(truth, planned, pred)
         out.append(
             f"audio {audio_s:.0f} s; synth {t_synth:.0f} s; scoring {t_score:.0f} s "
             f"({audio_s / max(t_score, 1e-9):.1f}x real time)"
         )
-        print("\n".join(out[-16:]), flush=True)
+        print("\n".join(out[-26:]), flush=True)
     print("\n".join(out))
 
 
