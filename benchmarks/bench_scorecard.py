@@ -120,9 +120,9 @@ def main() -> None:
     args = ap.parse_args()
 
     from callqa.config import load_params
-    from callqa.qa.evaluate import evaluate
     from callqa.data import synth
     from callqa.pipeline import Scorer
+    from callqa.qa.evaluate import evaluate
 
     work = args.workdir or Path(tempfile.mkdtemp(prefix="callqa-bench-"))
     os.environ.setdefault("CALLQA_CACHE_DIR", str(work / "cache"))
