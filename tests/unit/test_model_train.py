@@ -139,3 +139,38 @@ def test_a_damaged_model_folder_is_a_clear_error(tmp_path, trained):
     (bad / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="damaged model directory"):
         Predictor.load(bad)
+
+
+DDP_SCRIPT = """
+import sys
+from pathlib import Path
+sys.path.insert(0, sys.argv[2])
+from tiny_model_data import tiny_data
+from callqa.config import TrainConfig
+from callqa.model.train import fit
+
+out = Path(sys.argv[1])
+cfg = TrainConfig(hidden=32, device="cpu", progress=False, epochs=2, patience=2, batch_size=8,
+                  out_dir=out)
+fit(cfg, tiny_data(), out)
+"""
+
+
+@pytest.mark.slow
+def test_ddp_through_torchrun_on_cpu(tmp_path):
+    """Two gloo ranks train one model; rank 0 alone writes the folder."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ddp_train.py"
+    script.write_text(DDP_SCRIPT)
+    out = tmp_path / "model"
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    res = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+         "--master-port", "29517", str(script), str(out), str(Path(__file__).parent)],
+        capture_output=True, text=True, timeout=600, env=env,
+    )  # fmt: skip
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert sorted(p.name for p in out.iterdir()) == sorted(modeldir.FILES)
