@@ -142,7 +142,7 @@ def evaluate(
     try:
         with tracking.run("evaluate", tags={"callqa.stage": "evaluate"}):
             if manifest is not None:
-                summary = stage.run_manifest(cfg, manifest, progress=progress)
+                summary = stage.run_manifest(cfg, manifest, p.preprocess, progress=progress)
             else:
                 summary = stage.run(cfg, p, progress=progress)
     except (FileNotFoundError, ValueError) as err:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.config import EvaluateConfig, Params
+from callqa.config import EvaluateConfig, Params, PreprocessConfig
 from callqa.files import atomic_path
 from callqa.model.metrics import confusion_png, emotion_report, intent_report
 
@@ -96,14 +96,18 @@ def run(cfg: EvaluateConfig, params: Params, progress: bool = True) -> dict:
     return _summary(metrics, cfg.metrics_out)
 
 
-def run_manifest(cfg: EvaluateConfig, manifest: Path, progress: bool = True) -> dict:
-    """Emotion metrics on every labelled row of a manifest / accepted table (split filter)."""
+def run_manifest(
+    cfg: EvaluateConfig, manifest: Path, pre: PreprocessConfig, progress: bool = True
+) -> dict:
+    """Emotion metrics on every labelled row of a manifest / accepted table (split filter).
+
+    Clips are conditioned with `pre` (params.yaml `preprocess`), as featurize did for training.
+    """
     import pandas as pd
 
     from callqa import tracking
     from callqa.audio.io import AudioError, load_audio
     from callqa.audio.prepare import prepare
-    from callqa.config import PreprocessConfig
     from callqa.model.predict import Predictor
     from callqa.progress import track
 
@@ -122,7 +126,6 @@ def run_manifest(cfg: EvaluateConfig, manifest: Path, progress: bool = True) -> 
     y, probs, failed = [], [], 0
     paths = keep["path"].tolist()
     labels = keep["label"].tolist()
-    pre = PreprocessConfig()
     for s in track(range(0, len(paths), 8), "evaluate clips", enabled=progress):
         preps, ys = [], []
         for path, label in zip(paths[s : s + 8], labels[s : s + 8], strict=True):
