@@ -41,6 +41,7 @@ class FitResult:
     out_dir: Path | None = None
     thresholds: dict[str, float] = field(default_factory=dict)
     val_metrics: dict = field(default_factory=dict)
+    model: object = field(default=None, repr=False)  # the best model, in memory
 
 
 def set_seed(seed: int) -> None:
@@ -335,7 +336,13 @@ def fit(
     thresholds = choose_thresholds(val, pi)
     val_metrics = scores(val, pi, pe, emotions, thresholds)
     result = FitResult(
-        state["best_epoch"], state["best"], state["history"], out_dir, thresholds, val_metrics
+        state["best_epoch"],
+        state["best"],
+        state["history"],
+        out_dir,
+        thresholds,
+        val_metrics,
+        model.eval(),
     )
     if out_dir is not None and rank == 0:
         _save(cfg, model, data, result, train_idx, val_idx)

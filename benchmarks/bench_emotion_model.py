@@ -1,0 +1,100 @@
+"""The fine-tuned QA model's emotion branch on RAVDESS, same folds as the floors.
+
+Leave two actors out over actors 01-08 (`ravdess_cv.folds`); in each fold the model (the
+project's `QAModel`: Whisper-encoder MLP + log-mel CNN + prosody MLP, fused, text absent) is
+trained by `callqa.model.train.fit` on five of the six training actors, stops early on the sixth,
+and is scored on the two left out. Features are featurize's (`FeatureExtractor.clip_features`,
+clips packed into shared encoder windows), computed once. Prints macro-F1 and UA per task,
+mean +- std over the 4 folds, beside the floors of `bench_emotion_floors.py`.
+
+    python benchmarks/bench_emotion_model.py [--epochs 30] [--tasks 8-class 4-class]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def clip_table(clips, arrays, labels, split):
+    import pandas as pd
+
+    from callqa.config import INTENTS
+    from callqa.model.dataset import TrainData
+
+    n = len(clips)
+    table = pd.DataFrame({
+        "split": split, "emotion": labels, "has_intents": False, "has_text": False,
+        "has_audio": True, "source": "emotion_clip", **{i: 0 for i in INTENTS},
+    })  # fmt: skip
+    arrays = {**arrays, "input_ids": np.zeros((n, 4), np.int32),
+              "attention_mask": np.zeros((n, 4), np.int8)}  # fmt: skip
+    return TrainData(table, arrays, {"bench": "ravdess"}, [])
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, default=30)
+    ap.add_argument("--tasks", nargs="+", default=["8-class", "4-class"])
+    args = ap.parse_args()
+
+    from ravdess_cv import RAVDESS, folds, load_clips, scores, task_labels
+
+    from callqa.audio.io import load_audio
+    from callqa.audio.prepare import prepare
+    from callqa.config import TrainConfig, load_params
+    from callqa.model.features import FeatureExtractor, FeatureSpec
+    from callqa.model.train import fit, predict_probs
+
+    params = load_params(ROOT / "params.yaml")
+    clips = load_clips()
+    t0 = time.perf_counter()
+    ext = FeatureExtractor(FeatureSpec(), "cpu")
+    parts = []
+    for s in range(0, len(clips), 8):
+        preps = [prepare(load_audio(RAVDESS / c.name), params.preprocess, with_logmel=True)
+                 for c in clips[s : s + 8]]  # fmt: skip
+        parts.append(ext.clip_features(preps))
+    arrays = {k: np.concatenate([p[k] for p in parts]) for k in ("audio", "mel", "prosody")}
+    print(f"features of {len(clips)} clips: {time.perf_counter() - t0:.0f} s", flush=True)
+    actors = np.array([c.actor for c in clips])
+    cfg = TrainConfig(epochs=args.epochs, patience=8, progress=False, device="cpu",
+                      batch_size=32, head_lr=1e-3, modality_dropout=0.0)  # fmt: skip
+    for task in args.tasks:
+        labels = task_labels(clips, task)
+        per_fold = []
+        for train_idx, test_idx in folds(clips, task):
+            # early stopping on one training actor (the highest id), never on the test pair
+            val_actor = max(set(actors[train_idx]))
+            split = np.array(["none"] * len(clips), dtype=object)
+            split[train_idx] = np.where(actors[train_idx] == val_actor, "val", "train")
+            split[test_idx] = "test"
+            keep = np.flatnonzero(split != "none")
+            data = clip_table([clips[i] for i in keep], {k: v[keep] for k, v in arrays.items()},
+                              list(labels[keep]), list(split[keep]))  # fmt: skip
+            result_model = fit(cfg, data, None).model
+            test = data.subset(data.indices("test"))
+            _, pe = predict_probs(result_model, test, "cpu")
+            names = result_model.spec.emotions
+            y_pred = [names[i] for i in pe.argmax(1)]
+            per_fold.append(scores(list(test.table["emotion"]), y_pred))
+        f1 = [s["macro_f1"] for s in per_fold]
+        ua = [s["ua"] for s in per_fold]
+        print(
+            f"{task}: fine-tuned QA model (audio branches)  macro-F1 {np.mean(f1):.3f} +- "
+            f"{np.std(f1):.3f}  UA {np.mean(ua):.3f} +- {np.std(ua):.3f}",
+            flush=True,
+        )
+
+
+if __name__ == "__main__":
+    sys.exit(main())
