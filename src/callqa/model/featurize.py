@@ -244,14 +244,10 @@ def run(cfg: FeaturizeConfig, pre: PreprocessConfig, progress: bool = True) -> d
                                  e["split"], dur))  # fmt: skip
 
     text = bank_text_rows(cfg, rows)
-    if text:
-        audio_dim = parts[0]["audio"].shape[1] if parts else 1536
+    if text and parts:  # text-only rows: no audio (the model masks it with a learned token)
         n = len(text)
-        parts.append({
-            "audio": np.zeros((n, audio_dim), np.float32),
-            "mel": np.zeros((n, *cfg.mel_shape), np.float32),
-            "prosody": np.zeros((n, parts[0]["prosody"].shape[1] if parts else 1), np.float32),
-        })  # fmt: skip
+        parts.append({name: np.zeros((n, *parts[0][name].shape[1:]), np.float32)
+                      for name in ("audio", "mel", "prosody")})  # fmt: skip
         rows.extend(text)
     if not rows:
         raise ValueError(
