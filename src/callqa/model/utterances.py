@@ -122,7 +122,7 @@ def clip_row(call_id: str, path: str, label: str, speaker: str | None, split: st
 
 # ------------------------------------------------------------------ ASR confusions (augmentation)
 
-_WORD = re.compile(r"[a-z']+")
+_WORD = re.compile(r"[a-z']+", re.IGNORECASE)
 
 
 def _tokens(text: str) -> list[str]:
