@@ -33,6 +33,9 @@ class FeatureSpec:
     max_tokens: int = 48
     audio_encoder: str = "bundled"
     mel_shape: tuple[int, int] = (64, 128)
+    # A call's utterances of one role are cut out and packed end to end (0.3 s apart) before
+    # the encoder, so its 30 s windows hold speech, not the other party's turns as silence.
+    pack_speech: bool = True
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -41,6 +44,8 @@ class FeatureSpec:
 
     @classmethod
     def from_dict(cls, d: dict) -> FeatureSpec:
+        # a spec saved before `pack_speech` existed embedded spans in place
+        d = {"pack_speech": False, **d}
         return cls(**{**d, "mel_shape": tuple(d.get("mel_shape", (64, 128)))})
 
 
@@ -112,21 +117,24 @@ class FeatureExtractor:
         self, prep: Prepared, spans: list[tuple[str, float, float, int]]
     ) -> dict[str, np.ndarray]:
         """audio, mel and prosody of (role, start, end, n_words) spans of one prepared call."""
-        from callqa.model.audio_features import embed_spans, prosody
+        from callqa.model.audio_features import embed_spans, pack_clips, prosody
 
         n = len(spans)
         audio = None
         by_track: dict[str, list[int]] = {}
         for i, (role, *_rest) in enumerate(spans):
             by_track.setdefault(track_index(prep, role)[0], []).append(i)
+        sr = prep.track_sample_rate_hz
         for name, idx in by_track.items():
-            emb = embed_spans(self.encoder, prep.tracks[name], [spans[i][1:3] for i in idx])
+            track, where = prep.tracks[name], [spans[i][1:3] for i in idx]
+            if self.spec.pack_speech:
+                track, where = pack_clips([track[int(s * sr) : int(e * sr)] for s, e in where])
+            emb = embed_spans(self.encoder, track, where)
             if audio is None:
                 audio = np.zeros((n, emb.shape[1]), np.float32)
             audio[idx] = emb
         mel = np.zeros((n, *self.spec.mel_shape), np.float32)
         pros = []
-        sr = prep.track_sample_rate_hz
         for i, (role, start, end, n_words) in enumerate(spans):
             name, k = track_index(prep, role)
             if prep.logmel is not None:

@@ -28,7 +28,7 @@ from callqa.model.features import FeatureExtractor, FeatureSpec
 
 logger = logging.getLogger(__name__)
 
-CODE_VERSION = 1
+CODE_VERSION = 2  # 2: role speech packed before the encoder
 RAVDESS_LICENSE = "CC BY-NC-SA 4.0 (RAVDESS, Livingstone & Russo 2018)"
 ARRAYS = ("input_ids", "attention_mask", "audio", "mel", "prosody")
 
@@ -45,6 +45,7 @@ def _cache(cfg: FeaturizeConfig, pre: PreprocessConfig, extractor: FeatureExtrac
         "featurize",
         CODE_VERSION,
         params={
+            "pack_speech": spec.pack_speech,
             "audio_encoder": spec.audio_encoder,
             "mel_shape": list(spec.mel_shape),
             "preprocess": pre.model_dump(
