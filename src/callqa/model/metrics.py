@@ -44,24 +44,51 @@ def scores(data: TrainData, pi, pe, emotions, thresholds: dict | None = None) ->
     }
 
 
+GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
+MIN_CALLS = 10  # fewer validation calls than this: choose thresholds per utterance instead
+
+
+def _best(f1s: list[float]) -> float:
+    """The grid threshold with the best F1; among ties the one closest to 0.5 (stable)."""
+    best = max(f1s)
+    return float(min((t for t, f in zip(GRID, f1s, strict=True) if f >= best - 1e-9),
+                     key=lambda t: abs(t - 0.5)))  # fmt: skip
+
+
 def choose_thresholds(data: TrainData, pi: np.ndarray) -> dict[str, float]:
-    """Per intent, the threshold in 0.05..0.95 with the best validation F1 (0.5 if no positives)."""
+    """Per intent, the decision threshold in 0.05..0.95 chosen on validation data.
+
+    The scorecard decides per call (is there a greeting anywhere? any rude line?), so with
+    enough validation calls the threshold maximises the call-level F1 of the violation class:
+    a call lacks an intent when no agent turn reaches the threshold (forbidden language: is
+    flagged when one does). Otherwise per-utterance F1. 0.5 when the data has no positives.
+    """
     from sklearn.metrics import f1_score
 
     lab = data.labels([])
     m = lab["intent_mask"]
+    calls = data.table["call_id"].to_numpy() if "call_id" in data.table else None
+    call_rows = m & (data.table["source"] == "synth").to_numpy() if calls is not None else m
+    groups = {}
+    if calls is not None:
+        for i in np.flatnonzero(call_rows):
+            groups.setdefault(calls[i], []).append(i)
     out = {}
-    grid = np.round(np.arange(0.05, 0.96, 0.05), 2)
     for k, name in enumerate(INTENTS):
         y = lab["intents"][m, k].astype(int)
         if y.sum() == 0:
             out[name] = 0.5
             continue
-        f1s = [f1_score(y, (pi[m, k] >= t).astype(int), zero_division=0) for t in grid]
-        best = max(f1s)
-        # among the best, the one closest to 0.5 (a stable choice on small validation sets)
-        out[name] = float(min((t for t, f in zip(grid, f1s, strict=True) if f >= best - 1e-9),
-                              key=lambda t: abs(t - 0.5)))  # fmt: skip
+        if len(groups) >= MIN_CALLS:
+            said = np.array([lab["intents"][rows, k].max() for rows in groups.values()]) > 0
+            top = np.array([pi[rows, k].max() for rows in groups.values()])
+            flagged = name == "forbidden_language"  # a violation when said, else when missing
+            truth = said if flagged else ~said
+            f1s = [f1_score(truth, (top >= t) if flagged else (top < t), zero_division=0)
+                   for t in GRID]  # fmt: skip
+        else:
+            f1s = [f1_score(y, (pi[m, k] >= t).astype(int), zero_division=0) for t in GRID]
+        out[name] = _best(f1s)
     return out
 
 
