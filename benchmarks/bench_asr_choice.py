@@ -121,13 +121,15 @@ class Run:
     per_call_lost: list[tuple[float, str, float]] = field(default_factory=list)
 
 
-def score_all(label, asr: dict, calls, params, model_dir, work) -> Run:
-    """Score every call with one ASR model (cold cache), timing only `score_path`."""
+def score_all(label, asr: dict, calls, params, model_dir, work, warm=False) -> Run:
+    """Score every call with one ASR model (cold cache unless `warm`), timing only
+    `score_path`."""
     from callqa.pipeline import Scorer
     from callqa.qa.evaluate import evaluate
 
     cache = work / f"cache-{label.replace(' ', '-')}"
-    shutil.rmtree(cache, ignore_errors=True)
+    if not warm:
+        shutil.rmtree(cache, ignore_errors=True)
     os.environ["CALLQA_CACHE_DIR"] = str(cache)
     tr_cfg = params.transcribe.model_copy(update={**asr, "progress": False})
     scorer = Scorer(params.preprocess, tr_cfg, params.score.model_copy(update={"model": model_dir}))
@@ -266,6 +268,11 @@ def main() -> None:
         "--asr", nargs="+", default=["tiny.en", "base"], choices=list(ASR_MODELS),
         help="ASR models to compare (the first is the time baseline)",
     )  # fmt: skip
+    ap.add_argument(
+        "--warm-cache", action="store_true",
+        help="keep the ASR caches of an earlier run in --workdir (F1 with a model added later; "
+        "the timings then measure no ASR)",
+    )  # fmt: skip
     args = ap.parse_args()
 
     from callqa.audio.io import load_audio
@@ -298,7 +305,7 @@ def main() -> None:
 
     runs = []
     for label in args.asr:
-        run = score_all(label, ASR_MODELS[label], calls, params, model_dir, work)
+        run = score_all(label, ASR_MODELS[label], calls, params, model_dir, work, args.warm_cache)
         print(f"{label}: {run.audio_s:.0f} s audio scored in {run.wall_s:.0f} s", flush=True)
         runs.append(run)
     if any(run.failed for run in runs):
