@@ -229,8 +229,8 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.01, ge=0)
     batch_size: int = Field(32, ge=1)
     grad_accum: int = Field(1, ge=1)
-    epochs: int = Field(8, ge=1)
-    patience: int = Field(3, ge=1)  # early stopping on validation macro-F1
+    epochs: int = Field(6, ge=1)
+    patience: int = Field(2, ge=1)  # early stopping on validation macro-F1
     modality_dropout: float = Field(0.15, ge=0, lt=1)  # train-time masking of whole modalities
     max_train_rows: int | None = None
     seed: int = 0
