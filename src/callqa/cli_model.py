@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -75,8 +76,11 @@ def train(
         data = TrainData.load(cfg.features_dir)
     except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err), 2) from None
-    _guard_model_dir(cfg.out_dir, data, force)
-    tracking.configure(p.mlflow)
+    # Under torchrun every rank trains; only rank 0 tracks, writes curves and the model.
+    rank = int(os.environ.get("RANK", "0"))
+    if rank == 0:
+        _guard_model_dir(cfg.out_dir, data, force)
+    tracking.configure(p.mlflow if rank == 0 else p.mlflow.model_copy(update={"enabled": False}))
     with tracking.run(
         "train", tags={"callqa.stage": "train", "licenses": "; ".join(data.licenses)}
     ):
@@ -89,6 +93,8 @@ def train(
         except ValueError as err:
             raise _fail(str(err), 2) from None
         tracking.log_metrics({f"val_{k}": v for k, v in result.val_metrics.items()})
+        if rank:
+            return
         tracking.log_dict(result.thresholds, "thresholds.json")
         for path in write_curves(result.history, cfg.curves_dir):
             tracking.log_artifact(path, "curves")
