@@ -60,11 +60,15 @@ def main() -> None:
     t0 = time.perf_counter()
     ext = FeatureExtractor(FeatureSpec(), "cpu")
     parts = []
+    # groups of 8 share encoder windows: a random order, so a group is never one emotion
+    order = np.random.default_rng(0).permutation(len(clips))
     for s in range(0, len(clips), 8):
-        preps = [prepare(load_audio(RAVDESS / c.name), params.preprocess, with_logmel=True)
-                 for c in clips[s : s + 8]]  # fmt: skip
+        preps = [prepare(load_audio(RAVDESS / clips[i].name), params.preprocess, with_logmel=True)
+                 for i in order[s : s + 8]]  # fmt: skip
         parts.append(ext.clip_features(preps))
     arrays = {k: np.concatenate([p[k] for p in parts]) for k in ("audio", "mel", "prosody")}
+    back = np.argsort(order)
+    arrays = {k: v[back] for k, v in arrays.items()}
     print(f"features of {len(clips)} clips: {time.perf_counter() - t0:.0f} s", flush=True)
     actors = np.array([c.actor for c in clips])
     cfg = TrainConfig(epochs=args.epochs, patience=8, progress=False, device="cpu",

@@ -124,6 +124,8 @@ def run_manifest(
     keep = labelled[labelled["label"].isin(list(index))]
     skipped = int(len(labelled) - len(keep))
     y, probs, failed = [], [], 0
+    # Clips share encoder windows in groups of 8: mix the order so a group is never one label.
+    keep = keep.sample(frac=1.0, random_state=0)
     paths = keep["path"].tolist()
     labels = keep["label"].tolist()
     for s in track(range(0, len(paths), 8), "evaluate clips", enabled=progress):

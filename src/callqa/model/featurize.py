@@ -175,6 +175,9 @@ def clip_arrays(extractor, cache, paths: list[str], pre: PreprocessConfig, batch
             got[i] = hit
         else:
             todo.append(i)
+    # Clips share encoder windows with their group: in file order a group would be one emotion
+    # (RAVDESS names sort by emotion), and neighbours leak into each other's embedding.
+    todo = [todo[k] for k in np.random.default_rng(0).permutation(len(todo))]
     for g in range(0, len(todo), batch):
         group = todo[g : g + batch]
         preps = [prepare(load_audio(paths[i]), pre, with_logmel=True) for i in group]
