@@ -28,7 +28,7 @@ from callqa.model.features import FeatureExtractor, FeatureSpec
 
 logger = logging.getLogger(__name__)
 
-CODE_VERSION = 2  # 2: role speech packed before the encoder
+CODE_VERSION = 3  # 2: role speech packed before the encoder; 3: clips in random groups
 RAVDESS_LICENSE = "CC BY-NC-SA 4.0 (RAVDESS, Livingstone & Russo 2018)"
 ARRAYS = ("input_ids", "attention_mask", "audio", "mel", "prosody")
 
