@@ -14,25 +14,19 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-app = typer.Typer(
-    name="callqa",
-    help="Offline speech quality inspection for contact-center calls.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-    rich_markup_mode=None,  # plain click help: Typer's rich panels label every flag `<bool>`
+from callqa.cli_common import (
+    ParamsOpt,
+    ProgressOpt,
+    _fail,
+    _override,
+    _params,
+    _print_summary,
+    app,
+    cache_app,
+    console,
+    models_app,
 )
-models_app = typer.Typer(help="Manage bundled models.", no_args_is_help=True, rich_markup_mode=None)
-app.add_typer(models_app, name="models")
-cache_app = typer.Typer(
-    help="Inspect or clear the per-file cache.", no_args_is_help=True, rich_markup_mode=None
-)
-app.add_typer(cache_app, name="cache")
-
-console = Console(stderr=True)
 
 # Offline and private by default: models come from installed packages and no library phones
 # home. Each is only a default; e.g. HF_HUB_OFFLINE=0 lets a hub id download.
@@ -48,9 +42,6 @@ OFFLINE_DEFAULTS = {
     "DO_NOT_TRACK": "1",
     "HF_HUB_DISABLE_PROGRESS_BARS": "1",  # our own progress bars say what is going on
 }
-
-ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="params.yaml to read.")]
-ProgressOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
 
 
 @app.callback()
@@ -70,34 +61,6 @@ def main(
     logging.getLogger("faster_whisper").setLevel(logging.WARNING)  # two INFO lines per track
     for var, value in OFFLINE_DEFAULTS.items():
         os.environ.setdefault(var, value)
-
-
-def _params(path: Path):
-    from callqa.config import ConfigError, load_params
-
-    try:
-        return load_params(path)
-    except ConfigError as err:
-        console.print(f"[red]error:[/red] {err}")
-        raise typer.Exit(2) from None
-
-
-def _print_summary(title: str, summary: dict) -> None:
-    table = Table(title=title, show_header=False, title_justify="left")
-    for key, value in summary.items():
-        if isinstance(value, float):
-            value = f"{value:.3f}".rstrip("0").rstrip(".")
-        elif isinstance(value, dict):
-            value = ", ".join(f"{k}: {v}" for k, v in value.items()) or "-"
-        elif isinstance(value, list | tuple):
-            value = ", ".join(map(str, value)) or "-"
-        table.add_row(str(key), str(value))
-    console.print(table)
-
-
-def _fail(message: str, code: int = 1) -> typer.Exit:
-    console.print(f"[red]error:[/red] {message}")
-    return typer.Exit(code)
 
 
 @app.command()
@@ -328,6 +291,9 @@ def convert_whisper(
 @cache_app.command("info")
 def cache_info() -> None:
     """Entries, size and folder of each stage's cache ($CALLQA_CACHE_DIR, default .cache/callqa)."""
+    from rich.console import Console
+    from rich.table import Table
+
     from callqa.cache import STAGES, stage_info
 
     table = Table(title="cache", title_justify="left")
@@ -355,23 +321,6 @@ def cache_clear(
         raise _fail(f"unknown cache stage {stage!r}; known: {', '.join(STAGES)}", 2)
     removed = clear([stage] if stage else STAGES)
     console.print(", ".join(f"{k}: {v} entries removed" for k, v in removed.items()))
-
-
-def _override(cfg, values: dict):
-    """A copy of a config section with the given non-None values replaced (and re-validated)."""
-    from callqa.config import format_validation_error
-
-    changes = {k: v for k, v in values.items() if v is not None}
-    if not changes:
-        return cfg
-    from pydantic import ValidationError
-
-    try:
-        return type(cfg).model_validate({**cfg.model_dump(), **changes})
-    except ValidationError as err:
-        msg = format_validation_error(err, "command-line options", type(cfg))
-        console.print(f"[red]error:[/red] {msg}")
-        raise typer.Exit(2) from None
 
 
 from callqa import cli_model  # noqa: E402, F401 - registers featurize, train, evaluate, tune

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from callqa.cli import (
+from callqa.cli_common import (
     ParamsOpt,
     ProgressOpt,
     _fail,
@@ -150,7 +150,12 @@ def evaluate(
             if manifest is not None:
                 summary = stage.run_manifest(cfg, manifest, p.preprocess, progress=progress)
             else:
-                summary = stage.run(cfg, p, progress=progress)
+                from callqa.mlops.calls import call_level
+
+                def score_calls(predictor, data, split):
+                    return call_level(predictor, p, data, split, progress)
+
+                summary = stage.run(cfg, score_calls)
     except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err), 2) from None
     _print_summary("evaluate", summary)

@@ -29,7 +29,13 @@ LAYERS = {
     "mlops": 4,
     "review": 4,
     "cli": 5,
+    "cli_common": 5,
+    "cli_model": 5,
 }
+# Sideways imports inside layer 2 that are allowed (everything else in a layer is forbidden):
+# featurize reads the phrase banks, their splits and corpus file names (data), and the audio
+# features read the bundled Whisper checkpoint (asr.convert). qa and model never meet.
+SIDEWAYS = {("model", "data"), ("model", "asr")}
 
 
 def _package(path: Path) -> str:
@@ -74,6 +80,8 @@ def test_imports_point_down(path: Path):
         and target in LAYERS
         and LAYERS[target] >= LAYERS[own]
         and not (LAYERS[own] == 0 and LAYERS[target] == 0)  # the foundation is one layer
+        and (own, target) not in SIDEWAYS
+        and not (own.startswith("cli") and target.startswith("cli"))  # the CLI is one layer
     )
     assert not wrong, f"{path.relative_to(SRC)} imports {wrong}, which are not below {own!r}"
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from callqa.config import EvaluateConfig, Params, PreprocessConfig
+from callqa.config import EvaluateConfig, PreprocessConfig
 from callqa.files import atomic_path
 from callqa.model.metrics import confusion_png, emotion_report, intent_report
 
@@ -72,8 +72,12 @@ def feature_metrics(predictor, data, split: str, plots_dir: Path | None) -> dict
     return out
 
 
-def run(cfg: EvaluateConfig, params: Params, progress: bool = True) -> dict:
-    """Evaluate `cfg.model` on featurize's `cfg.split`; write metrics JSON (+ PNG); summary."""
+def run(cfg: EvaluateConfig, score_calls=None) -> dict:
+    """Evaluate `cfg.model` on featurize's `cfg.split`; write metrics JSON (+ PNG); summary.
+
+    `score_calls(predictor, data, split) -> dict` (the CLI passes `mlops.calls.call_level`)
+    adds the scorecard's call-level F1, rules only against rules + model.
+    """
     from callqa import tracking
     from callqa.model.dataset import TrainData
     from callqa.model.predict import Predictor
@@ -83,10 +87,8 @@ def run(cfg: EvaluateConfig, params: Params, progress: bool = True) -> dict:
     metrics = feature_metrics(predictor, data, cfg.split, Path(cfg.plots_dir))
     metrics["split"] = cfg.split
     metrics["model"] = {"path": str(cfg.model), "sha256": predictor.sha256}
-    if cfg.score_calls:
-        from callqa.model.calls import call_level
-
-        metrics["calls"] = call_level(predictor, params, data, cfg.split, progress)
+    if cfg.score_calls and score_calls is not None:
+        metrics["calls"] = score_calls(predictor, data, cfg.split)
     _write(cfg.metrics_out, metrics)
     tracking.set_tags({"model.sha256": predictor.sha256, "licenses": "; ".join(predictor.licenses)})
     tracking.log_metrics(_flat_scores(metrics))

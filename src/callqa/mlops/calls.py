@@ -1,5 +1,9 @@
 """Call-level check F1 of the scorecard, rules-only against rules + model, on one split's calls.
 
+It scores calls with the Scorer, so it stands above pipeline.py (here in mlops/, beside the
+promotion gate that compares models the same way); `callqa evaluate` hands it to
+`model.evaluate.run`.
+
 Each call of the split is scored once by the Scorer (with the model); the rules-only answer is
 the same scorecard evaluated on the same segments and metrics without the model's outputs, so
 the two differ only by the model. Truth = the synth sidecar's `checks`; positive class =
