@@ -35,6 +35,7 @@ MAX_TAG_VALUE_CHARS = 8000
 MAX_KEY_CHARS = 250
 
 _enabled = False  # set by configure(); off until then
+_uri_set: str | None = None  # the $MLFLOW_TRACKING_URI that mlflow.set_tracking_uri exported
 
 
 def configure(cfg: MlflowConfig) -> None:
@@ -44,16 +45,22 @@ def configure(cfg: MlflowConfig) -> None:
     `sqlite:///` file is created. The experiment is created on first use with its artifact
     location (made absolute: MLflow fixes it at creation) and made the active one.
     """
-    global _enabled
+    global _enabled, _uri_set
     _enabled = cfg.enabled
     if not cfg.enabled:
         logger.debug("tracking disabled (mlflow.enabled = false)")
         return
     import mlflow
 
-    uri = os.environ.get(URI_ENV) or cfg.tracking_uri
+    # mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI: a value equal to the one set
+    # here last is ours, not the user's, and must not pin a later configure() to it.
+    env = os.environ.get(URI_ENV)
+    users = bool(env) and env != _uri_set
+    uri = env if users else cfg.tracking_uri
     make_sqlite_dir(uri)
     mlflow.set_tracking_uri(uri)
+    if not users:
+        _uri_set = os.environ.get(URI_ENV)
     client = mlflow.MlflowClient()
     location = cfg.artifact_location
     if "://" not in location:
