@@ -35,7 +35,6 @@ MAX_TAG_VALUE_CHARS = 8000
 MAX_KEY_CHARS = 250
 
 _enabled = False  # set by configure(); off until then
-_uri_set: str | None = None  # the $MLFLOW_TRACKING_URI that mlflow.set_tracking_uri exported
 
 
 def configure(cfg: MlflowConfig) -> None:
@@ -45,22 +44,23 @@ def configure(cfg: MlflowConfig) -> None:
     `sqlite:///` file is created. The experiment is created on first use with its artifact
     location (made absolute: MLflow fixes it at creation) and made the active one.
     """
-    global _enabled, _uri_set
+    global _enabled
     _enabled = cfg.enabled
     if not cfg.enabled:
         logger.debug("tracking disabled (mlflow.enabled = false)")
         return
     import mlflow
 
-    # mlflow.set_tracking_uri also exports $MLFLOW_TRACKING_URI: a value equal to the one set
-    # here last is ours, not the user's, and must not pin a later configure() to it.
     env = os.environ.get(URI_ENV)
-    users = bool(env) and env != _uri_set
-    uri = env if users else cfg.tracking_uri
+    uri = env or cfg.tracking_uri
     make_sqlite_dir(uri)
     mlflow.set_tracking_uri(uri)
-    if not users:
-        _uri_set = os.environ.get(URI_ENV)
+    # set_tracking_uri also exports $MLFLOW_TRACKING_URI; put back the user's value (or none),
+    # so a later configure() in this process is not pinned to this store.
+    if env is None:
+        os.environ.pop(URI_ENV, None)
+    else:
+        os.environ[URI_ENV] = env
     client = mlflow.MlflowClient()
     location = cfg.artifact_location
     if "://" not in location:
