@@ -14,15 +14,8 @@ import re
 from collections import Counter
 
 from callqa.config import INTENTS
+from callqa.data.synth_plan import KIND_INTENT  # sidecar part kind -> intent
 
-# Sidecar part kinds -> the intent they carry (CONTRACTS.md: intents are named after checks).
-KIND_INTENT = {
-    "greeting": "greeting",
-    "identity": "identity_verification",
-    "disclosure": "recording_disclosure",
-    "closing": "closing",
-    "forbidden": "forbidden_language",
-}
 EDGE_S = 0.25  # a word belongs to a turn when its midpoint lies within this of the turn's span
 
 
