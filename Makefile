@@ -20,9 +20,9 @@ install: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade "pip<26"
-	$(BIN)/python -m pip install --quiet -r requirements.lock
-	$(BIN)/python -m pip install --quiet --no-deps -e .
+	$(BIN)/python -m pip install --quiet --no-cache-dir --upgrade "pip<26"
+	$(BIN)/python -m pip install --quiet --no-cache-dir -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-cache-dir --no-deps -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
