@@ -202,6 +202,9 @@ class FeaturizeConfig(Section):
     max_tokens: int = Field(48, ge=8)
     audio_encoder: str = "bundled"  # Whisper tiny.en encoder; a transformers dir or hub id
     mel_shape: tuple[int, int] = (64, 128)  # log-mel image: mels x frames
+    # The audio encoder reads at most this many seconds of each utterance (its start); null =
+    # all. Scoring with the model costs time in proportion (docs/benchmarks.md).
+    audio_max_s: float | None = Field(4.0, gt=0)
     # Text-only rows: each phrase-bank sentence of the train split, filled in this many times,
     # half of them with the word substitutions ASR made on the train calls.
     text_rows_per_sentence: int = Field(2, ge=0)

@@ -7,13 +7,16 @@ from callqa.audio.io import load_audio, resample, to_mono
 from callqa.model.audio_features import (
     PROSODY_DIM,
     PROSODY_NAMES,
+    WINDOW_SAMPLES,
     _pack_windows,
     _pieces,
     embed_spans,
+    encoder_states,
     load_whisper_encoder,
     mel_image,
     pack_clips,
     prosody,
+    whisper_log_mel,
 )
 
 SR = 16000
@@ -49,6 +52,21 @@ def test_encoder_is_cached_and_frozen(encoder):
     assert not encoder.training
     assert not any(p.requires_grad for p in encoder.parameters())
     assert (encoder.config.encoder_layers, encoder.config.d_model) == (4, 384)
+
+
+def test_encoder_states_are_transformers_hidden_states(encoder):
+    """At 30 s the hand-run encoder equals `WhisperEncoder.forward`; shorter windows work."""
+    import torch
+
+    features = whisper_log_mel(torch.from_numpy(_noise(30.0)[None]), 80)
+    with torch.inference_mode():
+        hidden = encoder(features, output_hidden_states=True).hidden_states
+        ours = encoder_states(encoder, features, (0, 2, 4))
+        short = encoder_states(encoder, features[:, :, :400], (2, 4))
+    for k, layer in enumerate((0, 2, 4)):
+        torch.testing.assert_close(ours[:, k], hidden[layer])
+    assert ours.shape == (1, 3, 1500, 384) and short.shape == (1, 2, 200, 384)
+    assert WINDOW_SAMPLES == 30 * SR
 
 
 def test_unknown_model_says_what_to_give(tmp_path):

@@ -118,3 +118,21 @@ def test_batched_pieces_agree_with_upstream_silero_on_a_long_call(realdata):
         assert abs(len(got) - len(ref)) <= 1
     # One track at a time gives the same as a shared batch.
     assert [detect_speech(t, SR, cfg) for t in tracks] == ours
+
+
+def test_vad_leaves_torch_threads_alone():
+    """`import silero_vad` sets torch to one thread for the whole process; the VAD undoes it
+    (a fresh interpreter: this process may have imported silero_vad already)."""
+    import subprocess
+    import sys
+
+    code = (
+        "import numpy as np, torch\n"
+        "torch.set_num_threads(2)\n"
+        "from callqa.audio.vad import detect_speech\n"
+        "detect_speech(np.zeros(16000, np.float32), 16000)\n"
+        "detect_speech((0.1 * np.random.default_rng(0).standard_normal(32000)).astype(np.float32), 16000)\n"
+        "print(torch.get_num_threads())\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split()[-1] == "2"

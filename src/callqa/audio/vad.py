@@ -31,16 +31,23 @@ MAX_ROWS = 32  # rows per ONNX call: beyond ~32 a row costs no less (measured: 4
 
 
 @lru_cache(maxsize=1)
-def _load_model():
+def _silero():
+    """The `silero_vad` package. Importing it calls torch.set_num_threads(1) for the whole
+    process (which made every later torch step in a scoring run single-threaded): undo that."""
     import torch
 
     threads = torch.get_num_threads()
-    # `import silero_vad` calls torch.set_num_threads(1) for the whole process: undo that.
-    from silero_vad import load_silero_vad
+    import silero_vad
+    import silero_vad.utils_vad
 
     torch.set_num_threads(threads)
+    return silero_vad
+
+
+@lru_cache(maxsize=1)
+def _load_model():
     # The ONNX build is ~2x faster than the JIT one on CPU (STACK_NOTES).
-    return load_silero_vad(onnx=True)
+    return _silero().load_silero_vad(onnx=True)
 
 
 def _window(sample_rate_hz: int) -> int:
@@ -104,8 +111,7 @@ def detect_speech_many(
     cfg: VadConfig = VadConfig(),  # noqa: B008 - frozen
 ) -> list[list[Interval]]:
     """Speech intervals (seconds) of several mono tracks, scored in shared batches."""
-    from silero_vad.utils_vad import get_speech_timestamps_from_probs
-
+    get_speech_timestamps_from_probs = _silero().utils_vad.get_speech_timestamps_from_probs
     _window(sample_rate_hz)
     live = [i for i, x in enumerate(tracks) if _has_speech_candidate(x, sample_rate_hz)]
     probs = speech_probs(

@@ -174,17 +174,41 @@ def _pack_windows(pieces: list[tuple[int, int, int]]) -> list[tuple[int, list]]:
 _SILENCE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
-def _silence_states(encoder) -> np.ndarray:
-    """(n_layers + 1, 1500, d_model) hidden states of a silent window, once per encoder."""
+def encoder_states(encoder, features, layers: tuple[int, ...]):
+    """(B, len(layers), frames / 2, d_model) hidden states of (B, n_mels, frames) features.
+
+    `WhisperEncoder.forward` insists on 3000 frames (30 s); this runs the same modules on any
+    even number of frames up to 3000, with the first positions' embeddings, so a window holds
+    only as much audio as it needs. Layer 0 is the input embedding; the last layer is taken
+    after the final layer norm, as transformers' `hidden_states` give it (equal at 3000 frames:
+    tests/unit/test_audio_features.py).
+    """
     import torch
 
-    if encoder not in _SILENCE:
+    gelu = torch.nn.functional.gelu
+    x = gelu(encoder.conv2(gelu(encoder.conv1(features)))).permute(0, 2, 1)
+    x = x + encoder.embed_positions.weight[: x.shape[1]]
+    chosen = {0: x}
+    n = len(encoder.layers)
+    for i, layer in enumerate(encoder.layers[: max(layers)], 1):  # no layer past the last asked
+        x = layer(x, None)
+        x = x[0] if isinstance(x, tuple) else x
+        chosen[i] = encoder.layer_norm(x) if i == n else x
+    return torch.stack([chosen[k] for k in layers], dim=1)
+
+
+def _silence_states(encoder, layers: tuple[int, ...], n_samples: int) -> np.ndarray:
+    """(len(layers), frames, d_model) states of a silent window of `n_samples`, cached."""
+    import torch
+
+    cache = _SILENCE.setdefault(encoder, {})
+    if (layers, n_samples) not in cache:
         device = next(encoder.parameters()).device
-        features = whisper_log_mel(torch.zeros(1, WINDOW_SAMPLES), encoder.config.num_mel_bins)
+        features = whisper_log_mel(torch.zeros(1, n_samples), encoder.config.num_mel_bins)
         with torch.inference_mode():
-            hidden = encoder(features.to(device), output_hidden_states=True).hidden_states
-        _SILENCE[encoder] = torch.cat(hidden).double().cpu().numpy()
-    return _SILENCE[encoder]
+            states = encoder_states(encoder, features.to(device), layers)
+        cache[layers, n_samples] = states[0].double().cpu().numpy()
+    return cache[layers, n_samples]
 
 
 def embed_spans(
@@ -230,18 +254,32 @@ def embed_spans(
     total = np.zeros((len(spans), n_layers, d))
     total_sq = np.zeros((len(spans), n_layers, d))
     device = next(encoder.parameters()).device
-    silence = _silence_states(encoder)[list(layers)] if subtract_silence else None
-    windows = _pack_windows(pieces)
-    for b0 in range(0, len(windows), BATCH_WINDOWS):
-        batch = windows[b0 : b0 + BATCH_WINDOWS]
-        audio = torch.zeros(len(batch), WINDOW_SAMPLES)
+    # each window as long as its audio needs, in whole seconds (padding costs encoder time);
+    # windows of one length share a forward pass
+    sized = []
+    for w0, members in _pack_windows(pieces):
+        need = max(b for _, _, b in members) - w0
+        sized.append(
+            (min(WINDOW_SAMPLES, -(-need // SAMPLE_RATE_HZ) * SAMPLE_RATE_HZ), w0, members)
+        )
+    sized.sort(key=lambda w: w[0])
+    batches = []
+    for window in sized:
+        if batches and batches[-1][0][0] == window[0] and len(batches[-1]) < BATCH_WINDOWS:
+            batches[-1].append(window)
+        else:
+            batches.append([window])
+    for group in batches:
+        n_samples = group[0][0]
+        batch = [(w0, members) for _, w0, members in group]
+        audio = torch.zeros(len(batch), n_samples)
         for row, (w0, _) in enumerate(batch):
-            chunk = track[w0 : w0 + WINDOW_SAMPLES]
+            chunk = track[w0 : w0 + n_samples]
             audio[row, : chunk.size] = torch.from_numpy(chunk)
         features = whisper_log_mel(audio, cfg.num_mel_bins).to(device)
         with torch.inference_mode():
-            hidden = encoder(features, output_hidden_states=True).hidden_states
-            chosen = torch.stack([hidden[k] for k in layers], dim=1).double().cpu().numpy()
+            chosen = encoder_states(encoder, features, layers).double().cpu().numpy()
+        silence = _silence_states(encoder, layers, n_samples) if subtract_silence else None
         for row, (w0, members) in enumerate(batch):
             for i, a, b in members:
                 f0 = (a - w0) // FRAME_SAMPLES

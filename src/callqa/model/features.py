@@ -36,6 +36,10 @@ class FeatureSpec:
     # A call's utterances of one role are cut out and packed end to end (0.3 s apart) before
     # the encoder, so its 30 s windows hold speech, not the other party's turns as silence.
     pack_speech: bool = True
+    # The encoder reads at most this much of each utterance (its start); None = all of it.
+    # Scoring cost grows with the audio the encoder reads (the model's share of `callqa score`
+    # time: benchmarks/bench_throughput.py); emotion shows within a few seconds.
+    audio_max_s: float | None = 4.0
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -45,7 +49,7 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, d: dict) -> FeatureSpec:
         # a spec saved before `pack_speech` existed embedded spans in place
-        d = {"pack_speech": False, **d}
+        d = {"pack_speech": False, "audio_max_s": None, **d}
         return cls(**{**d, "mel_shape": tuple(d.get("mel_shape", (64, 128)))})
 
 
@@ -126,7 +130,7 @@ class FeatureExtractor:
             by_track.setdefault(track_index(prep, role)[0], []).append(i)
         sr = prep.track_sample_rate_hz
         for name, idx in by_track.items():
-            track, where = prep.tracks[name], [spans[i][1:3] for i in idx]
+            track, where = prep.tracks[name], [self._capped(*spans[i][1:3]) for i in idx]
             if self.spec.pack_speech:
                 track, where = pack_clips([track[int(s * sr) : int(e * sr)] for s, e in where])
             emb = embed_spans(self.encoder, track, where)
@@ -149,12 +153,18 @@ class FeatureExtractor:
             "prosody": np.asarray(pros, np.float32).reshape(n, -1),
         }
 
+    def _capped(self, start: float, end: float) -> tuple[float, float]:
+        cap = self.spec.audio_max_s
+        return (start, end) if cap is None else (start, min(end, start + cap))
+
     def clip_features(self, preps: list[Prepared]) -> dict[str, np.ndarray]:
         """Whole-clip features of single-speaker clips, packed into shared encoder windows."""
         from callqa.model.audio_features import embed_spans, pack_clips, prosody
 
+        sr = preps[0].track_sample_rate_hz if preps else 16000
         clips = [next(iter(p.tracks.values())) for p in preps]
-        track, spans = pack_clips(clips)
+        heard = [c[: int(self._capped(0.0, c.size / sr)[1] * sr)] for c in clips]
+        track, spans = pack_clips(heard)
         audio = embed_spans(self.encoder, track, spans)
         mel = np.stack(
             [

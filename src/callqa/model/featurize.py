@@ -28,13 +28,21 @@ from callqa.model.features import FeatureExtractor, FeatureSpec
 
 logger = logging.getLogger(__name__)
 
-CODE_VERSION = 3  # 2: role speech packed before the encoder; 3: clips in random groups
+# 2: role speech packed before the encoder; 3: clips in random groups; 4: encoder windows as
+# long as their audio, utterances capped at audio_max_s
+CODE_VERSION = 4
 RAVDESS_LICENSE = "CC BY-NC-SA 4.0 (RAVDESS, Livingstone & Russo 2018)"
 ARRAYS = ("input_ids", "attention_mask", "audio", "mel", "prosody")
 
 
 def feature_spec(cfg: FeaturizeConfig) -> FeatureSpec:
-    return FeatureSpec(cfg.text_encoder, cfg.max_tokens, cfg.audio_encoder, tuple(cfg.mel_shape))
+    return FeatureSpec(
+        cfg.text_encoder,
+        cfg.max_tokens,
+        cfg.audio_encoder,
+        tuple(cfg.mel_shape),
+        audio_max_s=cfg.audio_max_s,
+    )
 
 
 def _cache(cfg: FeaturizeConfig, pre: PreprocessConfig, extractor: FeatureExtractor):
