@@ -131,7 +131,8 @@ def test_vad_leaves_torch_threads_alone():
         "torch.set_num_threads(2)\n"
         "from callqa.audio.vad import detect_speech\n"
         "detect_speech(np.zeros(16000, np.float32), 16000)\n"
-        "detect_speech((0.1 * np.random.default_rng(0).standard_normal(32000)).astype(np.float32), 16000)\n"
+        "x = 0.1 * np.random.default_rng(0).standard_normal(32000)\n"
+        "detect_speech(x.astype(np.float32), 16000)\n"
         "print(torch.get_num_threads())\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
