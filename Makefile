@@ -18,7 +18,9 @@ UI_PORT ?= 5000
 
 install: $(STAMP)
 
-$(STAMP): requirements.lock pyproject.toml
+# The stamp's name carries the content hash, so no file-time prerequisites: a fresh clone
+# beside a venv installed from the same lock does not reinstall.
+$(STAMP):
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --no-cache-dir --upgrade "pip<26"
 	$(BIN)/python -m pip install --quiet --no-cache-dir -r requirements.lock
