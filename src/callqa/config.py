@@ -312,6 +312,42 @@ class TuneConfig(Section):
     search_space: SearchSpace = SearchSpace()
 
 
+class GateConfig(Section):
+    """`callqa promote`: the candidate must beat production on the frozen evaluation set."""
+
+    primary: str = "check_macro_f1"  # the metric that must improve
+    min_improvement: float = Field(0.0, ge=0)  # by at least this much (0: not get worse)
+    # Each gated metric may drop by at most its margin: one per check's F1 (`check_f1.<id>`),
+    # emotion macro-F1 and seconds of scoring per second of audio (`x_real_time`, may grow).
+    max_drop: dict[str, float] = {"check_f1": 0.05, "emotion_macro_f1": 0.05}
+    max_x_real_time_growth: float = Field(0.25, ge=0)  # relative: 0.25 = 25% slower allowed
+    eval_calls: Path = Path("data/registry/eval_calls")  # the frozen set of calls (+ sidecars)
+    eval_n_calls: int = Field(12, ge=1)  # synthesised once from the `test` bank if missing
+    eval_seed: int = 880000
+
+
+class RegistryConfig(Section):
+    """`callqa register / promote / rollback`: the scoring pipeline in the MLflow registry."""
+
+    name: str = "callqa-scorer"  # registered model name
+    model_dir: Path | None = Path("models/callqa-qa")  # the trained model shipped, if present
+    gate: GateConfig = GateConfig()
+
+
+class ServeConfig(Section):
+    """`callqa serve`: the HTTP scoring server (FastAPI + uvicorn)."""
+
+    host: str = "127.0.0.1"  # 0.0.0.0 only when told
+    port: int = Field(8000, ge=1, le=65535)
+    model_uri: str = "models:/callqa-scorer@production"  # a registry alias or a local folder
+    max_body_mb: float = Field(50.0, gt=0)  # larger bodies: 413
+    max_duration_s: float = Field(1800.0, gt=0)  # longer audio: 422
+    max_in_flight: int = Field(4, ge=1)  # requests scoring or waiting; beyond: 429
+    retry_after_s: int = Field(5, ge=1)
+    reload_interval_s: float = Field(10.0, gt=0)  # how often the alias is checked for a move
+    scorecards_dir: Path = Path("scorecards")  # `?scorecard=NAME` picks NAME.yaml from here
+
+
 class Params(Section):
     synth: SynthConfig = SynthConfig()
     ingest: IngestConfig = IngestConfig()
@@ -325,6 +361,8 @@ class Params(Section):
 
     mlflow: MlflowConfig = MlflowConfig()
     tune: TuneConfig = TuneConfig()
+    registry: RegistryConfig = RegistryConfig()
+    serve: ServeConfig = ServeConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

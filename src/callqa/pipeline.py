@@ -24,7 +24,7 @@ from callqa.config import (
     ValidateConfig,
     load_setting,
 )
-from callqa.files import content_id
+from callqa.files import bytes_id, content_id
 from callqa.schemas import (
     SAMPLE_RATE_HZ,
     AsrInfo,
@@ -110,12 +110,24 @@ class Scorer:
 
     def score_path(self, path: Path) -> Scored:
         """Score one file; raises AudioError for input that cannot be scored."""
+        audio = load_audio(path, max_duration_s=self.limits.max_duration_s)
+        return self.score_audio(audio, Path(path), content_id(path))
+
+    def score_bytes(self, data: bytes, name: str = "upload") -> QAResult:
+        """Score in-memory audio (the model server); raises AudioError for what cannot be
+        scored. `name` stands in for a path in messages and in the result's `path`."""
+        from callqa.audio.io import decode_bytes
+
+        audio = decode_bytes(data, name, max_duration_s=self.limits.max_duration_s)
+        return self.score_audio(audio, Path(name), bytes_id(data)).result
+
+    def score_audio(self, audio, path: Path, call_id: str) -> Scored:
+        """Score decoded audio; `path` names it in messages and in the result."""
         from callqa.asr.transcribe import transcribe_prepared
         from callqa.audio.metrics import call_metrics
         from callqa.audio.prepare import prepare
         from callqa.qa.evaluate import ModelOutputs, evaluate
 
-        audio = load_audio(path, max_duration_s=self.limits.max_duration_s)
         _check_samples(audio, path, self.limits)
         # The trained model reads its mel images out of the call's log-mel (as featurize does);
         # without one nothing does (reports draw their own spectrogram), so it is skipped.
@@ -142,7 +154,7 @@ class Scorer:
             self.scorecard, tr.segments, metrics, prep.duration_s, self.encoder, outputs
         )
         result = QAResult(
-            call_id=content_id(path),
+            call_id=call_id,
             path=str(path),
             duration_s=round(prep.duration_s, 3),
             channels=prep.channels,

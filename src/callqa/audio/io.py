@@ -127,8 +127,9 @@ def load_audio(path: str | Path, max_duration_s: float | None = None) -> Audio:
     return Audio(np.ascontiguousarray(data.T), sr, subtype)
 
 
-def decode_bytes(data: bytes, name: str = "upload") -> Audio:
-    """Decode in-memory audio (used by the model server)."""
+def decode_bytes(data: bytes, name: str = "upload", max_duration_s: float | None = None) -> Audio:
+    """Decode in-memory audio (used by the model server). The message of a decoding error
+    names the format problem only, never the bytes."""
     import io as _io
 
     import soundfile as sf
@@ -139,9 +140,19 @@ def decode_bytes(data: bytes, name: str = "upload") -> Audio:
         with sf.SoundFile(_io.BytesIO(data)) as f:
             # keep the subtype: clipping is measured against the format's quantisation step
             sr, subtype = int(f.samplerate), f.subtype
+            if max_duration_s is not None and f.frames > max_duration_s * sr:
+                raise AudioError(
+                    "too_long",
+                    f"{name}: {f.frames / sr:.0f} s is longer than the limit of "
+                    f"{max_duration_s:.0f} s",
+                )
             samples = read_all(f)
-    except Exception as err:  # noqa: BLE001
-        raise AudioError("not_audio", f"{name}: not a readable audio file ({err})") from None
+    except AudioError:
+        raise
+    except Exception:  # noqa: BLE001
+        raise AudioError(
+            "not_audio", f"{name}: not a readable audio file (wav, flac, ogg or mp3)"
+        ) from None
     if samples.shape[0] == 0:
         raise AudioError("unreadable", f"{name}: the file decodes to no samples")
     return Audio(np.ascontiguousarray(samples.T), sr, subtype)
