@@ -1,0 +1,74 @@
+"""`callqa register | promote | rollback | serve`: the registry and the server (on `cli.app`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from callqa.cli_common import ParamsOpt, _fail, _params, _print_summary, app, console
+
+
+@app.command()
+def register(
+    model: Annotated[
+        Path | None, typer.Option(help="Trained model folder to ship (default registry.model_dir).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Log the whole scoring pipeline as one MLflow pyfunc and register a new version."""
+    p = _params(params)
+    from callqa.mlops import registry
+
+    if model is not None and not (model / "model.safetensors").is_file():
+        raise _fail(f"{model}: not a trained model folder (no model.safetensors)", 2)
+    version = registry.register(p, model)
+    shipped = model or p.registry.model_dir
+    has_model = shipped is not None and (Path(shipped) / "model.safetensors").is_file()
+    _print_summary("register", {
+        "name": p.registry.name, "version": version,
+        "model": str(shipped) if has_model else "none: rules only",
+        "next": f"callqa promote --version {version}",
+    })  # fmt: skip
+
+
+@app.command()
+def promote(
+    version: Annotated[
+        str | None, typer.Option(help="Candidate version (default: latest).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Promote a version to Production when it passes the gate (params.yaml registry.gate)."""
+    p = _params(params)
+    from callqa.mlops import registry
+
+    try:
+        d = registry.promote(p, version)
+    except LookupError as err:
+        raise _fail(str(err), 2) from None
+    verdict = "[green]promoted[/green]" if d.promoted else "[yellow]refused[/yellow]"
+    console.print(f"promote {p.registry.name} version {d.candidate}: {verdict} "
+                  f"(production was {d.production or 'none'})")  # fmt: skip
+    for reason in d.reasons:
+        console.print(f"  - {reason}")
+    rows = {k: f"{v} (production {d.production_metrics.get(k)})"
+            for k, v in d.candidate_metrics.items()}  # fmt: skip
+    if rows:
+        _print_summary("candidate metrics", rows)
+    if not d.promoted:
+        raise typer.Exit(3)
+
+
+@app.command()
+def rollback(params: ParamsOpt = Path("params.yaml")) -> None:
+    """Give Production back to the version the current production version replaced."""
+    p = _params(params)
+    from callqa.mlops import registry
+
+    try:
+        old, new = registry.rollback(p)
+    except LookupError as err:
+        raise _fail(str(err), 2) from None
+    console.print(f"rollback {p.registry.name}: production {old} -> {new}")
