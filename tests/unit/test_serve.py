@@ -9,6 +9,7 @@ invalid name), not 404 (the route exists).
 from __future__ import annotations
 
 import io
+import logging
 import re
 import socket
 import subprocess
@@ -232,13 +233,15 @@ def test_503_until_the_first_version_loads(scorer, good):
         assert client.get("/healthz").status_code == 200
         _assert_clean_error(client.get("/readyz"), 503, "not_ready")
         wav = {"Content-Type": "audio/wav"}
-        _assert_clean_error(client.post("/v1/score", content=good, headers=wav), 503, "not_ready")
+        early = client.post("/v1/score", content=good, headers=wav)
+        _assert_clean_error(early, 503, "not_ready")
+        assert early.headers["Retry-After"] == "7"
         gate.set()
         _until(lambda: client.get("/readyz").status_code == 200)
         assert client.post("/v1/score", content=good, headers=wav).status_code == 200
 
 
-def test_hot_reload_swaps_versions_without_failing_a_request(scorer, good):
+def test_hot_reload_swaps_versions_without_failing_a_request(scorer, good, caplog):
     source = Versions(scorer, want="1")
     wav = {"Content-Type": "audio/wav"}
     with serving(source) as client:
@@ -258,7 +261,11 @@ def test_hot_reload_swaps_versions_without_failing_a_request(scorer, good):
         assert after.status_code == 200 and after.headers["X-Callqa-Model-Version"] == "2"
         # A version that fails to load is retried each poll; version 2 keeps serving.
         source.want = "broken"
-        time.sleep(3 * CFG.reload_interval_s)
+        with caplog.at_level(logging.INFO, logger="callqa.mlops.serve"):
+            time.sleep(4 * CFG.reload_interval_s)
+        failed = [r for r in caplog.records if "version broken failed" in r.getMessage()]
+        assert len(failed) >= 2 and [bool(r.exc_info) for r in failed].count(True) == 1
+        assert "version 2 keeps serving" in failed[0].getMessage()
         assert client.get("/readyz").json()["version"] == "2"
         kept = client.post("/v1/score", content=good, headers=wav)
         assert kept.headers["X-Callqa-Model-Version"] == "2"

@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 SCORECARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+BARE_NAME = "scorecard: give a bare name (at most 64 letters, digits, '-' or '_')"
 # What the scorer calls every upload, in messages and in the result's `path`: a filename sent by
 # the client is never used, so it can never come back in a response or reach a path.
 UPLOAD_NAME = "upload"
@@ -85,7 +86,7 @@ class ScorerLoaded:
         from callqa.qa.scorecard import Scorecard
 
         if not SCORECARD_NAME.match(name):  # the only client string that reaches a path
-            raise UnknownScorecard("scorecard: give a bare name (letters, digits, '-' or '_')")
+            raise UnknownScorecard(BARE_NAME)
         if name not in self._by_scorecard:
             path = self.scorecards_dir / f"{name}.yaml"
             if not path.is_file():
@@ -146,6 +147,7 @@ class ModelSlot:
     def __init__(self, source: Source, interval_s: float, metrics: Metrics):
         self.source, self.interval_s, self.metrics = source, interval_s, metrics
         self.current: Loaded | None = None
+        self._failed: str | None = None  # the version whose last load failed
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="callqa-model-reload", daemon=True)
 
@@ -174,10 +176,16 @@ class ModelSlot:
         t0 = time.perf_counter()
         try:
             loaded = self.source.load(want)
-        except Exception:  # noqa: BLE001 - keep serving the old one; retried next poll
+        except Exception as err:  # noqa: BLE001 - keep serving the old one; retried next poll
             kept = f"version {serving.version} keeps serving" if serving else "not ready yet"
-            logger.exception("loading model version %s failed (%s)", want, kept)
+            # the traceback once per version, not at every poll
+            trace = err if want != self._failed else None
+            logger.error(
+                "loading model version %s failed (%s): %s", want, kept, err, exc_info=trace
+            )
+            self._failed = want
             return
+        self._failed = None
         # One reference assignment (atomic): a request holds the version it started with.
         self.current = loaded
         self.metrics.version.info({"version": loaded.version})
@@ -268,14 +276,11 @@ def create_app(source: Source, cfg: ServeConfig) -> FastAPI:
         scorecard = request.query_params.get("scorecard")
         _check_headers(request, max_body)
         if scorecard is not None and not SCORECARD_NAME.match(scorecard):
-            raise ApiError(
-                422,
-                "invalid_scorecard",
-                "scorecard: give a bare name (letters, digits, '-' or '_', at most 64)",
-            )
+            raise ApiError(422, "invalid_scorecard", BARE_NAME)
         loaded = slot.current  # taken once: a swap meanwhile does not touch this request
         if loaded is None:
-            raise ApiError(503, "not_ready", "the model is still loading; retry shortly")
+            retry = {"Retry-After": str(cfg.retry_after_s)}
+            raise ApiError(503, "not_ready", "the model is still loading; retry shortly", retry)
         if app.state.in_flight >= cfg.max_in_flight:
             raise ApiError(
                 429,
@@ -300,9 +305,7 @@ def create_app(source: Source, cfg: ServeConfig) -> FastAPI:
             except AudioError as err:
                 raise _audio_error(err) from None
             except UnknownScorecard:
-                raise ApiError(
-                    422, "unknown_scorecard", "scorecard: no scorecard by that name on this server"
-                ) from None
+                raise ApiError(422, "unknown_scorecard", "scorecard: no such scorecard") from None
             except Exception:  # noqa: BLE001 - logged here with its traceback; never sent
                 logger.exception("scoring failed (model version %s)", loaded.version)
                 raise ApiError(
@@ -367,14 +370,11 @@ def _probe(data: bytes, max_duration_s: float) -> None:
         info = sf.info(io.BytesIO(data))
     except Exception:  # noqa: BLE001 - libsndfile's message may quote the input
         raise ApiError(
-            415, "not_audio", "not a readable audio file (wav, flac, ogg or mp3)"
+            415, "not_audio", "not a readable audio file (wav, flac, ogg, mp3)"
         ) from None
     if info.duration > max_duration_s:
-        raise ApiError(
-            422,
-            "too_long",
-            f"{info.duration:.0f} s is longer than the server's limit of {max_duration_s:g} s",
-        )
+        limit = f"{info.duration:.0f} s is over the server's limit of {max_duration_s:g} s"
+        raise ApiError(422, "too_long", limit)
 
 
 def _audio_error(err: AudioError) -> ApiError:
@@ -387,12 +387,4 @@ def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
     """Serve `app` with uvicorn: one worker (one copy of the models), no access log."""
     import uvicorn
 
-    uvicorn.run(
-        app,
-        host=host,
-        port=port,
-        workers=1,
-        log_level="warning",
-        access_log=False,
-        server_header=False,
-    )
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
