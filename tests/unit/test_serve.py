@@ -273,10 +273,15 @@ def test_hot_reload_swaps_versions_without_failing_a_request(scorer, good, caplo
 
 
 def test_a_crash_is_a_generic_500(good):
+    def boom():  # a route that fails outside scoring reaches the catch-all handler
+        raise RuntimeError(f"{ROOT}/secret/state.bin")
+
     with serving(CrashSource()) as client:
+        client.app.add_api_route("/boom", boom)
         resp = client.post("/v1/score", content=good, headers={"Content-Type": "audio/wav"})
         _assert_clean_error(resp, 500, "internal_error")
         assert "state.bin" not in resp.text
+        _assert_clean_error(client.get("/boom"), 500, "internal_error")
         assert client.get("/healthz").status_code == 200
 
 
