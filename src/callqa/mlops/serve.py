@@ -1,0 +1,390 @@
+"""`callqa serve`: audio bytes over HTTP -> one QA result as JSON (FastAPI + uvicorn).
+
+A `Source` says which model version should serve and loads it; a daemon thread polls it and swaps
+the serving `Loaded` reference when the version moves. Every request checks size, type, readiness
+and load before any model work; scoring runs in a worker thread, one call at a time.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import re
+import threading
+import time
+from collections.abc import Callable
+from contextlib import asynccontextmanager
+from http import HTTPStatus
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+
+from callqa.audio.io import AudioError
+from callqa.config import ServeConfig
+
+if TYPE_CHECKING:
+    from callqa.config import Params
+    from callqa.pipeline import Scorer
+
+logger = logging.getLogger(__name__)
+
+SCORECARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+BARE_NAME = "scorecard: give a bare name (at most 64 letters, digits, '-' or '_')"
+# What the scorer calls every upload, in messages and in the result's `path`: a filename sent by
+# the client is never used, so it can never come back in a response or reach a path.
+UPLOAD_NAME = "upload"
+RAW_TYPES = ("application/octet-stream",)  # plus every audio/*
+UNDECODABLE = {"empty_file", "not_audio", "unreadable"}  # 415; other AudioError codes are 422
+
+
+class UnknownScorecard(ValueError):
+    """`?scorecard=NAME` names no scorecard this version can use."""
+
+
+class Loaded(Protocol):
+    """One model version, ready to score."""
+
+    version: str  # e.g. registry version "3", or "local"
+
+    def score_bytes(self, data: bytes, name: str, scorecard: str | None) -> dict:
+        """The QA result as JSON data; raises AudioError or UnknownScorecard."""
+
+
+class Source(Protocol):
+    def current_version(self) -> str | None:
+        """Cheap, polled: the version that should serve now (None: cannot tell; keep serving)."""
+
+    def load(self, version: str) -> Loaded:
+        """Slow (seconds); may raise."""
+
+
+class ScorerLoaded:
+    """A `Loaded` around one `callqa.pipeline.Scorer`.
+
+    `?scorecard=NAME` swaps only the scorecard (milliseconds; ASR, encoder and model are shared)
+    and keeps the clone. Not thread-safe: the server calls it under its scoring lock.
+    """
+
+    def __init__(self, scorer_factory: Callable[[], Scorer], version: str, scorecards_dir: Path):
+        self.version = version
+        self.scorer = scorer_factory()
+        self.scorecards_dir = Path(scorecards_dir)
+        self._by_scorecard: dict[str, Scorer] = {}
+
+    def score_bytes(self, data: bytes, name: str, scorecard: str | None = None) -> dict:
+        scorer = self.scorer if scorecard is None else self._with_scorecard(scorecard)
+        return scorer.score_bytes(data, name).model_dump(mode="json")
+
+    def _with_scorecard(self, name: str) -> Scorer:
+        import copy
+
+        from callqa.qa.scorecard import Scorecard
+
+        if not SCORECARD_NAME.match(name):  # the only client string that reaches a path
+            raise UnknownScorecard(BARE_NAME)
+        if name not in self._by_scorecard:
+            path = self.scorecards_dir / f"{name}.yaml"
+            if not path.is_file():
+                raise UnknownScorecard("scorecard: no scorecard by that name")
+            clone = copy.copy(self.scorer)
+            clone.scorecard = Scorecard.load(path)
+            clone.agent_likeness = clone.scorecard.agent_likeness(clone.encoder)
+            self._by_scorecard[name] = clone
+        return self._by_scorecard[name]
+
+
+class LocalSource:
+    """Always version "local": a Scorer built from params.yaml, as `callqa score` builds it."""
+
+    def __init__(self, params: Params):
+        self.params = params
+
+    def current_version(self) -> str:
+        return "local"
+
+    def load(self, version: str) -> ScorerLoaded:
+        from callqa.pipeline import Scorer
+
+        p = self.params
+
+        def build() -> Scorer:
+            return Scorer(p.preprocess, p.transcribe, p.score, p.validate_cfg)
+
+        return ScorerLoaded(build, version, p.serve.scorecards_dir)
+
+
+class ApiError(Exception):
+    """An answer other than 200; its message is ours, never the client's input."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+class Metrics:
+    """The Prometheus metrics of one app (its own registry, so two apps never share counts)."""
+
+    def __init__(self):
+        from prometheus_client import CollectorRegistry, Counter, Histogram, Info
+
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("callqa_requests", "POST /v1/score by status", ["code"], registry=r)
+        self.seconds = Histogram("callqa_request_seconds", "POST /v1/score wall time", registry=r)
+        self.audio_s = Counter("callqa_audio_seconds", "Audio seconds scored", registry=r)
+        self.errors = Counter("callqa_errors", "Error answers by error code", ["code"], registry=r)
+        self.version = Info("callqa_model_version", "The model version serving", registry=r)
+
+
+class ModelSlot:
+    """The `Loaded` that serves now, and the daemon thread that loads and swaps in new ones."""
+
+    def __init__(self, source: Source, interval_s: float, metrics: Metrics):
+        self.source, self.interval_s, self.metrics = source, interval_s, metrics
+        self.current: Loaded | None = None
+        self._failed: str | None = None  # the version whose last load failed
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="callqa-model-reload", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def _run(self) -> None:
+        while True:
+            self.refresh()
+            if self._stop.wait(self.interval_s):
+                return
+
+    def refresh(self) -> None:
+        """Load the source's version when it differs from the one serving; swap it in."""
+        serving = self.current
+        try:
+            want = self.source.current_version()
+        except Exception:  # noqa: BLE001 - the registry may be briefly away; ask again next poll
+            logger.exception("asking the model source for its version failed")
+            return
+        if want is None or (serving is not None and serving.version == want):
+            return
+        t0 = time.perf_counter()
+        try:
+            loaded = self.source.load(want)
+        except Exception as err:  # noqa: BLE001 - keep serving the old one; retried next poll
+            kept = f"version {serving.version} keeps serving" if serving else "not ready yet"
+            # the traceback once per version, not at every poll
+            trace = err if want != self._failed else None
+            logger.error(
+                "loading model version %s failed (%s): %s", want, kept, err, exc_info=trace
+            )
+            self._failed = want
+            return
+        self._failed = None
+        # One reference assignment (atomic): a request holds the version it started with.
+        self.current = loaded
+        self.metrics.version.info({"version": loaded.version})
+        logger.info(
+            "serving model version %s (loaded in %.1f s)", loaded.version, time.perf_counter() - t0
+        )
+
+
+def create_app(source: Source, cfg: ServeConfig) -> FastAPI:
+    """The HTTP app; the first version loads in the background, so it answers at once."""
+    metrics = Metrics()
+    slot = ModelSlot(source, cfg.reload_interval_s, metrics)
+    max_body = int(cfg.max_body_mb * 1024 * 1024)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        slot.start()
+        yield
+        slot.stop()
+
+    app = FastAPI(
+        title="callqa", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None
+    )
+    app.state.slot = slot
+    app.state.metrics = metrics
+    app.state.scoring_lock = threading.Lock()  # scoring is CPU-bound and not reentrant-safe
+    app.state.in_flight = 0  # requests reading, waiting or scoring; changed on the event loop
+
+    def error_response(err: ApiError) -> JSONResponse:
+        metrics.errors.labels(code=err.code).inc()
+        body = {"error": {"code": err.code, "message": err.message}}
+        return JSONResponse(body, status_code=err.status, headers=err.headers)
+
+    @app.exception_handler(ApiError)
+    async def on_api_error(request: Request, err: ApiError) -> JSONResponse:
+        return error_response(err)
+
+    @app.exception_handler(HTTPException)
+    async def on_http_error(request: Request, exc: HTTPException) -> JSONResponse:
+        # exc.detail may be anything a route put there: answer with the status phrase only
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        phrase = HTTPStatus(exc.status_code).phrase
+        return error_response(ApiError(exc.status_code, code, phrase, exc.headers))
+
+    @app.exception_handler(RequestValidationError)
+    async def on_invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        # FastAPI's default answer echoes the offending `input`
+        return error_response(ApiError(422, "bad_request", "invalid request parameters"))
+
+    @app.exception_handler(Exception)
+    async def on_crash(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unhandled error on %s", request.url.path, exc_info=exc)
+        return error_response(ApiError(500, "internal_error", "internal server error"))
+
+    @app.get("/healthz")
+    async def healthz() -> dict:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        loaded = slot.current
+        if loaded is None:  # polled by orchestrators: not counted as an error
+            body = {"error": {"code": "not_ready", "message": "the model is still loading"}}
+            return JSONResponse(body, status_code=503)
+        return JSONResponse({"status": "ready", "version": loaded.version})
+
+    @app.get("/metrics")
+    async def prometheus() -> Response:
+        from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    @app.post("/v1/score")
+    async def score(request: Request) -> JSONResponse:
+        t0, status = time.perf_counter(), 500
+        try:
+            response = await _score(request)
+            status = 200
+            return response
+        except ApiError as err:
+            status = err.status
+            raise
+        finally:
+            metrics.requests.labels(code=str(status)).inc()
+            metrics.seconds.observe(time.perf_counter() - t0)
+
+    async def _score(request: Request) -> JSONResponse:
+        scorecard = request.query_params.get("scorecard")
+        _check_headers(request, max_body)
+        if scorecard is not None and not SCORECARD_NAME.match(scorecard):
+            raise ApiError(422, "invalid_scorecard", BARE_NAME)
+        loaded = slot.current  # taken once: a swap meanwhile does not touch this request
+        if loaded is None:
+            retry = {"Retry-After": str(cfg.retry_after_s)}
+            raise ApiError(503, "not_ready", "the model is still loading; retry shortly", retry)
+        if app.state.in_flight >= cfg.max_in_flight:
+            raise ApiError(
+                429,
+                "too_many_requests",
+                "too many requests in flight; retry later",
+                {"Retry-After": str(cfg.retry_after_s)},
+            )
+        app.state.in_flight += 1
+        try:
+            data = await _read_audio(request, max_body)
+            await run_in_threadpool(_probe, data, cfg.max_duration_s)
+            result = await run_in_threadpool(_score_locked, loaded, data, scorecard)
+        finally:
+            app.state.in_flight -= 1
+        metrics.audio_s.inc(result.get("duration_s") or 0)
+        return JSONResponse(result, headers={"X-Callqa-Model-Version": loaded.version})
+
+    def _score_locked(loaded: Loaded, data: bytes, scorecard: str | None) -> dict:
+        with app.state.scoring_lock:
+            try:
+                return loaded.score_bytes(data, UPLOAD_NAME, scorecard)
+            except AudioError as err:
+                raise _audio_error(err) from None
+            except UnknownScorecard:
+                raise ApiError(422, "unknown_scorecard", "scorecard: no such scorecard") from None
+            except Exception:  # noqa: BLE001 - logged here with its traceback; never sent
+                logger.exception("scoring failed (model version %s)", loaded.version)
+                raise ApiError(
+                    500, "internal_error", "scoring failed; see the server log"
+                ) from None
+
+    return app
+
+
+def _check_headers(request: Request, max_body: int) -> None:
+    """413 for a declared size over the limit, 415 for a type that is not audio."""
+    length = request.headers.get("content-length")
+    if length is not None:
+        if not length.isdigit():
+            raise ApiError(400, "bad_request", "Content-Length is not a number")
+        if int(length) > max_body:
+            raise ApiError(413, "too_large", f"the body is over {max_body / 2**20:.3g} MB")
+    media = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if not (media.startswith("audio/") or media in RAW_TYPES or media == "multipart/form-data"):
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "send audio/*, application/octet-stream or multipart/form-data with a field 'file'",
+        )
+
+
+async def _read_audio(request: Request, max_body: int) -> bytes:
+    """The audio bytes: the raw body, or the multipart field `file`; 413 past `max_body`."""
+    chunks, size = [], 0
+    async for chunk in request.stream():  # counted: a chunked body has no Content-Length
+        size += len(chunk)
+        if size > max_body:
+            raise ApiError(413, "too_large", f"the body is over {max_body / 2**20:.3g} MB")
+        chunks.append(chunk)
+    body = b"".join(chunks)
+    if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
+        return body
+
+    async def replay() -> dict:  # parse the bytes already read and counted
+        return {"type": "http.request", "body": body, "more_body": False}
+
+    try:
+        form = await Request(request.scope, replay).form(max_files=1, max_fields=10)
+    except Exception:  # noqa: BLE001 - starlette's parse errors; their text is not ours to send
+        raise ApiError(400, "bad_request", "the multipart body cannot be parsed") from None
+    upload = form.get("file")
+    try:
+        if upload is None or isinstance(upload, str):
+            raise ApiError(400, "bad_request", "multipart: no file in a field named 'file'")
+        return await upload.read()
+    finally:
+        await form.close()
+
+
+def _probe(data: bytes, max_duration_s: float) -> None:
+    """Reject what cannot be decoded or is too long from the header alone, before model work."""
+    import soundfile as sf
+
+    if not data:
+        raise ApiError(415, "empty_file", "the body is empty")
+    try:
+        info = sf.info(io.BytesIO(data))
+    except Exception:  # noqa: BLE001 - libsndfile's message may quote the input
+        raise ApiError(
+            415, "not_audio", "not a readable audio file (wav, flac, ogg, mp3)"
+        ) from None
+    if info.duration > max_duration_s:
+        limit = f"{info.duration:.0f} s is over the server's limit of {max_duration_s:g} s"
+        raise ApiError(422, "too_long", limit)
+
+
+def _audio_error(err: AudioError) -> ApiError:
+    """415 for audio that does not decode, 422 for audio the checks refuse."""
+    status = 415 if err.code in UNDECODABLE else 422
+    return ApiError(status, err.code, err.message.removeprefix(f"{UPLOAD_NAME}: "))
+
+
+def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
+    """Serve `app` with uvicorn: one worker (one copy of the models), no access log."""
+    import uvicorn
+
+    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
