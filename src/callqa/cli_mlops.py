@@ -72,3 +72,34 @@ def rollback(params: ParamsOpt = Path("params.yaml")) -> None:
     except LookupError as err:
         raise _fail(str(err), 2) from None
     console.print(f"rollback {p.registry.name}: production {old} -> {new}")
+
+
+@app.command()
+def serve(
+    model_uri: Annotated[
+        str | None,
+        typer.Option(
+            "--model",
+            help="models:/NAME@alias (followed), another MLflow model URI, "
+            "or 'local' for params.yaml's own Scorer.",
+        ),  # fmt: skip
+    ] = None,
+    host: Annotated[str | None, typer.Option(help="Bind address (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default serve.port).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Serve POST /v1/score (audio in, QA result out), /healthz, /readyz and /metrics."""
+    p = _params(params)
+    from callqa.cli_common import _override
+    from callqa.mlops import serve as server
+
+    cfg = _override(p.serve, {"host": host, "port": port, "model_uri": model_uri})
+    if cfg.model_uri == "local":
+        source = server.LocalSource(p)
+    else:
+        from callqa.mlops.registry import RegistrySource
+
+        source = RegistrySource(p, cfg.model_uri)
+    console.print(f"callqa serve: {cfg.model_uri} on http://{cfg.host}:{cfg.port} "
+                  "(POST /v1/score; GET /healthz /readyz /metrics)")  # fmt: skip
+    server.run(server.create_app(source, cfg), cfg.host, cfg.port)

@@ -109,3 +109,67 @@ def test_register_promote_refuse_rollback(project):
     runs = mlflow.search_runs(experiment_names=["callqa"])
     assert {"register", "promote", "rollback"} <= set(runs["tags.mlflow.runName"])
     assert set(runs["tags.callqa.decision"].dropna()) >= {"promoted", "refused", "rollback"}
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_server_follows_the_production_alias(project, tmp_path):
+    """`callqa serve` loads models:/NAME@production; a promotion moves what it serves, in the
+    background, while requests keep succeeding."""
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    d, good, _ = project
+    p = yaml.safe_load(good.read_text())
+    p["serve"].update(model_uri=f"models:/{NAME}@production", reload_interval_s=1.0)
+    params = tmp_path / "serve.yaml"
+    params.write_text(yaml.safe_dump(p))
+    _, client = _registry(good)
+    before = str(client.get_model_version_by_alias(NAME, "production").version)
+    port = _free_port()
+    log = open(tmp_path / "server.log", "w")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "callqa.cli", "serve", "--port", str(port), "--params", str(params)],
+        cwd=d, stdout=log, stderr=subprocess.STDOUT,
+    )  # fmt: skip
+    call = sorted((d / "eval").glob("*.wav"))[0].read_bytes()
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
+            deadline = time.time() + 180
+            while time.time() < deadline:
+                assert proc.poll() is None, (tmp_path / "server.log").read_text()
+                try:
+                    if http.get("/readyz").status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                time.sleep(1)
+            res = http.post("/v1/score", content=call, headers={"Content-Type": "audio/wav"})
+            assert res.status_code == 200, res.text
+            assert res.headers["X-Callqa-Model-Version"] == before
+            jsonschema.validate(res.json(), json_schema())
+            # a new version is promoted while requests keep coming
+            _cli(["register"], good)
+            new = str(max(int(v.version) for v in client.search_model_versions(f"name='{NAME}'")))
+            assert "promoted" in _cli(["promote", "--version", new], good)
+            served = set()
+            deadline = time.time() + 120
+            while new not in served and time.time() < deadline:
+                res = http.post("/v1/score", content=call, headers={"Content-Type": "audio/wav"})
+                assert res.status_code == 200, res.text
+                served.add(res.headers["X-Callqa-Model-Version"])
+            assert new in served
+            assert http.get("/readyz").json()["version"] == new
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

@@ -23,6 +23,47 @@ from callqa.config import Params, parse_params
 # the params sections a Scorer reads; the rest (training, paths of stages) does not ship
 SCORING_SECTIONS = ("validate", "preprocess", "transcribe", "score")
 SCORECARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+BARE_NAME = "scorecard: give a bare name (at most 64 letters, digits, '-' or '_')"
+
+
+class UnknownScorecard(ValueError):
+    """`?scorecard=NAME` names no scorecard this version can use."""
+
+
+class ScorerLoaded:
+    """One Scorer, ready to score bytes, with `scorecard=NAME` overrides.
+
+    An override swaps only the scorecard (milliseconds; ASR, encoder and model are shared) and
+    keeps the clone. Not thread-safe: the server calls it under its scoring lock.
+    """
+
+    def __init__(self, scorer_factory, version: str, scorecards_dir: Path):
+        self.version = version
+        self.scorer = scorer_factory()
+        self.scorecards_dir = Path(scorecards_dir)
+        self._by_scorecard: dict = {}
+
+    def score_bytes(self, data: bytes, name: str, scorecard: str | None = None) -> dict:
+        """The QA result as JSON data; raises AudioError or UnknownScorecard."""
+        scorer = self.scorer if scorecard is None else self._with_scorecard(scorecard)
+        return scorer.score_bytes(data, name).model_dump(mode="json")
+
+    def _with_scorecard(self, name: str):
+        import copy
+
+        from callqa.qa.scorecard import Scorecard
+
+        if not SCORECARD_NAME.match(name):  # the only client string that reaches a path
+            raise UnknownScorecard(BARE_NAME)
+        if name not in self._by_scorecard:
+            path = self.scorecards_dir / f"{name}.yaml"
+            if not path.is_file():
+                raise UnknownScorecard("scorecard: no scorecard by that name")
+            clone = copy.copy(self.scorer)
+            clone.scorecard = Scorecard.load(path)
+            clone.agent_likeness = clone.scorecard.agent_likeness(clone.encoder)
+            self._by_scorecard[name] = clone
+        return self._by_scorecard[name]
 
 
 def scoring_params(params: Params) -> dict:
@@ -66,38 +107,21 @@ def signature():
 class CallqaPipeline:
     """Mixed into mlflow.pyfunc.PythonModel by `qa_model.py` (mlflow stays out of imports)."""
 
-    scorer = None
+    loaded: ScorerLoaded | None = None
+    version = "unregistered"  # the registry version, set by whoever loads it by version
 
     def load_context(self, context) -> None:
         paths = dict(context.artifacts)
-        self.scorer = build_scorer(paths)
-        self.scorecards_dir = Path(paths.get("scorecards", "scorecards"))
-        self.scorecards: dict[str, object] = {}
+        scorecards = paths.get("scorecards", str(Path(paths["scorecard"]).parent))
+        self.loaded = ScorerLoaded(lambda: build_scorer(paths), self.version, Path(scorecards))
+
+    @property
+    def scorer(self):
+        return self.loaded.scorer
 
     def score_bytes(self, data: bytes, name: str = "upload", scorecard: str | None = None) -> dict:
         """The QA result of in-memory audio as JSON data; raises AudioError for bad audio."""
-        scorer = self.scorer
-        if scorecard is not None:
-            scorer = self._with_scorecard(scorecard)
-        return scorer.score_bytes(data, name).model_dump(mode="json")
-
-    def _with_scorecard(self, name: str):
-        """The Scorer with scorecards/NAME.yaml in place of its own (ValueError if unknown)."""
-        from callqa.qa.scorecard import Scorecard
-
-        if not SCORECARD_NAME.match(name):
-            raise ValueError("scorecard: give a bare name (letters, digits, '-' or '_')")
-        if name not in self.scorecards:
-            path = self.scorecards_dir / f"{name}.yaml"
-            if not path.is_file():
-                raise ValueError("scorecard: no scorecard by that name")
-            import copy
-
-            clone = copy.copy(self.scorer)
-            clone.scorecard = Scorecard.load(path)
-            clone.agent_likeness = clone.scorecard.agent_likeness(clone.encoder)
-            self.scorecards[name] = clone
-        return self.scorecards[name]
+        return self.loaded.score_bytes(data, name, scorecard)
 
     def predict(self, context, model_input, params=None):
         """One JSON string per row: the QA result, or `{"error": {"code", "message"}}`."""

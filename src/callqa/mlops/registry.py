@@ -329,3 +329,36 @@ def rollback(params: Params) -> tuple[str, str]:
     with mlflow.start_run(run_name="rollback", tags={"callqa.decision": "rollback"}):
         mlflow.log_params({"from": current, "to": previous})
     return current, previous
+
+
+# ---------------------------------------------------------------- what `callqa serve` serves
+
+
+class RegistrySource:
+    """The server's model source: `models:/NAME@alias` follows the alias (a move is a new
+    version to load); any other MLflow model URI or folder is served as it is."""
+
+    def __init__(self, params: Params, model_uri: str | None = None):
+        self.params = params
+        self.uri = model_uri or params.serve.model_uri
+        self.client = _client(params)
+        name, sep, alias = self.uri.removeprefix("models:/").partition("@")
+        self.name, self.alias = (name, alias) if self.uri.startswith("models:/") and sep else (
+            None, None)  # fmt: skip
+
+    def current_version(self) -> str | None:
+        if self.alias is None:
+            return "fixed"
+        try:
+            return str(self.client.get_model_version_by_alias(self.name, self.alias).version)
+        except Exception as err:  # noqa: BLE001 - unreachable store or no such alias yet
+            logger.warning("cannot resolve %s: %s", self.uri, err)
+            return None
+
+    def load(self, version: str):
+        import mlflow
+
+        uri = self.uri if self.alias is None else f"models:/{self.name}/{version}"
+        model = mlflow.pyfunc.load_model(uri).unwrap_python_model()
+        model.version = model.loaded.version = version if self.alias else self.uri
+        return model

@@ -9,13 +9,10 @@ from __future__ import annotations
 
 import io
 import logging
-import re
 import threading
 import time
-from collections.abc import Callable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
-from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from fastapi import FastAPI, Request
@@ -31,19 +28,20 @@ if TYPE_CHECKING:
     from callqa.config import Params
     from callqa.pipeline import Scorer
 
+from callqa.mlops.pyfunc import (  # noqa: F401 - ScorerLoaded, UnknownScorecard re-exported
+    BARE_NAME,
+    SCORECARD_NAME,
+    ScorerLoaded,
+    UnknownScorecard,
+)
+
 logger = logging.getLogger(__name__)
 
-SCORECARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-BARE_NAME = "scorecard: give a bare name (at most 64 letters, digits, '-' or '_')"
 # What the scorer calls every upload, in messages and in the result's `path`: a filename sent by
 # the client is never used, so it can never come back in a response or reach a path.
 UPLOAD_NAME = "upload"
 RAW_TYPES = ("application/octet-stream",)  # plus every audio/*
 UNDECODABLE = {"empty_file", "not_audio", "unreadable"}  # 415; other AudioError codes are 422
-
-
-class UnknownScorecard(ValueError):
-    """`?scorecard=NAME` names no scorecard this version can use."""
 
 
 class Loaded(Protocol):
@@ -61,41 +59,6 @@ class Source(Protocol):
 
     def load(self, version: str) -> Loaded:
         """Slow (seconds); may raise."""
-
-
-class ScorerLoaded:
-    """A `Loaded` around one `callqa.pipeline.Scorer`.
-
-    `?scorecard=NAME` swaps only the scorecard (milliseconds; ASR, encoder and model are shared)
-    and keeps the clone. Not thread-safe: the server calls it under its scoring lock.
-    """
-
-    def __init__(self, scorer_factory: Callable[[], Scorer], version: str, scorecards_dir: Path):
-        self.version = version
-        self.scorer = scorer_factory()
-        self.scorecards_dir = Path(scorecards_dir)
-        self._by_scorecard: dict[str, Scorer] = {}
-
-    def score_bytes(self, data: bytes, name: str, scorecard: str | None = None) -> dict:
-        scorer = self.scorer if scorecard is None else self._with_scorecard(scorecard)
-        return scorer.score_bytes(data, name).model_dump(mode="json")
-
-    def _with_scorecard(self, name: str) -> Scorer:
-        import copy
-
-        from callqa.qa.scorecard import Scorecard
-
-        if not SCORECARD_NAME.match(name):  # the only client string that reaches a path
-            raise UnknownScorecard(BARE_NAME)
-        if name not in self._by_scorecard:
-            path = self.scorecards_dir / f"{name}.yaml"
-            if not path.is_file():
-                raise UnknownScorecard("scorecard: no scorecard by that name")
-            clone = copy.copy(self.scorer)
-            clone.scorecard = Scorecard.load(path)
-            clone.agent_likeness = clone.scorecard.agent_likeness(clone.encoder)
-            self._by_scorecard[name] = clone
-        return self._by_scorecard[name]
 
 
 class LocalSource:
