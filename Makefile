@@ -14,7 +14,7 @@ UI_PORT ?= 5000
 # OFFLINE_DEFAULTS) and tests/conftest.py sets them for the tests.
 
 
-.PHONY: install demo model test test-fast lint format schema bench ui clean
+.PHONY: install demo model test test-fast lint format schema bench ui serve clean
 
 install: $(STAMP)
 
@@ -35,6 +35,8 @@ demo: install
 	$(BIN)/callqa preprocess
 	$(BIN)/callqa transcribe
 	$(BIN)/callqa score data/synth
+	$(BIN)/callqa register
+	$(BIN)/callqa promote || test $$? -eq 3  # 3 = refused by the gate: the demo goes on
 	@echo
 	@echo "Done. Results:"
 	@echo "  manifest        data/manifest.parquet (accepted/quarantined: data/accepted.parquet, data/quarantine.parquet)"
@@ -43,6 +45,7 @@ demo: install
 	@echo "  transcripts     data/transcripts/<call_id>.json"
 	@echo "  QA results      reports/results.jsonl"
 	@echo "  call reports    reports/calls/index.html"
+	@echo "  registry        callqa-scorer in MLflow (make ui), served by: .venv/bin/callqa serve"
 
 # The default QA model: synth -> ... -> featurize -> train -> evaluate as DVC stages (dvc.yaml),
 # so a second `make model` does nothing unless code, params or data changed.
@@ -84,6 +87,10 @@ ui: install
 	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false MLFLOW_DISABLE_TELEMETRY=true \
 		$(BIN)/mlflow ui --backend-store-uri sqlite:///mlflow/mlflow.db \
 		--host 127.0.0.1 --port $(UI_PORT) -w 1
+
+# The production model of the registry over HTTP (make demo registers and promotes one).
+serve: install
+	$(BIN)/callqa serve
 
 clean:
 	rm -rf data reports .cache
