@@ -348,6 +348,27 @@ class ServeConfig(Section):
     scorecards_dir: Path = Path("scorecards")  # `?scorecard=NAME` picks NAME.yaml from here
 
 
+class FlowsConfig(Section):
+    """Prefect flows (flows/): `retrain` on a schedule, `score_inbox` every few minutes."""
+
+    retrain_cron: str = "0 2 * * *"  # nightly, in `timezone`
+    score_inbox_interval_s: int = Field(900, ge=60)  # every 15 minutes
+    timezone: str = "UTC"
+    work_pool: str = "callqa-pool"
+    retries: int = Field(2, ge=0)  # per task
+    retry_delay_s: float = Field(10.0, ge=0)
+    # score_inbox: audio dropped in `inbox_dir` is scored into `results_dir` (results.jsonl and
+    # HTML reports), then moved to `done_dir`, or to `quarantine_dir` with the reason.
+    inbox_dir: Path = Path("data/inbox")
+    results_dir: Path = Path("reports/inbox")
+    done_dir: Path = Path("data/inbox_done")
+    quarantine_dir: Path = Path("data/inbox_quarantine")
+    ledger: Path = Path("data/inbox_ledger.sqlite")  # content hash -> outcome: never twice
+    model_uri: str = "models:/callqa-scorer@production"  # what score_inbox scores with
+    dask_address: str | None = None  # tcp://host:8786 fans out over that Dask cluster
+    workers: int = Field(1, ge=1)  # local pool size when no Dask address is given
+
+
 class Params(Section):
     synth: SynthConfig = SynthConfig()
     ingest: IngestConfig = IngestConfig()
@@ -363,6 +384,7 @@ class Params(Section):
     tune: TuneConfig = TuneConfig()
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
+    flows: FlowsConfig = FlowsConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
