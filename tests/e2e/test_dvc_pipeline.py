@@ -47,13 +47,13 @@ def test_repro_status_push_pull_and_exp_run(repo):
     assert "didn't change" in again and "Running stage" not in again
 
     # push to the default remote (dvc-remote/ in the repo), lose outputs and cache, pull back
-    _run([*dvc, "push", "validate"], repo)
+    _run([*dvc, "push", "--with-deps", "validate"], repo)
     assert any((repo / "dvc-remote").rglob("*"))
     manifest = (repo / "data" / "manifest.parquet").read_bytes()
     for path in ("data/synth", "data/manifest.parquet", ".dvc/cache"):
         _run(["rm", "-rf", path], repo)
     assert _run([*dvc, "status", "-q", "validate"], repo, check=False).returncode != 0
-    _run([*dvc, "pull", "validate"], repo)
+    _run([*dvc, "pull", "--with-deps", "validate"], repo)
     assert (repo / "data" / "manifest.parquet").read_bytes() == manifest
     assert _run([*dvc, "status", "-q", "validate"], repo, check=False).returncode == 0
 
