@@ -1,9 +1,9 @@
 """16 kHz audio -> features for the QA model: pooled Whisper-encoder embeddings of spans,
 prosody statistics and a fixed-size log-mel image.
 
-`embed_spans` packs many short spans into shared 30 s encoder windows: Whisper's encoder
-always reads 30 s, so one window per 3 s clip costs 10x (issue 11: 410 s for 1,440 RAVDESS
-clips one by one). `benchmarks/bench_audio_embed.py` measures what packing changes.
+`embed_spans` packs many short spans into shared encoder windows cut to the length of their
+audio: transformers' `WhisperEncoder` insists on 30 s, so one padded window per 3 s clip cost
+10x (issue 11: 410 s for 1,440 RAVDESS clips one by one).
 """
 
 from __future__ import annotations
@@ -216,15 +216,17 @@ def embed_spans(
 ) -> np.ndarray:
     """Mean and std over each span's encoder frames of the chosen layers' hidden states.
 
-    Spans are packed into shared 30 s windows (a window starts at a span's start and takes the
-    following spans that end inside it); a span over 30 s is cut into 30 s pieces whose frame
-    statistics are combined. Encoder frames are 20 ms; a span covers the frames that overlap it.
+    Spans are packed into shared windows of at most 30 s (a window starts at a span's start and
+    takes the following spans that end inside it), each window only as long as its audio
+    (whole seconds; `encoder_states` runs the encoder on any length, so no 30 s of padding per
+    window); a span over 30 s is cut into 30 s pieces whose frame statistics are combined.
+    Encoder frames are 20 ms; a span covers the frames that overlap it.
 
     Whisper's hidden states carry a large per-position component (its encoder always saw speech
     from 0 s on), so the same clip at 10 s into a window pools differently than at 0 s: on
     RAVDESS the last layer's mean fell to cosine 0.05-0.6 against the clip alone. With
     `subtract_silence` the states of a silent window at the same positions are subtracted
-    before pooling, which brings it to 0.77-0.96 (`benchmarks/bench_audio_embed.py`).
+    before pooling, which brings it to 0.77-0.96 (measured with full 30 s windows).
 
     Args:
         encoder: from `load_whisper_encoder`.
