@@ -38,11 +38,20 @@ MAX_INTERNAL_FAILURES = 3  # a file that crashes the scorer this often is quaran
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS ledger (
     hash TEXT PRIMARY KEY, state TEXT NOT NULL, name TEXT, dest TEXT, pid INTEGER, host TEXT,
+    pid_start TEXT,
     claimed_at REAL, attempts INTEGER DEFAULT 1, result_written INTEGER DEFAULT 0,
     failures INTEGER DEFAULT 0, code TEXT, message TEXT, updated_at REAL)"""
 
 
-def _pid_alive(pid: int) -> bool:
+def _proc_start(pid: int) -> str | None:
+    """The process's start time (/proc/PID/stat field 22), or None: guards against pid reuse."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _pid_alive(pid: int, start: str | None = None) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -50,16 +59,18 @@ def _pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     try:  # a killed child not yet reaped is a zombie: gone for our purposes
-        return Path(f"/proc/{pid}/stat").read_text().split(") ")[-1][:1] != "Z"
-    except OSError:
+        stat = Path(f"/proc/{pid}/stat").read_text().rsplit(") ", 1)[1].split()
+    except (OSError, IndexError):
         return True
+    return stat[0] != "Z" and (start is None or stat[19] == start)  # else: a reused pid
 
 
 class Ledger:
     """Content hash -> outcome. Safe across threads and processes (one connection per call)."""
 
-    def __init__(self, path: str | Path, stale_s: float = 2.0, max_claim_s: float = 3600.0):
-        """`stale_s`: a claim this old whose pid is gone (same host) is reclaimable;
+    def __init__(self, path: str | Path, stale_s: float = 0.0, max_claim_s: float = 3600.0):
+        """`stale_s`: a claim this old whose process is gone (same host; pid and start time)
+        is reclaimable;
         `max_claim_s`: any claim this old is (its process may live on another host)."""
         self.path, self.stale_s, self.max_claim_s = Path(path), stale_s, max_claim_s
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -80,15 +91,16 @@ class Ledger:
     def claim(self, digest: str, name: str = "", dest: str = "") -> tuple[str, dict]:
         """Atomically claim `digest`: ("new" | "reclaimed" | "busy" | "done" | "quarantined",
         the row as it is now). Only "new" and "reclaimed" may go on to score."""
-        now, me = time.time(), (os.getpid(), socket.gethostname())
+        now = time.time()
+        me = (os.getpid(), socket.gethostname(), _proc_start(os.getpid()))
         with self._db() as db:
             db.execute("BEGIN IMMEDIATE")
             try:
                 row = db.execute("SELECT * FROM ledger WHERE hash = ?", (digest,)).fetchone()
                 if row is None:
                     db.execute(
-                        "INSERT INTO ledger (hash, state, name, dest, pid, host, claimed_at, "
-                        "updated_at) VALUES (?, 'claimed', ?, ?, ?, ?, ?, ?)",
+                        "INSERT INTO ledger (hash, state, name, dest, pid, host, pid_start, "
+                        "claimed_at, updated_at) VALUES (?, 'claimed', ?, ?, ?, ?, ?, ?, ?)",
                         (digest, name, dest, *me, now, now),
                     )
                     verdict = "new"
@@ -96,7 +108,8 @@ class Ledger:
                     verdict = row["state"]
                 elif self._stale(row, now):
                     db.execute(
-                        "UPDATE ledger SET pid = ?, host = ?, claimed_at = ?, updated_at = ?, "
+                        "UPDATE ledger SET pid = ?, host = ?, pid_start = ?, claimed_at = ?, "
+                        "updated_at = ?, "
                         "attempts = attempts + 1 WHERE hash = ?",
                         (*me, now, now, digest),
                     )
@@ -116,7 +129,7 @@ class Ledger:
             return True
         if row["host"] != socket.gethostname() or age < self.stale_s:
             return False
-        return not _pid_alive(row["pid"])
+        return not _pid_alive(row["pid"], row["pid_start"])
 
     def update(self, digest: str, **values) -> None:
         cols = ", ".join(f"{k} = ?" for k in values)
