@@ -86,9 +86,13 @@ def test_score_inbox_flow(prefect_server, tmp_path, realdata):
 
 TINY_DVC = """stages:
   evaluate:
-    cmd: python -c "import json, os; os.makedirs('reports/eval', exist_ok=True);
-      json.dump({'f1': 0.5}, open('reports/eval/metrics.json', 'w'))"
+    cmd: python metrics.py
+    deps: [metrics.py]
     metrics: [reports/eval/metrics.json]
+"""
+METRICS_PY = """import json, os
+os.makedirs("reports/eval", exist_ok=True)
+json.dump({"f1": 0.5}, open("reports/eval/metrics.json", "w"))
 """
 
 
@@ -100,7 +104,7 @@ def test_retrain_flow(prefect_server, tmp_path):
     subprocess.run([str(Path(sys.executable).parent / "dvc"), "init", "-q"], cwd=tmp_path,
                    check=True, env=env)  # fmt: skip
     (tmp_path / "dvc.yaml").write_text(TINY_DVC)
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    (tmp_path / "metrics.py").write_text(METRICS_PY)
     params = _params(tmp_path)
     p = yaml.safe_load(params.read_text())
     p["mlflow"].update(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
