@@ -14,7 +14,7 @@ UI_PORT ?= 5000
 # OFFLINE_DEFAULTS) and tests/conftest.py sets them for the tests.
 
 
-.PHONY: install demo model test test-fast lint format schema bench ui serve clean
+.PHONY: install demo model test test-fast lint format schema bench ui serve prefect-server clean
 
 install: $(STAMP)
 
@@ -91,6 +91,21 @@ ui: install
 # The production model of the registry over HTTP (make demo registers and promotes one).
 serve: install
 	$(BIN)/callqa serve
+
+# Prefect server on 127.0.0.1:4200 (state in .prefect/), the deployments of prefect.yaml
+# (retrain/nightly, score_inbox/every-15-min; schedules from params.yaml) and a worker for the
+# flows.work_pool pool. The worker runs in the foreground, so Ctrl-C stops it (a worker put in
+# the background of a script ignores SIGINT/SIGTERM: STACK_NOTES.md); the server, in the
+# background, is stopped by the EXIT trap.
+prefect-server: install
+	mkdir -p .prefect
+	export PREFECT_HOME="$(CURDIR)/.prefect" PREFECT_API_URL=http://127.0.0.1:4200/api \
+		PREFECT_SERVER_ANALYTICS_ENABLED=false PREFECT_LOGGING_EXTRA_LOGGERS=callqa; \
+	$(BIN)/prefect server start --host 127.0.0.1 --port 4200 & server=$$!; \
+	trap 'kill $$server; wait $$server' EXIT; \
+	$(BIN)/python flows/deploy.py wait && \
+	$(BIN)/python flows/deploy.py pool && \
+	$(BIN)/python flows/deploy.py worker
 
 clean:
 	rm -rf data reports .cache

@@ -323,7 +323,7 @@ def cache_clear(
     console.print(", ".join(f"{k}: {v} entries removed" for k, v in removed.items()))
 
 
-from callqa import cli_mlops, cli_model  # noqa: E402, F401 - register their commands
+from callqa import cli_flows, cli_mlops, cli_model  # noqa: E402, F401 - register their commands
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

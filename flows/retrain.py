@@ -1,0 +1,119 @@
+"""`retrain`: `dvc repro <target>` (default `evaluate`, which reruns whatever upstream stage
+changed), then `callqa register` and the gated `callqa promote`, as Prefect tasks with retries.
+Publishes the markdown artifact `callqa-retrain` (metrics and the promotion decision).
+
+Run once: `PYTHONPATH=src python flows/retrain.py [params.yaml] [target]`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.artifacts import create_markdown_artifact
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import load, subprocess_env  # noqa: E402
+
+METRICS = Path("reports/eval/metrics.json")
+
+
+@task(name="dvc-repro")
+def dvc_repro(target: str, project: str) -> str:
+    """`dvc repro <target>` in `project`: upstream stages rerun only when their deps changed."""
+    log = get_run_logger()
+    cmd = ["dvc", "repro", target]
+    log.info("%s (in %s)", " ".join(cmd), project)
+    proc = subprocess.run(cmd, cwd=project, env=subprocess_env(), capture_output=True, text=True)
+    for line in (proc.stdout + proc.stderr).splitlines():
+        log.info("dvc: %s", line)
+    if proc.returncode != 0:
+        raise RuntimeError(f"dvc repro {target} failed with exit code {proc.returncode}")
+    return proc.stdout
+
+
+@task(name="register")
+def register(params: str) -> str:
+    from callqa.mlops import registry
+
+    version = registry.register(load(params))
+    get_run_logger().info("registered version %s", version)
+    return version
+
+
+@task(name="promote")
+def promote(params: str, version: str) -> dict:
+    from callqa.mlops import registry
+
+    decision = dataclasses.asdict(registry.promote(load(params), version))
+    verdict = "promoted" if decision["promoted"] else "refused"
+    get_run_logger().info("version %s %s: %s", version, verdict, "; ".join(decision["reasons"]))
+    return decision
+
+
+def _flat(data, prefix: str = "") -> dict:
+    if not isinstance(data, dict):
+        return {prefix: data}
+    out = {}
+    for key, value in data.items():
+        out.update(_flat(value, f"{prefix}.{key}" if prefix else str(key)))
+    return out
+
+
+def summary_markdown(target: str, metrics: dict | None, decision: dict) -> str:
+    verdict = "**promoted**" if decision["promoted"] else "**refused**"
+    lines = [
+        "# callqa retrain",
+        "",
+        f"`dvc repro {target}`; candidate version {decision['candidate']}: {verdict} "
+        f"(production was {decision['production'] or 'none'})",
+        "",
+        *[f"- {r}" for r in decision["reasons"]],
+        "",
+        "## Gate metrics",
+        "",
+        "| metric | candidate | production |",
+        "|---|---|---|",
+        *[
+            f"| {k} | {v} | {decision['production_metrics'].get(k, '-')} |"
+            for k, v in decision["candidate_metrics"].items()
+        ],
+        "",
+        f"## Evaluation ({METRICS})",
+        "",
+    ]
+    if metrics is None:
+        lines.append("_no metrics file_")
+    else:
+        lines += ["| metric | value |", "|---|---|"]
+        lines += [f"| {k} | {v} |" for k, v in _flat(metrics).items()]
+    return "\n".join(lines) + "\n"
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(params: str = "params.yaml", target: str = "evaluate") -> dict:
+    """dvc repro `target` -> register -> promote (gate of params.yaml registry.gate)."""
+    params = str(Path(params).resolve())
+    cfg = load(params).flows
+    project = str(Path(params).parent)
+    opts = {"retries": cfg.retries, "retry_delay_seconds": cfg.retry_delay_s}
+    dvc_repro.with_options(**opts)(target, project)
+    version = register.with_options(**opts)(params)
+    decision = promote.with_options(**opts)(params, version)
+    metrics_path = Path(project) / METRICS
+    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    create_markdown_artifact(
+        markdown=summary_markdown(target, metrics, decision),
+        key="callqa-retrain",
+        description=f"retrain: version {version} "
+        + ("promoted" if decision["promoted"] else "refused"),
+    )
+    return decision
+
+
+if __name__ == "__main__":
+    retrain(*sys.argv[1:3])

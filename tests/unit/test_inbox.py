@@ -1,0 +1,265 @@
+"""The exactly-once inbox (callqa.mlops.inbox, `callqa inbox`): real rules-only Scorer, real
+speech. Good files end in done/ with one result line each, bad ones in quarantine/ with their
+reason, a duplicate is never scored twice, and a crash (a dead run's claim, a line written but
+the file not moved, a real SIGKILL) resumes without losing or duplicating a call."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ROOT, run_callqa
+
+from callqa.config import FlowsConfig, load_params
+from callqa.files import sha256_file
+from callqa.mlops import inbox
+from callqa.mlops.inbox import Ledger, process_one, run_inbox, scan
+
+GOOD = ["sr_english_one_two_three.wav", "ps_goforward.wav", "ps_cards_002.wav"]
+OLD = time.time() - 60  # settled files: scan() need not wait for them
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    from callqa.pipeline import Scorer
+
+    p = load_params(ROOT / "params.yaml")
+    score = p.score.model_copy(
+        update={"model": None, "scorecard": ROOT / "scorecards" / "default.yaml"}
+    )
+    return Scorer(p.preprocess, p.transcribe, score, p.validate_cfg)
+
+
+class Counting:
+    """A scorer that counts the calls it scores."""
+
+    def __init__(self, scorer):
+        self.scorer, self.paths = scorer, []
+
+    def score_path(self, path):
+        self.paths.append(Path(path).name)
+        return self.scorer.score_path(path)
+
+
+def _cfg(root: Path) -> FlowsConfig:
+    return FlowsConfig(
+        inbox_dir=root / "inbox",
+        results_dir=root / "results",
+        done_dir=root / "done",
+        quarantine_dir=root / "quarantine",
+        ledger=root / "ledger.sqlite",
+    )
+
+
+def _drop(cfg: FlowsConfig, src: Path | bytes, name: str) -> Path:
+    dest = Path(cfg.inbox_dir) / name
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    if isinstance(src, bytes):
+        dest.write_bytes(src)
+    else:
+        shutil.copyfile(src, dest)
+    os.utime(dest, (OLD, OLD))
+    return dest
+
+
+def _lines(cfg: FlowsConfig) -> list[dict]:
+    path = Path(cfg.results_dir) / "results.jsonl"
+    return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
+
+
+def _names(folder) -> list[str]:
+    return sorted(p.name for p in Path(folder).iterdir()) if Path(folder).is_dir() else []
+
+
+def _dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def test_good_bad_and_duplicates(tmp_path, realdata, scorer):
+    cfg = _cfg(tmp_path)
+    for name in GOOD[:2]:
+        _drop(cfg, realdata / "asr" / name, name)
+    _drop(cfg, os.urandom(4000), "garbage.wav")
+    _drop(cfg, b"", "empty.wav")
+    counting = Counting(scorer)
+    summary = run_inbox(cfg, lambda: counting)
+    assert (summary["scored"], summary["quarantined"], summary["failed"]) == (2, 2, 0)
+    assert _names(cfg.inbox_dir) == []
+    assert _names(cfg.done_dir) == sorted(GOOD[:2])
+    quarantined = _names(cfg.quarantine_dir)
+    assert quarantined == sorted(["empty.wav", "empty.wav.reason.txt", "garbage.wav",
+                                  "garbage.wav.reason.txt"])  # fmt: skip
+    for name in ("empty.wav", "garbage.wav"):
+        code, message = (
+            (Path(cfg.quarantine_dir) / f"{name}.reason.txt").read_text().split("\n")[:2]
+        )
+        assert re.fullmatch(r"[a-z_]+", code) and name in message
+    lines = _lines(cfg)
+    assert len(lines) == 2 and {Path(x["path"]).name for x in lines} == set(GOOD[:2])
+    for line in lines:  # the result names where the call lives now; its report is written
+        assert Path(line["path"]).parent == Path(cfg.done_dir) and Path(line["path"]).is_file()
+        assert (Path(cfg.results_dir) / f"{line['call_id']}.html").is_file()
+
+    # the same content again, under another name and under the same name: never scored again
+    _drop(cfg, realdata / "asr" / GOOD[0], "again.wav")
+    _drop(cfg, realdata / "asr" / GOOD[1], GOOD[1])
+    _drop(cfg, (Path(cfg.quarantine_dir) / "garbage.wav").read_bytes(), "garbage2.wav")
+    before = list(counting.paths)
+    summary = run_inbox(cfg, lambda: counting)
+    assert summary["duplicate"] == 3 and summary["scored"] == 0
+    assert counting.paths == before and len(_lines(cfg)) == 2
+    assert _names(cfg.inbox_dir) == []
+    h = sha256_file(realdata / "asr" / GOOD[1])[:12]
+    assert _names(cfg.done_dir) == sorted([*GOOD[:2], "again.wav", f"{h}-{GOOD[1]}"])
+    assert "garbage2.wav" in _names(cfg.quarantine_dir)
+
+
+def test_crash_resumes_without_loss_or_duplicates(tmp_path, realdata, scorer):
+    cfg = _cfg(tmp_path)
+    ledger = Ledger(cfg.ledger)
+    a, b, c = (_drop(cfg, realdata / "asr" / n, n) for n in GOOD)
+    dead = _dead_pid()
+
+    def left_by_dead_run(path: Path, **values) -> str:
+        digest = sha256_file(path)
+        assert ledger.claim(digest, path.name, str(Path(cfg.done_dir) / path.name))[0] == "new"
+        ledger.update(digest, pid=dead, claimed_at=time.time() - 60, **values)
+        return digest
+
+    # a: claimed by a run killed after its result line was appended, before the ledger knew
+    left_by_dead_run(a)
+    line = scorer.score_path(a).result.model_copy(update={"path": str(Path(cfg.done_dir) / a.name)})
+    inbox._append_result(
+        Path(cfg.results_dir) / "results.jsonl", line.model_dump_json(), line.call_id, False
+    )
+    # c: the dead run wrote its line and moved the file; only "done" is missing in the ledger
+    digest_c = left_by_dead_run(c, result_written=1)
+    line_c = scorer.score_path(c).result.model_copy(
+        update={"path": str(Path(cfg.done_dir) / c.name)}
+    )
+    inbox._append_result(
+        Path(cfg.results_dir) / "results.jsonl", line_c.model_dump_json(), line_c.call_id, False
+    )
+    Path(cfg.done_dir).mkdir()
+    c.rename(Path(cfg.done_dir) / c.name)
+
+    # b: claimed by a run killed while scoring (and a half-written line after a's)
+    left_by_dead_run(b)
+    with open(Path(cfg.results_dir) / "results.jsonl", "a") as f:
+        f.write('{"call_id": "cut short by SIGK')
+
+    summary = run_inbox(cfg, lambda: scorer)
+    assert summary["resumed"] == 3 and summary["failed"] == 0, summary
+    assert _names(cfg.inbox_dir) == [] and _names(cfg.done_dir) == sorted(GOOD)
+    lines = _lines(cfg)
+    assert sorted(Path(x["path"]).name for x in lines) == sorted(GOOD)  # one line each
+    assert ledger.counts() == {"done": 3}
+    assert ledger.get(digest_c)["state"] == "done"
+
+
+def test_ledger_claims(tmp_path):
+    ledger = Ledger(tmp_path / "l.sqlite")
+    assert ledger.claim("h1")[0] == "new"
+    assert ledger.claim("h1")[0] == "busy"  # this process is alive
+    ledger.update("h1", claimed_at=time.time() - 60)
+    assert ledger.claim("h1")[0] == "busy"  # old, but its process lives
+    ledger.update("h1", pid=_dead_pid(), claimed_at=time.time() - 60)
+    verdict, row = ledger.claim("h1")
+    assert verdict == "reclaimed" and row["pid"] == os.getpid() and row["attempts"] == 2
+    ledger.update("h1", state="done")
+    assert ledger.claim("h1")[0] == "done"
+
+
+def test_scan_skips_partial_hidden_and_growing(tmp_path):
+    cfg = _cfg(tmp_path)
+    for name in ("a.wav", "b.flac", "c.wav.part", ".d.wav", "notes.txt"):
+        _drop(cfg, b"x", name)
+    young = Path(cfg.inbox_dir) / "e.wav"
+    young.write_bytes(b"settled but new")  # just written, unchanged over the check: taken
+    assert [p.name for p in scan(cfg)] == ["a.wav", "b.flac", "e.wav"]
+
+    growing = Path(cfg.inbox_dir) / "f.wav"
+    growing.write_bytes(b"x")
+    import threading
+
+    def grow():
+        for _ in range(10):
+            time.sleep(0.05)
+            with open(growing, "ab") as f:
+                f.write(b"more")
+
+    t = threading.Thread(target=grow)
+    t.start()
+    names = [p.name for p in scan(cfg)]
+    t.join()
+    assert "f.wav" not in names
+
+
+@pytest.mark.slow
+def test_sigkill_mid_run_then_rerun(tmp_path, realdata):
+    """`callqa inbox --model local` killed with SIGKILL mid-run; the rerun accounts for every
+    file exactly once (done/ or quarantine/, one result line per scored call)."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["score"].update(model=None, scorecard=str(ROOT / "scorecards" / "default.yaml"))
+    p["flows"].update(inbox_dir="inbox", results_dir="results", done_dir="done",
+                      quarantine_dir="quarantine", ledger="ledger.sqlite")  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    cfg = _cfg(tmp_path)
+    names = ["ps_cards_001.wav", "ps_cards_002.wav", "ps_cards_003.wav", *GOOD[:2]]
+    for name in names:
+        _drop(cfg, realdata / "asr" / name, name)
+    _drop(cfg, os.urandom(3000), "garbage.wav")
+    results = Path(cfg.results_dir) / "results.jsonl"
+
+    args = [sys.executable, "-m", "callqa.cli", "inbox", "--model", "local"]
+    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None:
+        if results.exists() and results.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)  # into the next call
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, "the run ended before it could be killed"
+    left = _names(cfg.inbox_dir)
+    assert 0 < len(left) < len(names) + 1, left  # killed mid-run
+
+    res = run_callqa(["inbox", "--model", "local"], tmp_path, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert _names(cfg.inbox_dir) == []
+    done = _names(cfg.done_dir)
+    quarantined = [n for n in _names(cfg.quarantine_dir) if not n.endswith(".reason.txt")]
+    assert sorted(done + quarantined) == sorted([*names, "garbage.wav"])  # each exactly once
+    assert "garbage.wav" in quarantined and set(GOOD[:2]) <= set(done)
+    for name in quarantined:
+        assert (Path(cfg.quarantine_dir) / f"{name}.reason.txt").is_file()
+    lines = _lines(cfg)
+    assert sorted(Path(x["path"]).name for x in lines) == done  # one line per scored call
+    assert len({x["call_id"] for x in lines}) == len(done)
+    assert Ledger(cfg.ledger).counts() == {"done": len(done), "quarantined": len(quarantined)}
+
+
+def test_process_one_returns_busy_for_a_live_claim(tmp_path, realdata):
+    cfg = _cfg(tmp_path)
+    path = _drop(cfg, realdata / "asr" / GOOD[0], GOOD[0])
+    ledger = Ledger(cfg.ledger)
+    ledger.claim(sha256_file(path))
+
+    def never():
+        raise AssertionError("a busy file must not be scored")
+
+    assert process_one(path, never, cfg, ledger) == "busy"
+    assert _names(cfg.inbox_dir) == [GOOD[0]]
