@@ -63,7 +63,11 @@ def configure(cfg: MlflowConfig) -> None:
         os.environ[URI_ENV] = env
     client = mlflow.MlflowClient()
     location = cfg.artifact_location
-    if "://" not in location:
+    if uri.startswith(("http://", "https://")):
+        # a tracking server keeps artifacts where it was told (--artifacts-destination); a local
+        # folder here would leave them on this machine's disk
+        location = None
+    elif "://" not in location:
         location = str(Path(location).resolve())
     experiment = client.get_experiment_by_name(cfg.experiment)
     if experiment is None:
@@ -73,7 +77,11 @@ def configure(cfg: MlflowConfig) -> None:
             experiment = client.get_experiment_by_name(cfg.experiment)
             if experiment is None:
                 raise
-    if experiment is not None and experiment.artifact_location.removeprefix("file://") != location:
+    if (
+        location is not None
+        and experiment is not None
+        and experiment.artifact_location.removeprefix("file://") != location
+    ):
         logger.warning(
             "experiment %r keeps its artifact location %s (fixed at creation); "
             "mlflow.artifact_location = %s applies to a new experiment name only",
