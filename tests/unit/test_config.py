@@ -33,8 +33,8 @@ def test_nested_unknown_key_lists_nested_allowed():
         ({"preprocess": {"channel_roles": ["agent", "agent"]}}, "agent"),
         (
             {"nope": {}},
-            "Allowed keys here: evaluate, featurize, ingest, mlflow, preprocess, score, synth, "
-            "train, transcribe, tune, validate",
+            "Allowed keys here: evaluate, featurize, flows, ingest, mlflow, preprocess, registry, "
+            "score, serve, synth, train, transcribe, tune, validate",
         ),
     ],
 )
