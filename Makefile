@@ -79,6 +79,8 @@ bench: install
 	$(BIN)/python benchmarks/bench_scorecard.py
 	$(BIN)/python benchmarks/bench_throughput.py
 	$(BIN)/python benchmarks/bench_roles.py
+	$(BIN)/python benchmarks/bench_serve.py
+	$(BIN)/python benchmarks/bench_inbox.py
 
 # MLflow UI on the local tracking store. One worker and no job runner: 0.5 GB and 8 s to start
 # instead of 2.7 GB and 23 s (../shared/design/STACK_NOTES.md); Ctrl-C stops it.
