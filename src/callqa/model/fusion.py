@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -119,6 +120,23 @@ class QAModel(nn.Module):
         )
         self.intent_head = nn.Linear(h, len(spec.intents))
         self.emotion_head = nn.Linear(h, len(spec.emotions))
+        # Per-feature standardisation of the audio and prosody vectors, set from the training
+        # rows by `set_input_stats`: the pooled encoder means and stds live on very different
+        # scales, and a row-wise layer norm does not fix that (on RAVDESS the emotion branch
+        # went from UA 0.32 to 0.62 with it). Identity until set; models saved before it load
+        # with the identity (modeldir.load).
+        for name, dim in (("audio", spec.audio_dim), ("prosody", spec.prosody_dim)):
+            self.register_buffer(f"{name}_shift", torch.zeros(dim))
+            self.register_buffer(f"{name}_scale", torch.ones(dim))
+
+    def set_input_stats(self, audio: np.ndarray, prosody: np.ndarray) -> None:
+        """Mean and std per feature of the training rows that have audio."""
+        for name, x in (("audio", audio), ("prosody", prosody)):
+            if len(x) < 2:
+                continue
+            x = torch.from_numpy(np.asarray(x, dtype=np.float64))
+            getattr(self, f"{name}_shift").copy_(x.mean(0))
+            getattr(self, f"{name}_scale").copy_(x.std(0).clamp_min(1e-3))
 
     def encode_text(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         """Mean-pooled last hidden state over the attention mask (as MiniLM was trained)."""
@@ -176,9 +194,11 @@ class QAModel(nn.Module):
                 enc = self.text_proj(self.encode_text(ids, mask[:, :width]))
             t = t.clone().to(enc.dtype).index_copy(0, rows, enc)
         vecs.append(t)
-        vecs.append(self.audio_proj(batch["audio"]))
+        audio = (batch["audio"] - self.audio_shift) / self.audio_scale
+        vecs.append(self.audio_proj(audio.to(batch["audio"].dtype)))
         vecs.append(self.mel_cnn(batch["mel"]))
-        vecs.append(self.prosody_proj(batch["prosody"]))
+        prosody = (batch["prosody"] - self.prosody_shift) / self.prosody_scale
+        vecs.append(self.prosody_proj(prosody.to(batch["prosody"].dtype)))
         stack = torch.stack(vecs, dim=1)  # (n, 4, h)
         mask = present.unsqueeze(-1)
         stack = torch.where(mask, stack, self.missing.unsqueeze(0).to(stack.dtype))

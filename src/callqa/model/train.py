@@ -213,7 +213,10 @@ def fit(
         )
     train, val = data.subset(train_idx), data.subset(val_idx)
     emotions = emotions_of(data)
-    model = build_model(cfg, data, emotions).to(device)
+    model = build_model(cfg, data, emotions)
+    heard = train.table["has_audio"].to_numpy(bool)
+    model.set_input_stats(train.arrays["audio"][heard], train.arrays["prosody"][heard])
+    model = model.to(device)
     pos_weight, emo_weight = (t.to(device) for t in _loss_weights(train, emotions))
     text_params = [p for p in model.text.parameters() if p.requires_grad]
     text_ids = {id(p) for p in model.text.parameters()}
