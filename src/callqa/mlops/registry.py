@@ -102,7 +102,7 @@ def pyfunc_params(params: Params) -> dict:
     from callqa import tracking
     from callqa.mlops.pyfunc import scoring_params
 
-    return {k: v for k, v in tracking.flatten(scoring_params(params)).items()}
+    return tracking.flatten(scoring_params(params))
 
 
 def _requirements() -> list[str]:
@@ -203,7 +203,10 @@ def evaluate_version(params: Params, version: str, calls: list[Path]) -> dict:
         try:
             metrics = gate_metrics(_load(params, version), calls)
         finally:
-            os.environ.pop(CACHE_ENV) if before is None else os.environ.update({CACHE_ENV: before})
+            if before is None:
+                os.environ.pop(CACHE_ENV)
+            else:
+                os.environ[CACHE_ENV] = before
     client.set_model_version_tag(name, version, key, json.dumps(metrics))
     return metrics
 
@@ -311,6 +314,8 @@ def _move(client, name: str, version: str, previous: str | None) -> None:
 
 def rollback(params: Params) -> tuple[str, str]:
     """Production back to the version the current one replaced: (from, to)."""
+    import mlflow
+
     client = _client(params)
     name = params.registry.name
     current = production_version(params)
@@ -324,8 +329,6 @@ def rollback(params: Params) -> tuple[str, str]:
         client.transition_model_version_stage(name, previous, "Production",
                                               archive_existing_versions=True)  # fmt: skip
     client.set_registered_model_alias(name, ALIAS_PRODUCTION, previous)
-    import mlflow
-
     with mlflow.start_run(run_name="rollback", tags={"callqa.decision": "rollback"}):
         mlflow.log_params({"from": current, "to": previous})
     return current, previous
