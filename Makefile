@@ -6,7 +6,6 @@ BIN := $(VENV)/bin
 # Install once per lock hash: a changed requirements.lock or pyproject.toml reinstalls.
 LOCK_HASH := $(shell cat requirements.lock pyproject.toml | sha256sum | cut -c1-12)
 STAMP := $(VENV)/.installed-$(LOCK_HASH)
-DEMO_CALLS ?= 8
 PYTEST_ARGS ?=
 UI_PORT ?= 5000
 
@@ -28,23 +27,20 @@ $(STAMP):
 	rm -f $(VENV)/.installed-*
 	touch $@
 
+# The whole pipeline on 8 demo calls through DVC (demo/dvc.yaml, generated from dvc.yaml; its
+# outputs under data/demo, reports/demo, models/demo), then register + promote the scorer.
 demo: install
-	$(BIN)/callqa synth -n $(DEMO_CALLS) --out data/synth
-	$(BIN)/callqa ingest
-	$(BIN)/callqa validate
-	$(BIN)/callqa preprocess
-	$(BIN)/callqa transcribe
-	$(BIN)/callqa score data/synth
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro demo/dvc.yaml
 	$(BIN)/callqa register
 	$(BIN)/callqa promote || test $$? -eq 3  # 3 = refused by the gate: the demo goes on
 	@echo
-	@echo "Done. Results:"
-	@echo "  manifest        data/manifest.parquet (accepted/quarantined: data/accepted.parquet, data/quarantine.parquet)"
-	@echo "  data docs       reports/data_docs/index.html"
-	@echo "  preprocessed    data/preprocessed/<call_id>/"
-	@echo "  transcripts     data/transcripts/<call_id>.json"
+	@echo "Done (again: \`dvc repro demo/dvc.yaml\` does nothing until code, params or data change). Results:"
+	@echo "  manifest        data/demo/manifest.parquet (accepted/quarantined: data/demo/accepted.parquet, data/demo/quarantine.parquet)"
+	@echo "  data docs       reports/demo/data_docs/index.html"
+	@echo "  transcripts     data/demo/transcripts/<call_id>.json"
 	@echo "  QA results      reports/results.jsonl"
 	@echo "  call reports    reports/calls/index.html"
+	@echo "  demo model      models/demo (metrics: reports/demo/eval/metrics.json; MLflow: make ui)"
 	@echo "  registry        callqa-scorer in MLflow (make ui), served by: .venv/bin/callqa serve"
 
 # The default QA model: synth -> ... -> featurize -> train -> evaluate as DVC stages (dvc.yaml),
@@ -64,12 +60,12 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks flows
-	$(BIN)/ruff format --check src tests benchmarks flows
+	$(BIN)/ruff check src tests benchmarks flows demo
+	$(BIN)/ruff format --check src tests benchmarks flows demo
 
 format: install
-	$(BIN)/ruff format src tests benchmarks flows
-	$(BIN)/ruff check --fix src tests benchmarks flows
+	$(BIN)/ruff format src tests benchmarks flows demo
+	$(BIN)/ruff check --fix src tests benchmarks flows demo
 
 schema: install
 	$(BIN)/callqa schema --out docs/qa_result.schema.json

@@ -205,6 +205,9 @@ class FeaturizeConfig(Section):
     # The audio encoder reads at most this many seconds of each utterance (its start); null =
     # all. Scoring with the model costs time in proportion (docs/benchmarks.md).
     audio_max_s: float | None = Field(4.0, gt=0)
+    # Each utterance gets an encoder window of its own (false: a role's utterances share
+    # windows, packed end to end). Alone, an embedding does not depend on its neighbours.
+    embed_alone: bool = True
     # Text-only rows: each phrase-bank sentence of the train split, filled in this many times,
     # half of them with the word substitutions ASR made on the train calls.
     text_rows_per_sentence: int = Field(2, ge=0)
@@ -424,14 +427,38 @@ def parse_params(data: dict | None, source: str = "params.yaml") -> Params:
 
 
 def load_params(path: str | Path = "params.yaml") -> Params:
-    """Read and validate params.yaml; a missing file means all defaults."""
-    path = Path(path)
+    """Read and validate params.yaml (or an overlay of it: see `read_params_data`)."""
+    return parse_params(read_params_data(Path(path)), str(path))
+
+
+def read_params_data(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+    """The mapping in `path`. A file with `extends: <other params file>` (relative to itself)
+    is that file with this one's keys laid over it, section by section and key by key, so an
+    overlay such as demo/params.yaml names only what differs."""
     if not path.exists():
         raise ConfigError(f"{path}: file not found (run from the project root or pass --params)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
-    if data is not None and not isinstance(data, dict):
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping of stage sections at the top level")
-    return parse_params(data, str(path))
+    base_name = data.pop("extends", None)
+    if base_name is None:
+        return data
+    base_path = (path.parent / str(base_name)).resolve()
+    if base_path in _seen or base_path == path.resolve():
+        raise ConfigError(f"{path}: 'extends' goes round in a circle ({base_name})")
+    return _overlay(read_params_data(base_path, (*_seen, path.resolve())), data)
+
+
+def _overlay(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _overlay(out[key], value)
+        else:
+            out[key] = value
+    return out

@@ -126,6 +126,17 @@ def test_packing_keeps_real_speech_embeddings(encoder, speech):
     assert (sims.argmax(axis=1) == np.arange(len(speech))).all()
 
 
+def test_alone_gives_each_span_its_own_window(encoder, speech):
+    """`alone`: a clip's embedding is the one it has on its own track, whatever sits beside it
+    (windows still share forward passes when their lengths match)."""
+    alone = np.stack([embed_spans(encoder, x, [(0.0, x.size / SR)])[0] for x in speech])
+    track, spans = pack_clips(speech)
+    packed_alone = embed_spans(encoder, track, spans, alone=True)
+    np.testing.assert_allclose(packed_alone, alone, rtol=1e-3, atol=1e-3)
+    windows = _pack_windows(_pieces(spans, track.size), alone=True)
+    assert [len(members) for _, members in windows] == [1] * len(speech)
+
+
 def test_prosody_of_a_tone_with_a_pause():
     t = np.arange(SR) / SR
     tone = (0.3 * np.sin(2 * np.pi * 150 * t)).astype(np.float32)

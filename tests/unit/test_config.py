@@ -51,3 +51,23 @@ def test_missing_and_non_mapping_files(tmp_path):
     f.write_text("- a\n- b\n")
     with pytest.raises(ConfigError, match="mapping"):
         load_params(f)
+
+
+def test_extends_lays_a_file_over_another(tmp_path):
+    (tmp_path / "base.yaml").write_text("synth:\n  n_calls: 50\n  seed: 3\ntune:\n  n_trials: 9\n")
+    (tmp_path / "sub").mkdir()
+    top = tmp_path / "sub" / "demo.yaml"
+    top.write_text("extends: ../base.yaml\nsynth:\n  n_calls: 8\n")
+    p = load_params(top)
+    assert (p.synth.n_calls, p.synth.seed, p.tune.n_trials) == (8, 3, 9)
+    assert load_params(ROOT / "demo" / "params.yaml").synth.n_calls == 8
+
+
+def test_extends_in_a_circle_or_to_nowhere_is_a_clear_error(tmp_path):
+    (tmp_path / "a.yaml").write_text("extends: b.yaml\n")
+    (tmp_path / "b.yaml").write_text("extends: a.yaml\n")
+    with pytest.raises(ConfigError, match="circle"):
+        load_params(tmp_path / "a.yaml")
+    (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
+    with pytest.raises(ConfigError, match="missing.yaml: file not found"):
+        load_params(tmp_path / "c.yaml")

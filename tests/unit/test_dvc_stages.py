@@ -9,11 +9,14 @@ those packages, plus the params sections the command reads. A stage that misses 
 from __future__ import annotations
 
 import ast
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import ROOT
+
+from callqa.config import load_params
 
 SRC = ROOT / "src"
 CLI_FILES = (SRC / "callqa" / "cli.py", SRC / "callqa" / "cli_model.py")
@@ -125,3 +128,56 @@ def test_stages_run_their_own_command_and_outputs_are_declared():
     for name, stage in STAGES.items():
         assert stage["cmd"].startswith(f"callqa {name}"), name
         assert stage.get("outs") or stage.get("metrics"), name
+
+
+# ------------------------------------------------------------------ the demo pipeline
+
+sys.path.insert(0, str(ROOT / "demo"))
+from sync_dvc import demo_path, render  # noqa: E402
+
+DEMO_STAGES = yaml.safe_load((ROOT / "demo" / "dvc.yaml").read_text())["stages"]
+
+
+def test_demo_pipeline_is_generated_from_dvc_yaml():
+    assert (ROOT / "demo" / "dvc.yaml").read_text() == render(), (
+        "demo/dvc.yaml is out of date: run `python demo/sync_dvc.py`"
+    )
+    assert set(DEMO_STAGES) == set(STAGES) | {"score"}
+
+
+def test_demo_score_stage_lists_what_score_reads():
+    deps = DEMO_STAGES["score"]["deps"]
+    missing = sorted(str(f.relative_to(ROOT)) for f in files_read("score") if not _covered(f, deps))
+    assert not missing, f"demo/dvc.yaml stage 'score' lacks deps: {missing}"
+    listed = DEMO_STAGES["score"]["params"][0]["params.yaml"]
+    assert not [k for k in params_read("score") if k.split(".")[0] not in listed]
+
+
+def test_demo_params_write_where_demo_dvc_yaml_says():
+    """Every path of params.yaml that is a dvc.yaml output is moved under demo/ by
+    demo/params.yaml exactly as sync_dvc moved it in demo/dvc.yaml (and nothing the default
+    pipeline writes is written by the demo)."""
+    outs = {
+        next(iter(o)) if isinstance(o, dict) else o
+        for stage in STAGES.values()
+        for key in ("outs", "metrics", "plots")
+        for o in stage.get(key, [])
+    }
+    base, demo = load_params(ROOT / "params.yaml"), load_params(ROOT / "demo" / "params.yaml")
+    checked = 0
+    for section, cfg in base:
+        for field, value in cfg:
+            values = value if isinstance(value, list) else [value]
+            for k, v in enumerate(values):
+                if f"{section}.{field}" in DEMO_READS_DEFAULT:
+                    continue
+                if isinstance(v, Path) and v.as_posix() in outs:
+                    got = getattr(getattr(demo, section), field)
+                    got = got[k] if isinstance(value, list) else got
+                    assert got.as_posix() == demo_path(v.as_posix()), f"{section}.{field}"
+                    checked += 1
+    assert checked >= 10
+
+
+# The demo scores and registers with the default model when `make model` wrote it (read only).
+DEMO_READS_DEFAULT = {"score.model", "registry.model_dir"}

@@ -40,6 +40,9 @@ class FeatureSpec:
     # Scoring cost grows with the audio the encoder reads (the model's share of `callqa score`
     # time: benchmarks/bench_throughput.py); emotion shows within a few seconds.
     audio_max_s: float | None = 4.0
+    # Each utterance (or clip) gets an encoder window of its own, cut to its length, instead of
+    # sharing one with its neighbours: embeddings then do not depend on what sat beside them.
+    embed_alone: bool = True
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -49,7 +52,7 @@ class FeatureSpec:
     @classmethod
     def from_dict(cls, d: dict) -> FeatureSpec:
         # a spec saved before `pack_speech` existed embedded spans in place
-        d = {"pack_speech": False, "audio_max_s": None, **d}
+        d = {"pack_speech": False, "audio_max_s": None, "embed_alone": False, **d}
         return cls(**{**d, "mel_shape": tuple(d.get("mel_shape", (64, 128)))})
 
 
@@ -133,7 +136,7 @@ class FeatureExtractor:
             track, where = prep.tracks[name], [self._capped(*spans[i][1:3]) for i in idx]
             if self.spec.pack_speech:
                 track, where = pack_clips([track[int(s * sr) : int(e * sr)] for s, e in where])
-            emb = embed_spans(self.encoder, track, where)
+            emb = embed_spans(self.encoder, track, where, alone=self.spec.embed_alone)
             if audio is None:
                 audio = np.zeros((n, emb.shape[1]), np.float32)
             audio[idx] = emb
@@ -158,14 +161,14 @@ class FeatureExtractor:
         return (start, end) if cap is None else (start, min(end, start + cap))
 
     def clip_features(self, preps: list[Prepared]) -> dict[str, np.ndarray]:
-        """Whole-clip features of single-speaker clips, packed into shared encoder windows."""
+        """Whole-clip features of single-speaker clips (alone or packed: `spec.embed_alone`)."""
         from callqa.model.audio_features import embed_spans, pack_clips, prosody
 
         sr = preps[0].track_sample_rate_hz if preps else 16000
         clips = [next(iter(p.tracks.values())) for p in preps]
         heard = [c[: int(self._capped(0.0, c.size / sr)[1] * sr)] for c in clips]
         track, spans = pack_clips(heard)
-        audio = embed_spans(self.encoder, track, spans)
+        audio = embed_spans(self.encoder, track, spans, alone=self.spec.embed_alone)
         mel = np.stack(
             [
                 mel_slice(p.logmel[0], 0.0, p.duration_s, self.spec.mel_shape)

@@ -29,8 +29,8 @@ from callqa.model.features import FeatureExtractor, FeatureSpec
 logger = logging.getLogger(__name__)
 
 # 2: role speech packed before the encoder; 3: clips in random groups; 4: encoder windows as
-# long as their audio, utterances capped at audio_max_s
-CODE_VERSION = 4
+# long as their audio, utterances capped at audio_max_s; 5: each utterance its own window
+CODE_VERSION = 5
 RAVDESS_LICENSE = "CC BY-NC-SA 4.0 (RAVDESS, Livingstone & Russo 2018)"
 ARRAYS = ("input_ids", "attention_mask", "audio", "mel", "prosody")
 
@@ -42,6 +42,7 @@ def feature_spec(cfg: FeaturizeConfig) -> FeatureSpec:
         cfg.audio_encoder,
         tuple(cfg.mel_shape),
         audio_max_s=cfg.audio_max_s,
+        embed_alone=cfg.embed_alone,
     )
 
 
@@ -54,6 +55,8 @@ def _cache(cfg: FeaturizeConfig, pre: PreprocessConfig, extractor: FeatureExtrac
         CODE_VERSION,
         params={
             "pack_speech": spec.pack_speech,
+            "audio_max_s": spec.audio_max_s,
+            "embed_alone": spec.embed_alone,
             "audio_encoder": spec.audio_encoder,
             "mel_shape": list(spec.mel_shape),
             "preprocess": pre.model_dump(
