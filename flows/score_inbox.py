@@ -26,7 +26,18 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load  # noqa: E402
 
 _SCORERS: dict = {}  # (params, model) -> Scorer, one per worker process
+_SINKS: dict = {}  # params -> the review database's on_result (or None), one per process
 _LOCK = threading.Lock()
+
+
+def _sink(params: str):
+    """Results also go to the review database (review.enabled); opened once per process."""
+    with _LOCK:
+        if params not in _SINKS:
+            from callqa.cli_flows import review_sink
+
+            _SINKS[params] = review_sink(load(params))
+        return _SINKS[params]
 
 
 def _scorer(params: str, model: str):
@@ -55,7 +66,9 @@ def process_file(path: str, params: str, model: str) -> str:
     """One file, exactly once: scored, quarantined, or a duplicate moved aside."""
     from callqa.mlops.inbox import process_one
 
-    outcome = process_one(Path(path), lambda: _scorer(params, model), load(params).flows)
+    outcome = process_one(
+        Path(path), lambda: _scorer(params, model), load(params).flows, on_result=_sink(params)
+    )
     get_run_logger().info("%s: %s", Path(path).name, outcome)
     return outcome
 

@@ -244,8 +244,15 @@ def score(
     except ConfigError as err:
         raise _fail(str(err), 2) from None
     report_dir = (report_dir or sc.report_dir) if reports else None
+    on_result = None
+    if p.review.enabled:  # every new result also goes to the review database
+        from callqa.cli_review import review_store
+        from callqa.review.sinks import file_recorder
+
+        store = review_store(p, required=False)
+        on_result = file_recorder(store, "score") if store is not None else None
     summary = scorer.score_files(
-        paths, out, report_dir=report_dir, progress=progress, resume=resume
+        paths, out, report_dir=report_dir, progress=progress, resume=resume, on_result=on_result
     )
     _print_summary("score", summary)
     if summary["failed"]:
@@ -323,7 +330,7 @@ def cache_clear(
     console.print(", ".join(f"{k}: {v} entries removed" for k, v in removed.items()))
 
 
-from callqa import cli_flows, cli_mlops, cli_model  # noqa: E402, F401 - register their commands
+from callqa import cli_flows, cli_mlops, cli_model, cli_review  # noqa: E402, F401 - register commands
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(app())

@@ -31,6 +31,18 @@ def scorer_factory(p, model_uri: str):
     return local if model_uri == "local" else registry
 
 
+def review_sink(p):
+    """The review database's `on_result` for inbox results, or None (review disabled or the
+    database unavailable: scoring goes on, with a warning)."""
+    if not p.review.enabled:
+        return None
+    from callqa.cli_review import review_store
+    from callqa.review.sinks import file_recorder
+
+    store = review_store(p, required=False)
+    return file_recorder(store, "inbox") if store is not None else None
+
+
 @app.command()
 def inbox(
     model: Annotated[
@@ -47,7 +59,7 @@ def inbox(
     p = _params(params)
     from callqa.mlops.inbox import run_inbox
 
-    summary = run_inbox(p.flows, scorer_factory(p, model or p.flows.model_uri))
+    summary = run_inbox(p.flows, scorer_factory(p, model or p.flows.model_uri), review_sink(p))
     _print_summary("inbox", summary)
     if summary["failed"]:
         raise typer.Exit(1)

@@ -88,7 +88,8 @@ def serve(
     port: Annotated[int | None, typer.Option(help="Port (default serve.port).")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Serve POST /v1/score (audio in, QA result out), /healthz, /readyz and /metrics."""
+    """Serve POST /v1/score (audio in, QA result out), /healthz, /readyz, /metrics and the
+    review app under /review/ (log in with a user from `callqa review add-user`)."""
     p = _params(params)
     from callqa.cli_common import _override
     from callqa.mlops import serve as server
@@ -100,6 +101,19 @@ def serve(
         from callqa.mlops.registry import RegistrySource
 
         source = RegistrySource(p, cfg.model_uri)
+    extras: dict = {}
+    if p.review.enabled:  # the review pages under /review; scored uploads go to its database
+        from callqa.cli_review import review_store
+        from callqa.review.sinks import api_recorder, api_token
+        from callqa.review.web import review_router
+
+        store = review_store(p)
+        extras = {
+            "routers": [review_router(store, p.review, p.preprocess.channel_roles)],
+            "on_scored": api_recorder(store, p.review),
+            "api_token": api_token(p.review),
+        }
     console.print(f"callqa serve: {cfg.model_uri} on http://{cfg.host}:{cfg.port} "
-                  "(POST /v1/score; GET /healthz /readyz /metrics)")  # fmt: skip
-    server.run(server.create_app(source, cfg), cfg.host, cfg.port)
+                  "(POST /v1/score; GET /healthz /readyz /metrics"
+                  + (", /review/" if extras else "") + ")")  # fmt: skip
+    server.run(server.create_app(source, cfg, **extras), cfg.host, cfg.port)

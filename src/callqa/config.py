@@ -351,6 +351,29 @@ class ServeConfig(Section):
     scorecards_dir: Path = Path("scorecards")  # `?scorecard=NAME` picks NAME.yaml from here
 
 
+class ReviewConfig(Section):
+    """Human review (`callqa serve` under /review, `callqa review`): the review database."""
+
+    # SQLAlchemy URL; sqlite:/// paths are relative to the working dir (the project root).
+    # $CALLQA_REVIEW_DB_URL, when set, wins (the compose stack points it at PostgreSQL).
+    db_url: str = "sqlite:///data/review/review.db"
+    enabled: bool = True  # false: scoring writes nothing to the database, no /review pages
+    # A fixed share of calls stays in the queue whatever its priority, drawn from the call id
+    # and this seed, so agreement on that share is an unbiased estimate.
+    random_share: float = Field(0.1, ge=0, le=1)
+    random_seed: int = 0
+    # Signing key of the session cookies: made on first use, mode 600, git-ignored.
+    secret_file: Path = Path("data/review/session_secret")
+    session_max_age_s: int = Field(12 * 3600, ge=60)
+    page_size: int = Field(50, ge=1, le=200)  # queue rows per page
+    # POST /v1/score needs `Authorization: Bearer <token>` with a token from this file when set.
+    require_token: bool = False
+    token_file: Path = Path("data/review/api_token")
+    # Uploads to POST /v1/score are kept here (named by content hash) so reviewers can play them.
+    uploads_dir: Path | None = Path("data/review/uploads")
+    figure_cache_dir: Path = Path("data/review/figures")  # waveform PNGs, drawn once per call
+
+
 class FlowsConfig(Section):
     """Prefect flows (flows/): `retrain` on a schedule, `score_inbox` every few minutes."""
 
@@ -388,6 +411,7 @@ class Params(Section):
     registry: RegistryConfig = RegistryConfig()
     serve: ServeConfig = ServeConfig()
     flows: FlowsConfig = FlowsConfig()
+    review: ReviewConfig = ReviewConfig()
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

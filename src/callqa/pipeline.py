@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,8 +194,12 @@ class Scorer:
         report_dir: Path | None = None,
         progress: bool = True,
         resume: bool = False,
+        on_result: Callable[[QAResult, Path, Path | None], None] | None = None,
     ) -> dict:
         """Score `paths` in order into JSON lines at `out` (+ HTML reports); returns a summary.
+
+        `on_result(result, audio path, report path or None)` is called after each new result
+        line is written (the CLI stores it in the review database); its errors are logged.
 
         Each line is written and flushed as soon as its call is done, so a crash or a kill loses
         at most the call in progress. `resume=True` keeps the lines already in `out` and skips
@@ -227,6 +232,8 @@ class Scorer:
                 else:
                     counts["scored"] += 1
                     new_ok.append(res)
+                    if on_result is not None:
+                        _call_sink(on_result, res, path, report_dir)
             os.fsync(f.fileno())
         summary = {
             "calls": len(paths),
@@ -271,6 +278,14 @@ class Scorer:
             logger.exception("writing the report index in %s failed", report_dir)
             return None
         return str(report_dir / "index.html")
+
+
+def _call_sink(on_result: Callable, res: QAResult, path: Path, report_dir: Path | None) -> None:
+    report = Path(report_dir) / f"{res.call_id}.html" if report_dir is not None else None
+    try:
+        on_result(res, path, report if report is not None and report.is_file() else None)
+    except Exception:  # noqa: BLE001 - the line is written; a sink must not stop the batch
+        logger.exception("%s: handing the result on failed", path)
 
 
 def _load_model(path: Path | None):

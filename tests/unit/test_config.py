@@ -34,7 +34,7 @@ def test_nested_unknown_key_lists_nested_allowed():
         (
             {"nope": {}},
             "Allowed keys here: evaluate, featurize, flows, ingest, mlflow, preprocess, registry, "
-            "score, serve, synth, train, transcribe, tune, validate",
+            "review, score, serve, synth, train, transcribe, tune, validate",
         ),
     ],
 )

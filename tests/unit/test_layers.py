@@ -33,6 +33,7 @@ LAYERS = {
     "cli_model": 5,
     "cli_mlops": 5,
     "cli_flows": 5,
+    "cli_review": 5,
 }
 # Sideways imports inside layer 2 that are allowed (everything else in a layer is forbidden):
 # featurize reads the phrase banks, their splits and corpus file names (data), and the audio

@@ -230,9 +230,12 @@ def _append_result(results: Path, line: str, call_id: str, check_existing: bool)
     return True
 
 
-def process_one(path: Path, scorer, cfg: FlowsConfig, ledger: Ledger | None = None) -> str:
+def process_one(
+    path: Path, scorer, cfg: FlowsConfig, ledger: Ledger | None = None, on_result=None
+) -> str:
     """Score one inbox file exactly once. `scorer`: a Scorer, or a no-argument callable that
-    returns one (called only when the file must be scored).
+    returns one (called only when the file must be scored). `on_result(result, audio path,
+    report path)` is called once the line is written (the review database; errors logged).
 
     Returns "scored", "quarantined", "duplicate" (its content was already handled; the file is
     moved aside), "resumed" (a dead run's claim was finished) or "busy" (another live run holds
@@ -278,6 +281,12 @@ def process_one(path: Path, scorer, cfg: FlowsConfig, ledger: Ledger | None = No
         if not _append_result(results, result.model_dump_json(), result.call_id, resumed):
             logger.info("%s: result line already written by an interrupted run", path)
         ledger.update(digest, result_written=1, dest=str(dest))
+        if on_result is not None:
+            report = Path(cfg.results_dir) / f"{result.call_id}.html"
+            try:  # the store ignores a call it holds already, so a resumed file is safe
+                on_result(result, dest, report if report.is_file() else None)
+            except Exception:  # noqa: BLE001 - the line is written; the copy is logged
+                logger.exception("%s: handing the result on failed", path)
     _move(path, dest)
     ledger.update(digest, state="done", dest=str(dest))
     return "resumed" if resumed else "scored"
@@ -308,8 +317,9 @@ def recover(cfg: FlowsConfig, ledger: Ledger) -> int:
     return fixed
 
 
-def run_inbox(cfg: FlowsConfig, scorer_factory) -> dict:
-    """One pass over the inbox; `scorer_factory()` is called once, only if a file needs it."""
+def run_inbox(cfg: FlowsConfig, scorer_factory, on_result=None) -> dict:
+    """One pass over the inbox; `scorer_factory()` is called once, only if a file needs it.
+    `on_result`: see `process_one`."""
     t0, ledger = time.perf_counter(), Ledger(cfg.ledger)
     cache: list = []
 
@@ -322,7 +332,7 @@ def run_inbox(cfg: FlowsConfig, scorer_factory) -> dict:
     counts["resumed"] += recover(cfg, ledger)
     for path in scan(cfg):
         try:
-            counts[process_one(path, scorer, cfg, ledger)] += 1
+            counts[process_one(path, scorer, cfg, ledger, on_result)] += 1
         except Exception:  # noqa: BLE001 - one file must not stop the pass; it is retried
             logger.exception("%s: scoring failed; left in the inbox for the next pass", path)
             counts["failed"] += 1

@@ -7,15 +7,17 @@ and load before any model work; scoring runs in a worker thread, one call at a t
 
 from __future__ import annotations
 
+import hmac
 import io
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 from contextlib import asynccontextmanager
 from http import HTTPStatus
 from typing import TYPE_CHECKING, Protocol
 
-from fastapi import FastAPI, Request
+from fastapi import APIRouter, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.concurrency import run_in_threadpool
@@ -157,8 +159,23 @@ class ModelSlot:
         )
 
 
-def create_app(source: Source, cfg: ServeConfig) -> FastAPI:
-    """The HTTP app; the first version loads in the background, so it answers at once."""
+def create_app(
+    source: Source,
+    cfg: ServeConfig,
+    *,
+    routers: Iterable[APIRouter] = (),
+    on_scored: Callable[[dict, bytes, str], None] | None = None,
+    api_token: str | None = None,
+) -> FastAPI:
+    """The HTTP app; the first version loads in the background, so it answers at once.
+
+    Args:
+        routers: more routes in the same app (the review pages under /review); passed in by
+            the CLI, so this module does not reach sideways into `review/`.
+        on_scored: called with (result, audio bytes, model version) after each 200 of
+            POST /v1/score, in a worker thread (the review database keeps the result).
+        api_token: when set, POST /v1/score answers 401 without `Authorization: Bearer <it>`.
+    """
     metrics = Metrics()
     slot = ModelSlot(source, cfg.reload_interval_s, metrics)
     max_body = int(cfg.max_body_mb * 1024 * 1024)
@@ -203,6 +220,9 @@ def create_app(source: Source, cfg: ServeConfig) -> FastAPI:
         logger.error("unhandled error on %s", request.url.path, exc_info=exc)
         return error_response(ApiError(500, "internal_error", "internal server error"))
 
+    for router in routers:
+        app.include_router(router)
+
     @app.get("/healthz")
     async def healthz() -> dict:
         return {"status": "ok"}
@@ -236,6 +256,8 @@ def create_app(source: Source, cfg: ServeConfig) -> FastAPI:
             metrics.seconds.observe(time.perf_counter() - t0)
 
     async def _score(request: Request) -> JSONResponse:
+        if api_token is not None:
+            _check_token(request, api_token)
         scorecard = request.query_params.get("scorecard")
         _check_headers(request, max_body)
         if scorecard is not None and not SCORECARD_NAME.match(scorecard):
@@ -259,7 +281,15 @@ def create_app(source: Source, cfg: ServeConfig) -> FastAPI:
         finally:
             app.state.in_flight -= 1
         metrics.audio_s.inc(result.get("duration_s") or 0)
+        if on_scored is not None:
+            await run_in_threadpool(_record, result, data, loaded.version)
         return JSONResponse(result, headers={"X-Callqa-Model-Version": loaded.version})
+
+    def _record(result: dict, data: bytes, version: str) -> None:
+        try:
+            on_scored(result, data, version)
+        except Exception:  # noqa: BLE001 - the client gets its result; the copy is logged
+            logger.exception("recording a scored upload failed")
 
     def _score_locked(loaded: Loaded, data: bytes, scorecard: str | None) -> dict:
         with app.state.scoring_lock:
@@ -276,6 +306,18 @@ def create_app(source: Source, cfg: ServeConfig) -> FastAPI:
                 ) from None
 
     return app
+
+
+def _check_token(request: Request, token: str) -> None:
+    """401 unless the request carries `Authorization: Bearer <token>` (constant-time compare)."""
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode(), token.encode()
+    ):
+        raise ApiError(
+            401, "unauthorized", "send Authorization: Bearer <token>",
+            {"WWW-Authenticate": "Bearer"},
+        )  # fmt: skip
 
 
 def _check_headers(request: Request, max_body: int) -> None:

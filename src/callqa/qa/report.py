@@ -76,11 +76,44 @@ def render_report(
         [float(result.duration_s)]
         + [len(x) / sample_rate_hz for x in tracks.values() if sample_rate_hz > 0]
     )
-    silences = _intervals(result.metrics.get("call", {}).get("mutual_silence"))
-    overtalks = _intervals(result.metrics.get("call", {}).get("overtalk"))
+    silences, overtalks = call_intervals(result)
     failed = [c for c in result.checks if c.passed is False]
 
-    figures = []
+    figures = [
+        figure_html(role, "data:image/png;base64," + png, duration_s)
+        for role, png in role_figures(result, tracks, sample_rate_hz, duration_s).items()
+    ]
+    if not figures:
+        figures.append('<p class="muted">No audio tracks were given for this call.</p>')
+
+    body = "\n".join(
+        [
+            header_html(result, duration_s),
+            player_html(audio_src(result.path, out_dir), Path(result.path).name),
+            audio_section_html(figures),
+            _checks_html(result.checks),
+            transcript_html(result.segments, failed),
+            _metrics_html(result.metrics, silences, overtalks),
+        ]
+    )
+    title = f"Call QA {result.call_id}"
+    return page(title, body, REPORT_JS)
+
+
+def call_intervals(result: QAResult) -> tuple[list[dict], list[dict]]:
+    """The call's mutual silences and overtalks as dicts with start, end, duration_s."""
+    call = result.metrics.get("call", {})
+    return _intervals(call.get("mutual_silence")), _intervals(call.get("overtalk"))
+
+
+def role_figures(
+    result: QAResult, tracks: dict[str, np.ndarray], sample_rate_hz: int, duration_s: float
+) -> dict[str, str]:
+    """role -> base64 PNG of its waveform over spectrogram, with silences, overtalk and the
+    evidence of failed checks marked (the report's figures; the review app caches them)."""
+    silences, overtalks = call_intervals(result)
+    failed = [c for c in result.checks if c.passed is False]
+    out = {}
     for role in _ordered_roles(tracks):
         x = np.asarray(tracks[role], dtype=np.float32).reshape(-1)
         flagged = [
@@ -89,36 +122,35 @@ def render_report(
             for ev in c.evidence
             if ev.role in (role, "call") or ev.role not in tracks
         ]
-        png = role_figure_png(x, sample_rate_hz, duration_s, role, silences, overtalks, flagged)
-        figures.append(
-            f'<figure class="fig"><figcaption style="color:{role_color(role)}">'
-            f"{esc(role)} &middot; waveform and spectrogram</figcaption>"
-            f'<div class="figwrap" data-dur="{duration_s:.3f}" data-l="{AXES_LEFT}" '
-            f'data-r="{AXES_RIGHT}">'
-            f'<img alt="{esc(role)} waveform and spectrogram" src="data:image/png;base64,{png}">'
-            '<div class="playhead"></div></div></figure>'
+        out[role] = role_figure_png(
+            x, sample_rate_hz, duration_s, role, silences, overtalks, flagged
         )
-    if not figures:
-        figures.append('<p class="muted">No audio tracks were given for this call.</p>')
+    return out
 
-    body = "\n".join(
-        [
-            _header_html(result, duration_s),
-            _player_html(result, out_dir),
-            '<section><h2>Audio</h2><p class="muted">Click a figure to seek. Shaded: mutual '
-            "silence and overtalk; red bars mark evidence of failed checks.</p>"
-            + "\n".join(figures)
-            + "</section>",
-            _checks_html(result.checks),
-            _transcript_html(result.segments, failed),
-            _metrics_html(result.metrics, silences, overtalks),
-        ]
+
+def figure_html(role: str, src: str, duration_s: float) -> str:
+    """One role's figure, clickable to seek (`src`: a data URI or a URL of the PNG)."""
+    return (
+        f'<figure class="fig"><figcaption style="color:{role_color(role)}">'
+        f"{esc(role)} &middot; waveform and spectrogram</figcaption>"
+        f'<div class="figwrap" data-dur="{duration_s:.3f}" data-l="{AXES_LEFT}" '
+        f'data-r="{AXES_RIGHT}">'
+        f'<img alt="{esc(role)} waveform and spectrogram" src="{esc(src)}">'
+        '<div class="playhead"></div></div></figure>'
     )
-    title = f"Call QA {result.call_id}"
-    return page(title, body, REPORT_JS)
 
 
-def _header_html(result: QAResult, duration_s: float) -> str:
+def audio_section_html(figures: list[str]) -> str:
+    return (
+        '<section><h2>Audio</h2><p class="muted">Click a figure to seek. Shaded: mutual '
+        "silence and overtalk; red bars mark evidence of failed checks.</p>"
+        + "\n".join(figures)
+        + "</section>"
+    )
+
+
+def header_html(result: QAResult, duration_s: float) -> str:
+    """The report's title, score box and call facts."""
     n_failed = sum(c.passed is False for c in result.checks)
     crit = (
         '<span class="badge fail">CRITICAL FAIL</span>'
@@ -177,12 +209,12 @@ def _emotion_html(emotion: CallEmotion) -> str:
     return " &middot; ".join(parts)
 
 
-def _player_html(result: QAResult, out_dir: Path) -> str:
-    src = audio_src(result.path, out_dir)
+def player_html(src: str, label: str) -> str:
+    """The sticky `<audio id="player">` every seek link and figure drives."""
     return (
         '<div class="player"><audio id="player" controls preload="metadata" '
         f'src="{esc(src)}"></audio>'
-        f'<span class="muted" id="now">{esc(Path(result.path).name)}</span></div>'
+        f'<span class="muted" id="now">{esc(label)}</span></div>'
     )
 
 
@@ -192,7 +224,7 @@ def _checks_html(checks: list[CheckResult]) -> str:
         state, label = {True: ("pass", "passed"), False: ("fail", "failed")}.get(
             c.passed, ("na", "not evaluated")
         )
-        evidence = "".join(f"<li>{_evidence_link(ev)}</li>" for ev in c.evidence)
+        evidence = "".join(f"<li>{evidence_link(ev)}</li>" for ev in c.evidence)
         rows.append(
             f'<tr class="check {state}" id="check-{esc(c.id)}"><td><code>{esc(c.id)}</code></td>'
             f'<td><span class="badge {state}">{label}</span></td>'
@@ -207,7 +239,8 @@ def _checks_html(checks: list[CheckResult]) -> str:
     )
 
 
-def _evidence_link(ev: Evidence) -> str:
+def evidence_link(ev: Evidence) -> str:
+    """A seek link to one evidence item, with its role, text and model probability."""
     text = f" &ldquo;{esc(ev.text)}&rdquo;" if ev.text else ""
     if ev.probability is not None:
         text += f' <span class="muted">p={ev.probability:.2f}</span>'
@@ -218,9 +251,17 @@ def _evidence_link(ev: Evidence) -> str:
     )
 
 
-def _transcript_html(segments: list[Segment], failed: list[CheckResult]) -> str:
+def transcript_html(
+    segments: list[Segment], failed: list[CheckResult], corrected: dict[int, str] | None = None
+) -> str:
+    """Transcript lines by role, seekable, words inside failed-check evidence highlighted.
+
+    Each line carries `data-i`, its index in `segments`; `corrected` (index -> text) shows a
+    reviewer's correction in place of the ASR text.
+    """
+    corrected = corrected or {}
     lines = []
-    for seg in sorted(segments, key=lambda s: (s.start, s.end)):
+    for i, seg in sorted(enumerate(segments), key=lambda item: (item[1].start, item[1].end)):
         hits = [
             (c.id, ev)
             for c in failed
@@ -229,10 +270,15 @@ def _transcript_html(segments: list[Segment], failed: list[CheckResult]) -> str:
         ]
         flag_ids = list(dict.fromkeys(cid for cid, _ in hits))
         text = _segment_text(seg, [ev for _, ev in hits])
+        if i in corrected:
+            text = (
+                f'<span class="corrected" title="ASR: {esc(seg.text)}">{esc(corrected[i])}</span>'
+            )
+
         badges = "".join(f'<span class="flag">{esc(cid)}</span>' for cid in flag_ids)
         lines.append(
             f'<div class="seg {"flagged" if flag_ids else ""}" role="button" tabindex="0" '
-            f'data-t="{seg.start:.3f}" data-e="{seg.end:.3f}" '
+            f'data-i="{i}" data-t="{seg.start:.3f}" data-e="{seg.end:.3f}" '
             f'style="border-left-color:{role_color(seg.role)}">'
             f'<span class="ts">{fmt_time(seg.start)}&ndash;{fmt_time(seg.end)}</span>'
             f'<span class="role" style="color:{role_color(seg.role)}">{esc(seg.role)}</span>'
