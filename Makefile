@@ -44,8 +44,11 @@ demo: install
 	@echo "  registry        callqa-scorer in MLflow (make ui), served by: .venv/bin/callqa serve"
 
 # The default QA model: synth -> ... -> featurize -> train -> evaluate as DVC stages (dvc.yaml),
-# so a second `make model` does nothing unless code, params or data changed.
+# so a second `make model` does nothing unless code, params, data or reviewers' labels changed
+# (`export` reads the review database, which is no DVC dep: it is forced, and featurize reruns
+# only when the labels it writes changed).
 model: install
+	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro -f export
 	PATH="$(CURDIR)/$(BIN):$$PATH" $(BIN)/dvc repro evaluate
 	@echo
 	@echo "Done. Model: models/callqa-qa (used by \`callqa score\` with no flag)"

@@ -30,6 +30,7 @@ SCORE_STAGE = {
         "src/callqa/qa",
         "src/callqa/text",
         "src/callqa/model",
+        "src/callqa/review",  # results go to the review database too
         "src/callqa/data/validate.py",
         "src/callqa/data/audio_checks.py",
         "src/callqa/cache.py",
@@ -43,7 +44,10 @@ SCORE_STAGE = {
     ],
     # score.model (models/callqa-qa, written by `make model`) is read when it exists; it may be
     # absent, so it is not a dep: after `make model`, `dvc repro -f demo/dvc.yaml:score`.
-    "params": [{"params.yaml": ["score", "preprocess", "transcribe", "validate"]}, {PARAMS: []}],
+    "params": [
+        {"params.yaml": ["score", "preprocess", "transcribe", "validate", "review"]},
+        {PARAMS: []},
+    ],
     "outs": [
         {"reports/results.jsonl": {"cache": False}},
         {"reports/calls": {"cache": False}},
@@ -73,8 +77,10 @@ def _paths(items: list, scorecard: str) -> list:
 def demo_stages(stages: dict, scorecard: str) -> dict:
     demo = {}
     for name, stage in stages.items():
-        words = stage["cmd"].split()
-        d = {"cmd": " ".join([*words[:2], "--params", PARAMS, *words[2:]]), "wdir": ".."}
+        cmd = stage["cmd"]
+        head = next(c for c in ("callqa review export", f"callqa {name}") if cmd.startswith(c))
+        rest = cmd[len(head) :].split()
+        d = {"cmd": " ".join([head, "--params", PARAMS, *rest]), "wdir": ".."}
         d["deps"] = _paths(stage["deps"], scorecard)
         d["params"] = [{"params.yaml": list(stage["params"])}, {PARAMS: []}]
         for key in ("outs", "metrics", "plots"):

@@ -1,8 +1,11 @@
-"""`retrain`: `dvc repro <target>` (default `evaluate`, which reruns whatever upstream stage
-changed), then `callqa register` and the gated `callqa promote`, as Prefect tasks with retries.
+"""`retrain`: `dvc repro -f export` (reviewers' latest labels, when the target is downstream of
+them), `dvc repro <target>` (default `evaluate`, which reruns whatever upstream stage changed:
+featurize only when the labels did), then `callqa register` and the gated `callqa promote`, as
+Prefect tasks with retries.
 Publishes the markdown artifact `callqa-retrain` (metrics and the promotion decision).
 
-Run once: `PYTHONPATH=src python flows/retrain.py [params.yaml] [target]`.
+Run once: `PYTHONPATH=src python flows/retrain.py [params.yaml] [target] [dvc.yaml]`
+(the demo: `... demo/params.yaml evaluate demo/dvc.yaml`).
 """
 
 from __future__ import annotations
@@ -19,14 +22,16 @@ from prefect.artifacts import create_markdown_artifact
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import load, subprocess_env  # noqa: E402
 
-METRICS = Path("reports/eval/metrics.json")
+# Stages downstream of `export` (reviews -> labels): the review database is not a DVC dep, so
+# the flow forces the export first; featurize reruns only when the labels changed.
+AFTER_EXPORT = ("featurize", "tune", "train", "evaluate")
 
 
 @task(name="dvc-repro")
-def dvc_repro(target: str, project: str) -> str:
+def dvc_repro(target: str, project: str, force: bool = False) -> str:
     """`dvc repro <target>` in `project`: upstream stages rerun only when their deps changed."""
     log = get_run_logger()
-    cmd = ["dvc", "repro", target]
+    cmd = ["dvc", "repro", *(["-f"] if force else []), target]
     log.info("%s (in %s)", " ".join(cmd), project)
     proc = subprocess.run(cmd, cwd=project, env=subprocess_env(), capture_output=True, text=True)
     for line in (proc.stdout + proc.stderr).splitlines():
@@ -64,7 +69,9 @@ def _flat(data, prefix: str = "") -> dict:
     return out
 
 
-def summary_markdown(target: str, metrics: dict | None, decision: dict) -> str:
+def summary_markdown(
+    target: str, metrics: dict | None, decision: dict, reviewed: int | None = None
+) -> str:
     verdict = "**promoted**" if decision["promoted"] else "**refused**"
     lines = [
         "# callqa retrain",
@@ -72,6 +79,7 @@ def summary_markdown(target: str, metrics: dict | None, decision: dict) -> str:
         f"`dvc repro {target}`; candidate version {decision['candidate']}: {verdict} "
         f"(production was {decision['production'] or 'none'})",
         "",
+        *([] if reviewed is None else [f"Reviewed calls in the labels: {reviewed}", ""]),
         *[f"- {r}" for r in decision["reasons"]],
         "",
         "## Gate metrics",
@@ -83,7 +91,7 @@ def summary_markdown(target: str, metrics: dict | None, decision: dict) -> str:
             for k, v in decision["candidate_metrics"].items()
         ],
         "",
-        f"## Evaluation ({METRICS})",
+        "## Evaluation (`evaluate.metrics_out`)",
         "",
     ]
     if metrics is None:
@@ -94,20 +102,46 @@ def summary_markdown(target: str, metrics: dict | None, decision: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _rows(parquet: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(parquet).metadata.num_rows
+
+
+def _project(params: Path) -> Path:
+    """The DVC project holding `params` (the folder with `.dvc/`; demo/params.yaml -> root)."""
+    for folder in (params.parent, *params.parent.parents):
+        if (folder / ".dvc").is_dir():
+            return folder
+    return params.parent
+
+
 @flow(name="retrain", log_prints=True)
-def retrain(params: str = "params.yaml", target: str = "evaluate") -> dict:
-    """dvc repro `target` -> register -> promote (gate of params.yaml registry.gate)."""
-    params = str(Path(params).resolve())
-    cfg = load(params).flows
-    project = str(Path(params).parent)
-    opts = {"retries": cfg.retries, "retry_delay_seconds": cfg.retry_delay_s}
-    dvc_repro.with_options(**opts)(target, project)
+def retrain(
+    params: str = "params.yaml", target: str = "evaluate", pipeline: str = "dvc.yaml"
+) -> dict:
+    """dvc repro `target` of `pipeline` -> register -> promote (gate of registry.gate).
+
+    The demo: `retrain("demo/params.yaml", pipeline="demo/dvc.yaml")`.
+    """
+    params_path = Path(params).resolve()
+    params = str(params_path)
+    p = load(params)
+    project = str(_project(params_path))
+    opts = {"retries": p.flows.retries, "retry_delay_seconds": p.flows.retry_delay_s}
+    prefix = "" if pipeline == "dvc.yaml" else f"{pipeline}:"
+    if target in AFTER_EXPORT:
+        export = dvc_repro.with_options(**opts, task_run_name="dvc-repro-export")
+        export(f"{prefix}export", project, True)
+    dvc_repro.with_options(**opts)(f"{prefix}{target}", project)
     version = register.with_options(**opts)(params)
     decision = promote.with_options(**opts)(params, version)
-    metrics_path = Path(project) / METRICS
+    metrics_path = Path(project) / p.evaluate.metrics_out
     metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else None
+    labels = Path(project) / p.review.labels_out
+    reviewed = _rows(labels) if target in AFTER_EXPORT and labels.is_file() else None
     create_markdown_artifact(
-        markdown=summary_markdown(target, metrics, decision),
+        markdown=summary_markdown(target, metrics, decision, reviewed),
         key="callqa-retrain",
         description=f"retrain: version {version} "
         + ("promoted" if decision["promoted"] else "refused"),
@@ -116,4 +150,4 @@ def retrain(params: str = "params.yaml", target: str = "evaluate") -> dict:
 
 
 if __name__ == "__main__":
-    retrain(*sys.argv[1:3])
+    retrain(*sys.argv[1:4])

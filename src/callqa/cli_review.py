@@ -115,3 +115,29 @@ def import_results(
     _print_summary("review import", counts)
     if counts["failed"]:
         raise typer.Exit(1)
+
+
+@review_app.command("export")
+def export(
+    out: Annotated[
+        Path | None, typer.Option(help="Labels Parquet (default: review.labels_out).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Reviewed calls -> labels (one row per call) for featurize and train."""
+    p = _params(params)
+    from callqa.qa.scorecard import Scorecard
+    from callqa.review.export import run
+
+    scorecard = Scorecard.load(p.score.scorecard)
+    url = os.environ.get(DB_URL_ENV) or p.review.db_url
+    store = review_store(p) if _db_exists(url) else None
+    _print_summary("review export", run(store, scorecard, out or p.review.labels_out))
+
+
+def _db_exists(url: str) -> bool:
+    """A SQLite file that is not there yet means no reviews (nothing is created for it)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+    return not u.drivername.startswith("sqlite") or bool(u.database and Path(u.database).exists())

@@ -212,6 +212,9 @@ class FeaturizeConfig(Section):
     # half of them with the word substitutions ASR made on the train calls.
     text_rows_per_sentence: int = Field(2, ge=0)
     min_turn_words: int = Field(1, ge=1)  # a turn the ASR heard fewer words of is dropped
+    # Reviewers' labels (`callqa review export`): they override synth labels and bring
+    # reviewed real calls into the table. A missing file is skipped; null never reads one.
+    review_labels: Path | None = Path("data/review/labels.parquet")
     device: Literal["auto", "cpu", "cuda"] = "auto"
     progress: bool = True
 
@@ -372,6 +375,8 @@ class ReviewConfig(Section):
     # Uploads to POST /v1/score are kept here (named by content hash) so reviewers can play them.
     uploads_dir: Path | None = Path("data/review/uploads")
     figure_cache_dir: Path = Path("data/review/figures")  # waveform PNGs, drawn once per call
+    # `callqa review export`: one row per reviewed call (a DVC output; featurize reads it).
+    labels_out: Path = Path("data/review/labels.parquet")
 
 
 class FlowsConfig(Section):

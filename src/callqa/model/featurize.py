@@ -25,6 +25,7 @@ import numpy as np
 from callqa.config import FeaturizeConfig, PreprocessConfig, SplitConfig
 from callqa.files import atomic_path
 from callqa.model.features import FeatureExtractor, FeatureSpec
+from callqa.model.reviewed import override_synth
 
 logger = logging.getLogger(__name__)
 
@@ -203,6 +204,48 @@ def clip_arrays(extractor, cache, paths: list[str], pre: PreprocessConfig, batch
     }
 
 
+# ------------------------------------------------------------------ reviewed calls
+
+
+def _labels_by_call(cfg: FeaturizeConfig) -> dict[str, dict]:
+    from callqa.model.reviewed import load_labels
+
+    labels = load_labels(cfg.review_labels)
+    return {} if labels is None else {r["call_id"]: r for r in labels.to_dict("records")}
+
+
+def _reviewed_calls(reviewed: dict[str, dict], extractor, cache, pre: PreprocessConfig):
+    """(arrays, rows) of reviewed calls that are not synth calls and whose audio is on disk."""
+    import pandas as pd
+
+    from callqa.audio.io import load_audio
+    from callqa.audio.prepare import prepare
+    from callqa.model.reviewed import review_rows, review_splits
+
+    if not reviewed:
+        return
+    splits = review_splits(pd.DataFrame(list(reviewed.values())), SplitConfig())
+    missing = 0
+    for call_id, label in sorted(reviewed.items()):
+        path = label.get("audio_path")
+        if not path or not Path(path).is_file():
+            missing += 1
+            continue
+        rows = review_rows(label, splits[call_id])
+        if not rows:
+            continue
+        spans = [(r["role"], r["start"], r["end"], r["n_words"]) for r in rows]
+        key = _content(call_id, spans)
+        arrays = cache.get_arrays(key)
+        if arrays is None:
+            prep = prepare(load_audio(path), pre, with_logmel=True)
+            arrays = extractor.call_features(prep, spans)
+            cache.put_arrays(key, arrays)
+        yield arrays, rows
+    if missing:
+        logger.warning("featurize: %d reviewed calls skipped: their audio is not on disk", missing)
+
+
 # ------------------------------------------------------------------ text-only rows
 
 
@@ -239,10 +282,16 @@ def run(cfg: FeaturizeConfig, pre: PreprocessConfig, progress: bool = True) -> d
     rows: list[dict] = []
     parts: list[dict[str, np.ndarray]] = []
     calls = synth_call_rows(cfg, accepted)
+    reviewed = _labels_by_call(cfg)
     for rec, call in track(calls, "featurize calls", enabled=progress and cfg.progress):
         if not call:
             continue
+        if rec["id"] in reviewed:  # people's answers override the synth labels
+            override_synth(call, reviewed.pop(rec["id"]))
         parts.append(_call_arrays(cfg, extractor, cache, rec["id"], call))
+        rows.extend(call)
+    for part, call in _reviewed_calls(reviewed, extractor, cache, pre):
+        parts.append(part)
         rows.extend(call)
 
     entries, licences = emotion_clip_entries(cfg)
@@ -279,6 +328,9 @@ def run(cfg: FeaturizeConfig, pre: PreprocessConfig, progress: bool = True) -> d
     table = pd.DataFrame(rows)
     if "path" not in table:
         table["path"] = None
+    table["reviewed"] = (
+        table["reviewed"].fillna(False).astype(bool) if "reviewed" in table else False
+    )
     _check_disjoint(table)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -321,6 +373,7 @@ def _summary(table, licences: list[str], wall: float, out: Path) -> dict:
         "by_source_split": {f"{s}/{p}": int(n) for (s, p), n in by.items()},
         "intent_positives": {i: int(agent[i].sum()) for i in INTENTS},
         "emotions": {str(k): int(v) for k, v in table["emotion"].value_counts().items()},
+        "reviewed_rows": int(table["reviewed"].sum()),
         "licenses": licences,
         "wall_s": round(wall, 1),
         "out_dir": str(out),
