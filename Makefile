@@ -24,6 +24,10 @@ $(STAMP):
 	$(BIN)/python -m pip install --quiet --no-cache-dir --upgrade "pip<26"
 	$(BIN)/python -m pip install --quiet --no-cache-dir -r requirements.lock
 	$(BIN)/python -m pip install --quiet --no-cache-dir --no-deps -e .
+	# The review app's browser test drives Debian's Chromium (root only: CI's fresh machine).
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  { test "$$(id -u)" -ne 0 || { apt-get update -qq && \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver; }; }
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -80,6 +84,7 @@ bench: install
 	$(BIN)/python benchmarks/bench_roles.py
 	$(BIN)/python benchmarks/bench_serve.py
 	$(BIN)/python benchmarks/bench_inbox.py
+	$(BIN)/python benchmarks/bench_review.py
 
 # MLflow UI on the local tracking store. One worker and no job runner: 0.5 GB and 8 s to start
 # instead of 2.7 GB and 23 s (../shared/design/STACK_NOTES.md); Ctrl-C stops it.

@@ -5,3 +5,4 @@ CREATE DATABASE mlflow;       -- MLflow tracking + model registry (mlflow server
 CREATE DATABASE mlflow_auth;  -- MLflow basic-auth users and permissions (its own migrations)
 CREATE DATABASE prefect;      -- Prefect server (PREFECT_API_DATABASE_CONNECTION_URL)
 CREATE DATABASE optuna;       -- Optuna RDB storage (callqa tune --storage postgresql://...)
+CREATE DATABASE review;       -- human review: scored calls, reviews, users (CALLQA_REVIEW_DB_URL)

@@ -192,3 +192,14 @@ def test_verdict_figures_priority_and_random_share():
     drawn = [in_random_share(f"{i:016x}", 7, 0.1) for i in range(4000)]
     assert 0.08 < sum(drawn) / len(drawn) < 0.12
     assert drawn == [in_random_share(f"{i:016x}", 7, 0.1) for i in range(4000)]
+
+
+def test_migrations_match_the_models(store):
+    """A model change without a migration shows up here (what `alembic check` reports)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+
+    from callqa.review.models import Base
+
+    with store.engine.connect() as conn:
+        assert compare_metadata(MigrationContext.configure(conn), Base.metadata) == []

@@ -51,7 +51,7 @@ class ScoredCall(Base):
     agent: Mapped[str | None] = mapped_column(String(200), index=True)
     model_version: Mapped[str] = mapped_column(String(300), index=True)
     scorecard_sha256: Mapped[str] = mapped_column(String(64))
-    score: Mapped[float] = mapped_column(Float)
+    score: Mapped[float] = mapped_column(Float, index=True)  # the queue sorts by it
     passed: Mapped[bool] = mapped_column(Boolean)  # no check failed
     n_failed: Mapped[int] = mapped_column(Integer)
     critical_failed: Mapped[bool] = mapped_column(Boolean, index=True)

@@ -160,14 +160,16 @@ def call_page(
     """One call: the report's header, player, figures and transcript, plus the review forms."""
     base = f"/review/calls/{call.id}"
     parts = [header_html(result, result.duration_s)]
-    if call.audio_path:
+    figures = ""
+    if call.audio_path:  # the checks come before the figures: they are what is reviewed
         parts.append(player_html(f"{base}/audio", f"call {call.call_id}"))
         roles = sorted({s.role for s in result.segments}) or ["agent", "customer"]
         figs = [figure_html(r, f"{base}/figure/{r}.png", result.duration_s) for r in roles]
-        parts.append(audio_section_html(figs))
+        figures = audio_section_html(figs)
     else:
         parts.append('<p class="muted">No audio was stored for this call.</p>')
     parts.append(_checks_form(base, verdicts, latest, csrf))
+    parts.append(figures)
     failed = [c for c in result.checks if c.passed is False]
     parts.append(transcript_html(result.segments, failed, corrected))
     parts.append(_correction_form(base, result, corrected, csrf))

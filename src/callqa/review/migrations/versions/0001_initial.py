@@ -49,6 +49,7 @@ def upgrade() -> None:
             batch_op.f("ix_scored_calls_model_version"), ["model_version"], unique=False
         )
         batch_op.create_index(batch_op.f("ix_scored_calls_scored_at"), ["scored_at"], unique=False)
+        batch_op.create_index(batch_op.f("ix_scored_calls_score"), ["score"], unique=False)
         batch_op.create_index(
             "ix_scored_queue", ["reviewed", "in_random_share", "priority"], unique=False
         )
@@ -143,6 +144,7 @@ def downgrade() -> None:
     op.drop_table("users")
     with op.batch_alter_table("scored_calls", schema=None) as batch_op:
         batch_op.drop_index("ix_scored_queue")
+        batch_op.drop_index(batch_op.f("ix_scored_calls_score"))
         batch_op.drop_index(batch_op.f("ix_scored_calls_scored_at"))
         batch_op.drop_index(batch_op.f("ix_scored_calls_model_version"))
         batch_op.drop_index(batch_op.f("ix_scored_calls_critical_failed"))
