@@ -18,6 +18,7 @@ from conftest import ROOT
 
 pytestmark = pytest.mark.slow
 sys.path.insert(0, str(ROOT / "flows"))
+sys.path.insert(0, str(ROOT / "tests" / "unit"))  # review_data
 
 
 @pytest.fixture(scope="session")
@@ -85,9 +86,13 @@ def test_score_inbox_flow(prefect_server, tmp_path, realdata):
 
 
 TINY_DVC = """stages:
+  export:
+    cmd: {python} -m callqa.cli review export --params params.yaml
+    params: [review]
+    outs: [labels.parquet]
   evaluate:
     cmd: python metrics.py
-    deps: [metrics.py]
+    deps: [metrics.py, labels.parquet]
     metrics: [reports/eval/metrics.json]
 """
 METRICS_PY = """import json, os
@@ -103,10 +108,19 @@ def test_retrain_flow(prefect_server, tmp_path):
     subprocess.run(["git", "init", "-q"], cwd=tmp_path, check=True, env=env)
     subprocess.run([str(Path(sys.executable).parent / "dvc"), "init", "-q"], cwd=tmp_path,
                    check=True, env=env)  # fmt: skip
-    (tmp_path / "dvc.yaml").write_text(TINY_DVC)
+    (tmp_path / "dvc.yaml").write_text(TINY_DVC.format(python=sys.executable))
     (tmp_path / "metrics.py").write_text(METRICS_PY)
     params = _params(tmp_path)
     p = yaml.safe_load(params.read_text())
+    # one reviewed call in the review database: the flow's forced export picks it up
+    from review_data import make_result
+
+    from callqa.review.store import ReviewStore
+
+    store = ReviewStore(f"sqlite:///{tmp_path / 'review.db'}")
+    store.upgrade()
+    store.add_review(store.add_scored(make_result("r1"), source="api"), "greeting", "ana", "agree")
+    p["review"].update(db_url=f"sqlite:///{tmp_path / 'review.db'}", labels_out="labels.parquet")
     p["mlflow"].update(tracking_uri=f"sqlite:///{tmp_path}/mlflow.db",
                        artifact_location=str(tmp_path / "artifacts"))  # fmt: skip
     p["registry"].update(name="callqa-scorer-flows-test", model_dir=None)
@@ -118,3 +132,4 @@ def test_retrain_flow(prefect_server, tmp_path):
     assert decision["candidate"] == "1" and decision["promoted"], decision
     md = _artifact("callqa-retrain")
     assert "promoted" in md and "| f1 | 0.5 |" in md
+    assert "Reviewed calls in the labels: 1" in md
