@@ -99,6 +99,7 @@ def test_threshold_proposed_on_half_a_reported_on_half_b(greeting_store):
     b_missed = [p for i, p in enumerate(MISSING + PRESENT)
                 if 0.5 <= p <= 0.6 and cal.half_of(f"g{i:03d}", 0) == "B"]  # fmt: skip
     assert b_missed and t["f1_b_current"] < 1.0
+    assert t["recommendation"] == "use the proposed threshold"
     assert t["n_a"] + t["n_b"] == len(rows)
 
 
@@ -142,6 +143,7 @@ def test_run_writes_html_json_and_logs_to_mlflow(greeting_store, tmp_path, monke
     report = json.loads((out / "calibration.json").read_text())
     assert report["checks"]["greeting"]["threshold"]["proposed"] == 0.7
     assert summary["proposed thresholds"] == {"greeting": 0.7}
+    assert summary["better on half B"] == ["greeting"]
     assert "greeting" in (out / "calibration.html").read_text()
     client = mlflow.MlflowClient(params.mlflow.tracking_uri)
     exp = client.get_experiment_by_name("calib-test")
@@ -212,3 +214,22 @@ def test_gate_refuses_a_candidate_that_loses_agreement():
     assert ok, reasons
     # off (the default): agreement is not looked at
     assert judge({**base, "review_agreement": 0.5}, prod, Params())[0]
+
+
+def test_cli_calibrate_writes_the_report(greeting_store, tmp_path, monkeypatch):
+    import yaml
+    from typer.testing import CliRunner
+
+    from callqa.cli import app
+
+    monkeypatch.delenv("CALLQA_REVIEW_DB_URL", raising=False)
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "review": {"db_url": greeting_store.url, "calibration_min_reviews": 5},
+        "mlflow": {"enabled": False},
+    }))  # fmt: skip
+    res = CliRunner().invoke(app, ["calibrate", "--params", str(params), "--out",
+                                   str(tmp_path / "rep")])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    assert "greeting: 0.7" in res.output
+    assert (tmp_path / "rep" / "calibration.html").is_file()

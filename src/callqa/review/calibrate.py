@@ -225,13 +225,18 @@ def propose_threshold(rows: list[Labelled], seed: int, min_reviews: int) -> dict
     truth_b = np.array([not r.human_passed for r in halves["B"]], dtype=bool)
     probs_b = np.array([r.probability for r in halves["B"]])
     current_b = np.array([r.threshold for r in halves["B"]])
+    f1_b_current = _f1_at(truth_b, predicted_violation(probs_b, current_b, passes_on_hit))
+    f1_b_proposed = _f1_at(truth_b, predicted_violation(probs_b, proposed, passes_on_hit))
+    # Half B decides: a threshold that only looks better where it was chosen is kept out.
+    better = f1_b_proposed is not None and (f1_b_current is None or f1_b_proposed > f1_b_current)
     out.update(
         status="proposed",
+        recommendation="use the proposed threshold" if better else "keep the current threshold",
         proposed=round(proposed, 4),
         passes_on_hit=passes_on_hit,
         f1_a_proposed=round(best, 4),
-        f1_b_current=_f1_at(truth_b, predicted_violation(probs_b, current_b, passes_on_hit)),
-        f1_b_proposed=_f1_at(truth_b, predicted_violation(probs_b, proposed, passes_on_hit)),
+        f1_b_current=f1_b_current,
+        f1_b_proposed=f1_b_proposed,
         curve={"threshold": [round(float(t), 4) for t in candidates], "f1_a": f1_a,
                "f1_b": [_f1_at(truth_b, predicted_violation(probs_b, t, passes_on_hit))
                         for t in candidates]},
@@ -318,7 +323,10 @@ def run(
                 report["n_calls"], html)  # fmt: skip
     return {"labelled": len(rows), "na": n_na, "calls": report["n_calls"],
             "agreement (random share)": agreement if agreement is not None else "-",
-            "proposed thresholds": proposed, "report": str(html)}  # fmt: skip
+            "proposed thresholds": proposed,
+            "better on half B": [c for c, e in report["checks"].items() if (e["threshold"] or {})
+                                 .get("recommendation") == "use the proposed threshold"],
+            "report": str(html)}  # fmt: skip
 
 
 # ---------------------------------------------------------------- the promotion gate's side

@@ -76,7 +76,8 @@ def threshold_section(t: dict) -> str:
         f"<b>{t['current']:.2f}</b>, proposed <b>{t['proposed']:.2f}</b> (best F1 "
         f"{t['f1_a_proposed']:.2f} on half A, {t['n_a']} verdicts). On half B ({t['n_b']} "
         f"verdicts, not used to choose): F1 {_fmt(t['f1_b_current'])} at the current threshold, "
-        f"<b>{_fmt(t['f1_b_proposed'])}</b> at the proposed one.</p>" + threshold_figure(t)
+        f"<b>{_fmt(t['f1_b_proposed'])}</b> at the proposed one: "
+        f"<b>{escape(t['recommendation'])}</b>.</p>" + threshold_figure(t)
     )
 
 
