@@ -75,9 +75,9 @@ def load_labelled(store: ReviewStore, model_version: str | None = None) -> tuple
         q = select(CheckVerdict, ScoredCall).join(
             ScoredCall, ScoredCall.id == CheckVerdict.scored_call_id
         )
-        ids = {r.scored_call_id for r in reviews}
+        reviewed = select(Review.scored_call_id)  # a subquery: no limit on bound parameters
         rows = {(v.scored_call_id, v.check_id): (v, c) for v, c in s.execute(
-            q.where(CheckVerdict.scored_call_id.in_(ids)))}  # fmt: skip
+            q.where(CheckVerdict.scored_call_id.in_(reviewed)))}  # fmt: skip
     out, n_na = [], 0
     for r in reviews:
         truth = human_label(r)
