@@ -233,3 +233,18 @@ def test_cli_calibrate_writes_the_report(greeting_store, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output
     assert "greeting: 0.7" in res.output
     assert (tmp_path / "rep" / "calibration.html").is_file()
+
+
+def test_the_latest_review_counts_across_model_versions(tmp_path):
+    store = _store(tmp_path)
+    audio = write_call(tmp_path / "a.wav")
+    r1 = make_result("a", p_greeting=0.9, path=str(audio))
+    r2 = {**r1, "model": {"path": "models/v2", "sha256": "ef" * 32}}
+    s1 = store.add_scored(r1, "score", audio_path=audio)
+    s2 = store.add_scored(r2, "score", audio_path=audio)
+    store.add_review(s1, "greeting", "ana", "agree")  # greeting present
+    store.add_review(s2, "greeting", "bo", "disagree")  # later: it was not
+    (call,) = cal.reviewed_calls(store)
+    assert call.labels == {"greeting": False}
+    rows, _ = cal.load_labelled(store, model_version=store.get_scored(s2).model_version)
+    assert [(r.model_version, r.human_passed) for r in rows] == [("models/v2@efefefefefef", False)]
