@@ -44,8 +44,13 @@ def promote(
     p = _params(params)
     from callqa.mlops import registry
 
+    review_url = None
+    if p.registry.gate.review_agreement:  # the gate also scores the reviewed calls
+        from callqa.cli_review import review_store
+
+        review_url = review_store(p).url  # opened here: a bad URL fails before any scoring
     try:
-        d = registry.promote(p, version)
+        d = registry.promote(p, version, review_url)
     except LookupError as err:
         raise _fail(str(err), 2) from None
     verdict = "[green]promoted[/green]" if d.promoted else "[yellow]refused[/yellow]"

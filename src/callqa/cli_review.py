@@ -1,5 +1,6 @@
 """`callqa review add-user | set-password | import`: reviewer accounts and loading result lines
-into the review database (the pages themselves are served by `callqa serve` under /review)."""
+into the review database (the pages themselves are served by `callqa serve` under /review);
+`callqa calibrate`: what the reviews say about the system."""
 
 from __future__ import annotations
 
@@ -141,3 +142,23 @@ def _db_exists(url: str) -> bool:
 
     u = make_url(url)
     return not u.drivername.startswith("sqlite") or bool(u.database and Path(u.database).exists())
+
+
+@app.command()
+def calibrate(
+    out: Annotated[
+        Path | None, typer.Option(help="Report folder (default review.calibration_out).")
+    ] = None,
+    model_version: Annotated[
+        str | None, typer.Option(help="Only reviews of this model version (default: all).")
+    ] = None,
+    params: ParamsOpt = Path("params.yaml"),
+) -> None:
+    """Agreement of each check with reviewers (precision, recall, F1 with 95% intervals; the
+    random share is the unbiased one) and thresholds proposed for model checks: an HTML
+    report + JSON, logged to MLflow."""
+    p = _params(params)
+    store = review_store(p)
+    from callqa.review import calibrate as calibration
+
+    _print_summary("calibrate", calibration.run(p, store, out, model_version))

@@ -330,6 +330,10 @@ class GateConfig(Section):
     eval_calls: Path = Path("data/registry/eval_calls")  # the frozen set of calls (+ sidecars)
     eval_n_calls: int = Field(12, ge=1)  # synthesised once from the `test` bank if missing
     eval_seed: int = 880000
+    # Opt-in: also score the reviewed calls (audio on disk) with both versions; refuse when
+    # the candidate agrees with people's latest labels less than production by more than this.
+    review_agreement: bool = False
+    max_agreement_drop: float = Field(0.0, ge=0, le=1)
 
 
 class RegistryConfig(Section):
@@ -377,6 +381,11 @@ class ReviewConfig(Section):
     figure_cache_dir: Path = Path("data/review/figures")  # waveform PNGs, drawn once per call
     # `callqa review export`: one row per reviewed call (a DVC output; featurize reads it).
     labels_out: Path = Path("data/review/labels.parquet")
+    # `callqa calibrate`: agreement with people per check, and thresholds proposed for model
+    # checks (chosen on one half of the reviewed calls, reported on the other).
+    calibration_out: Path = Path("reports/review")  # calibration.html + calibration.json
+    calibration_min_reviews: int = Field(20, ge=1)  # labelled verdicts per half to propose
+    calibration_seed: int = 0  # which half a call falls in; the bootstrap's seed
 
 
 class FlowsConfig(Section):

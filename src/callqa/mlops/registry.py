@@ -20,6 +20,7 @@ import os
 import tempfile
 import time
 import warnings
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -195,20 +196,42 @@ def evaluate_version(params: Params, version: str, calls: list[Path]) -> dict:
     mv = client.get_model_version(name, version)
     if key in mv.tags:
         return json.loads(mv.tags[key])
-    # a fresh cache each time: a version scored after another must not read its transcripts
-    # (x_real_time would not compare)
+    with _fresh_cache():
+        metrics = gate_metrics(_load(params, version), calls)
+    client.set_model_version_tag(name, version, key, json.dumps(metrics))
+    return metrics
+
+
+@contextmanager
+def _fresh_cache():
+    """A fresh per-file cache: a version scored after another must not read its transcripts
+    (x_real_time and agreement would not compare)."""
     with tempfile.TemporaryDirectory(prefix="callqa-gate-cache-") as cache:
         before = os.environ.get(CACHE_ENV)
         os.environ[CACHE_ENV] = cache
         try:
-            metrics = gate_metrics(_load(params, version), calls)
+            yield
         finally:
             if before is None:
                 os.environ.pop(CACHE_ENV)
             else:
                 os.environ[CACHE_ENV] = before
-    client.set_model_version_tag(name, version, key, json.dumps(metrics))
-    return metrics
+
+
+def agreement_metrics(params: Params, versions: list[str], review_url: str) -> list[dict]:
+    """`review_agreement` of each version on the reviewed calls whose audio is on disk
+    (not cached: reviews keep coming); empty dicts when there are none."""
+    from callqa.review.calibrate import review_agreement, reviewed_calls
+    from callqa.review.store import ReviewStore
+
+    calls = reviewed_calls(ReviewStore(review_url))
+    if not calls:
+        return [{} for _ in versions]
+    out = []
+    for version in versions:
+        with _fresh_cache():
+            out.append(review_agreement(_load(params, version).score_bytes, calls))
+    return out
 
 
 # ---------------------------------------------------------------- promote / rollback
@@ -242,9 +265,26 @@ def judge(candidate: dict, production: dict | None, params: Params) -> tuple[boo
         ok = False
         reasons.append(f"x_real_time grows from {old_rt} to {new_rt} "
                        f"(more than {gate.max_x_real_time_growth:.0%})")  # fmt: skip
+    if gate.review_agreement:
+        ok &= _agreement_rule(candidate, production, gate.max_agreement_drop, reasons)
     if ok:
         reasons.append("no gated metric drops past its margin")
     return ok, reasons
+
+
+def _agreement_rule(candidate: dict, production: dict, max_drop: float, reasons: list) -> bool:
+    """Agreement with people's latest labels on reviewed calls may drop by at most `max_drop`."""
+    new, old = candidate.get("review_agreement"), production.get("review_agreement")
+    if old is None:
+        reasons.append("review_agreement: no reviewed calls with audio on disk, not gated")
+        return True
+    n = production.get("review_agreement_n")
+    if new is None or new < old - max_drop:
+        reasons.append(f"review_agreement drops from {old} to {new} on {n} reviewed checks "
+                       f"(more than {max_drop})")  # fmt: skip
+        return False
+    reasons.append(f"review_agreement {new} vs production's {old} on {n} reviewed checks")
+    return True
 
 
 def production_version(params: Params) -> str | None:
@@ -270,9 +310,11 @@ def latest_version(params: Params) -> str:
     return str(max(int(v.version) for v in versions))
 
 
-def promote(params: Params, version: str | None = None) -> Decision:
+def promote(params: Params, version: str | None = None, review_url: str | None = None) -> Decision:
     """Evaluate the candidate (default: the latest version) against production; promote it
-    when the gate passes. The decision and both metric sets are logged as an MLflow run."""
+    when the gate passes. The decision and both metric sets are logged as an MLflow run.
+    With `registry.gate.review_agreement`, both are also scored on the reviewed calls of the
+    review database at `review_url`."""
     import mlflow
 
     client = _client(params)
@@ -284,6 +326,9 @@ def promote(params: Params, version: str | None = None) -> Decision:
     calls = eval_calls(params)
     cand_metrics = evaluate_version(params, candidate, calls)
     prod_metrics = evaluate_version(params, current, calls) if current else None
+    if params.registry.gate.review_agreement and current and review_url:
+        cand_extra, prod_extra = agreement_metrics(params, [candidate, current], review_url)
+        cand_metrics, prod_metrics = {**cand_metrics, **cand_extra}, {**prod_metrics, **prod_extra}
     ok, reasons = judge(cand_metrics, prod_metrics, params)
     decision = Decision(candidate, current, ok, reasons, cand_metrics, prod_metrics or {})
     if ok:
