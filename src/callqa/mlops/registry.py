@@ -249,7 +249,8 @@ def judge(candidate: dict, production: dict | None, params: Params) -> tuple[boo
         reasons.append(f"{gate.primary} {p_new} does not beat production's {p_old} by "
                        f"{gate.min_improvement}")  # fmt: skip
     else:
-        reasons.append(f"{gate.primary} {p_new} vs production's {p_old}: improves")
+        verdict = "improves" if p_old is None or p_new > p_old else "holds (not worse)"
+        reasons.append(f"{gate.primary} {p_new} vs production's {p_old}: {verdict}")
     for metric, old in production.items():
         family = metric.split(".")[0]
         if family not in gate.max_drop or old is None or metric == gate.primary:
