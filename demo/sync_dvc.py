@@ -20,39 +20,43 @@ HEADER = """\
 # under data/demo, reports/demo or models/demo (demo/params.yaml), then `score` writes the
 # demo's reports (reports/results.jsonl, reports/calls/). Paths below are from the project root.
 """
-SCORE_STAGE = {
-    "cmd": f"callqa score data/demo/synth --params {PARAMS} --no-progress",
-    "wdir": "..",
-    "deps": [
-        "src/callqa/pipeline.py",
-        "src/callqa/asr",
-        "src/callqa/audio",
-        "src/callqa/qa",
-        "src/callqa/text",
-        "src/callqa/model",
-        "src/callqa/review",  # results go to the review database too
-        "src/callqa/data/validate.py",
-        "src/callqa/data/audio_checks.py",
-        "src/callqa/cache.py",
-        "src/callqa/config.py",
-        "src/callqa/schemas.py",
-        "src/callqa/files.py",
-        "src/callqa/progress.py",
-        "SCORECARD",
-        "data/demo/synth",
-        "data/demo/transcripts",  # after transcribe: its cache makes scoring quick
-    ],
-    # score.model (models/callqa-qa, written by `make model`) is read when it exists; it may be
-    # absent, so it is not a dep: after `make model`, `dvc repro -f demo/dvc.yaml:score`.
-    "params": [
-        {"params.yaml": ["score", "preprocess", "transcribe", "validate", "review"]},
-        {PARAMS: []},
-    ],
-    "outs": [
-        {"reports/results.jsonl": {"cache": False}},
-        {"reports/calls": {"cache": False}},
-    ],
-}
+
+
+def score_stage(scorecard: str) -> dict:
+    """The demo's own stage: its reports, scored like `callqa score data/demo/synth`."""
+    return {
+        "cmd": f"callqa score data/demo/synth --params {PARAMS} --no-progress",
+        "wdir": "..",
+        "deps": [
+            "src/callqa/pipeline.py",
+            "src/callqa/asr",
+            "src/callqa/audio",
+            "src/callqa/qa",
+            "src/callqa/text",
+            "src/callqa/model",
+            "src/callqa/review",  # results go to the review database too
+            "src/callqa/data/validate.py",
+            "src/callqa/data/audio_checks.py",
+            "src/callqa/cache.py",
+            "src/callqa/config.py",
+            "src/callqa/schemas.py",
+            "src/callqa/files.py",
+            "src/callqa/progress.py",
+            scorecard,
+            "data/demo/synth",
+            "data/demo/transcripts",  # after transcribe: its cache makes scoring quick
+        ],
+        # score.model (models/callqa-qa, written by `make model`) is read when it exists; it may be
+        # absent, so it is not a dep: after `make model`, `dvc repro -f demo/dvc.yaml:score`.
+        "params": [
+            {"params.yaml": ["score", "preprocess", "transcribe", "validate", "review"]},
+            {PARAMS: []},
+        ],
+        "outs": [
+            {"reports/results.jsonl": {"cache": False}},
+            {"reports/calls": {"cache": False}},
+        ],
+    }
 
 
 def demo_path(path: str) -> str:
@@ -88,9 +92,7 @@ def demo_stages(stages: dict, scorecard: str) -> dict:
                 d[key] = _paths(stage[key], scorecard)
         demo[name] = d
         if name == "transcribe":
-            score = dict(SCORE_STAGE)
-            score["deps"] = [scorecard if x == "SCORECARD" else x for x in score["deps"]]
-            demo["score"] = score
+            demo["score"] = score_stage(scorecard)
     return demo
 
 

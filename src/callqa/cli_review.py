@@ -22,12 +22,16 @@ app.add_typer(review_app, name="review")
 DB_URL_ENV = "CALLQA_REVIEW_DB_URL"  # wins over review.db_url (the compose stack sets it)
 
 
+def review_db_url(p) -> str:
+    return os.environ.get(DB_URL_ENV) or p.review.db_url
+
+
 def review_store(p, required: bool = True):
     """The review store of params `p` at the latest migration; None (with a warning) when it
     cannot be opened and `required` is false, so scoring goes on without it."""
     from callqa.review.sinks import open_store
 
-    url = os.environ.get(DB_URL_ENV) or p.review.db_url
+    url = review_db_url(p)
     try:
         return open_store(p.review, url)
     except Exception as err:  # noqa: BLE001 - a bad URL, a server that is down, a locked file
@@ -104,9 +108,15 @@ def import_results(
     except OSError as err:
         raise _fail(f"{results}: {err.strerror}", 2) from None
     for line in filter(str.strip, lines):
-        data = json.loads(line)
-        if "error" in data:
+        try:
+            data = json.loads(line)
+        except ValueError:
+            data = None
+        if isinstance(data, dict) and "error" in data:
             counts["errors_skipped"] += 1
+            continue
+        if not isinstance(data, dict) or not isinstance(data.get("path"), str):
+            counts["failed"] += 1  # not a result line (counted, never echoed)
             continue
         audio = Path(data["path"])
         report = Path(report_dir) / f"{data['call_id']}.html" if report_dir else None
@@ -131,8 +141,7 @@ def export(
     from callqa.review.export import run
 
     scorecard = Scorecard.load(p.score.scorecard)
-    url = os.environ.get(DB_URL_ENV) or p.review.db_url
-    store = review_store(p) if _db_exists(url) else None
+    store = review_store(p) if _db_exists(review_db_url(p)) else None
     _print_summary("review export", run(store, scorecard, out or p.review.labels_out))
 
 

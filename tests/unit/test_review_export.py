@@ -141,3 +141,29 @@ def test_export_then_featurize_round_trip(store, tmp_path):
                   "forbidden_language"]].to_numpy().sum() == 0  # fmt: skip
     arrays = __import__("numpy").load(Path(cfg.out_dir) / "arrays.npz")
     assert arrays["audio"].shape[0] == 3 and abs(arrays["audio"][0]).sum() > 0
+
+
+def test_cli_import_skips_error_lines_counts_garbage_then_export(tmp_path):
+    """`callqa review import` then `callqa review export`, the real CLI in a child process."""
+    import yaml
+    from conftest import run_callqa
+
+    db = tmp_path / "review.db"
+    params = tmp_path / "params.yaml"
+    params.write_text(yaml.safe_dump({
+        "review": {"db_url": f"sqlite:///{db}", "labels_out": str(tmp_path / "labels.parquet")},
+        "score": {"scorecard": str(ROOT / "scorecards" / "default.yaml")},
+    }))  # fmt: skip
+    lines = [json.dumps(make_result("good1")), json.dumps({"path": "x.wav", "error": "bad"}),
+             "SECRET-GARBAGE {", json.dumps(["no", "dict"])]  # fmt: skip
+    (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
+    res = run_callqa(["review", "import", "results.jsonl", "--params", str(params)], tmp_path)
+    assert res.returncode == 1, res.stderr  # two lines were not results
+    assert "SECRET-GARBAGE" not in res.stdout + res.stderr
+    store = ReviewStore(f"sqlite:///{db}")
+    page = store.queue()
+    assert [c.call_id for c in page.rows] == ["good1"]
+    store.add_review(page.rows[0].id, "greeting", "ana", "agree")
+    res = run_callqa(["review", "export", "--params", str(params)], tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert list(pd.read_parquet(tmp_path / "labels.parquet")["call_id"]) == ["good1"]

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from callqa.config import Params
 from callqa.review.store import CheckVerdict, Review, ReviewStore, ScoredCall, human_label
@@ -344,9 +344,8 @@ class ReviewedCall:
 def reviewed_calls(store: ReviewStore) -> list[ReviewedCall]:
     """Calls with a labelled review and their audio on disk; the latest review per (call,
     check) counts across every model version that scored the call."""
+    reviews = store.latest_reviews(per_call=True)
     with store.session() as s:
-        latest = select(func.max(Review.id)).group_by(Review.call_id, Review.check_id)
-        reviews = list(s.scalars(select(Review).where(Review.id.in_(latest))))
         paths = dict(s.execute(select(ScoredCall.call_id, ScoredCall.audio_path)
                                .where(ScoredCall.audio_path.is_not(None))
                                .order_by(ScoredCall.id)).all())  # fmt: skip

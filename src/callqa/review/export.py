@@ -106,14 +106,12 @@ def label_table(store: ReviewStore, scorecard):
 
     mapping = intent_checks(scorecard)
     by_call: dict[str, dict] = {}
-    for review in store.latest_reviews():  # oldest first: a later review of a check wins
+    for review in store.latest_reviews(per_call=True):  # oldest first
         truth = human_label(review)
         call = by_call.setdefault(review.call_id, {"reviews": {}, "scored": {}, "at": None})
         call["scored"][review.scored_call_id] = review.id
         call["at"] = max(filter(None, [call["at"], review.created_at]))
-        if truth is None:
-            call["reviews"].pop(review.check_id, None)
-        else:
+        if truth is not None:
             call["reviews"][review.check_id] = (truth, review.system_answer)
     rows = []
     for call_id, call in sorted(by_call.items()):

@@ -14,8 +14,6 @@ from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
-import yaml
-
 from callqa.config import ReviewConfig
 from callqa.files import atomic_path, bytes_id
 from callqa.review.store import ReviewStore
@@ -35,11 +33,12 @@ def open_store(cfg: ReviewConfig, url: str | None = None) -> ReviewStore:
 
 @lru_cache(maxsize=32)
 def critical_checks(scorecard_path: str) -> frozenset[str]:
-    """Ids of the scorecard's critical checks (empty when the file cannot be read)."""
+    """Ids of the scorecard's critical checks (empty when it cannot be loaded)."""
+    from callqa.qa.scorecard import Scorecard, ScorecardError
+
     try:
-        data = yaml.safe_load(Path(scorecard_path).read_text(encoding="utf-8")) or {}
-        return frozenset(c["id"] for c in data.get("checks", []) if c.get("critical"))
-    except (OSError, yaml.YAMLError, AttributeError, KeyError, TypeError):
+        return frozenset(c.id for c in Scorecard.load(scorecard_path).checks if c.critical)
+    except ScorecardError:
         logger.warning("%s: cannot read the scorecard's critical checks", scorecard_path)
         return frozenset()
 

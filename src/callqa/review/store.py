@@ -284,11 +284,15 @@ class ReviewStore:
         *,
         model_version: str | None = None,
         reviewer: str | None = None,
+        per_call: bool = False,
     ) -> list[Review]:
         """The review that counts for each (scored call, check): the latest row (highest id),
-        optionally for one call, one model version or one reviewer's latest answers."""
+        optionally for one call, one model version or one reviewer's latest answers.
+        `per_call`: for each (call id, check) across every model version that scored the call
+        (what people say about the call itself: labels, the agreement gate)."""
         with self.session() as s:
-            latest = select(func.max(Review.id)).group_by(Review.scored_call_id, Review.check_id)
+            by = Review.call_id if per_call else Review.scored_call_id
+            latest = select(func.max(Review.id)).group_by(by, Review.check_id)
             if scored_call_id is not None:
                 latest = latest.where(Review.scored_call_id == scored_call_id)
             if model_version is not None:
