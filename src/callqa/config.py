@@ -208,6 +208,7 @@ class FeaturizeConfig(Section):
     # Each utterance gets an encoder window of its own (false: a role's utterances share
     # windows, packed end to end). Alone, an embedding does not depend on its neighbours.
     embed_alone: bool = True
+    speaker_relative: bool = True  # audio + prosody also as deviations from the speaker's mean
     # Text-only rows: each phrase-bank sentence of the train split, filled in this many times,
     # half of them with the word substitutions ASR made on the train calls.
     text_rows_per_sentence: int = Field(2, ge=0)

@@ -218,7 +218,8 @@ def untrained_model(tmp_path_factory) -> Path:
     encoder = load_whisper_encoder("bundled", device="cpu")
     audio_dim = embed_spans(encoder, np.zeros(16000, np.float32), [(0.0, 1.0)]).shape[1]
     torch.manual_seed(0)
-    spec = ModelSpec(list(INTENTS), list(EMOTIONS), audio_dim, PROSODY_DIM, hidden=32)
+    # FeatureSpec's speaker context doubles audio and prosody (each + its deviation)
+    spec = ModelSpec(list(INTENTS), list(EMOTIONS), 2 * audio_dim, 2 * PROSODY_DIM, hidden=32)
     out = tmp_path_factory.mktemp("models") / "untrained"
     thresholds = dict.fromkeys(INTENTS, 1e-6)
     return modeldir.save(QAModel(spec), FeatureSpec(), thresholds, {}, {"licenses": []}, out)

@@ -125,24 +125,30 @@ def run_manifest(
     labelled = table[table["label"].notna()]
     keep = labelled[labelled["label"].isin(list(index))]
     skipped = int(len(labelled) - len(keep))
-    y, probs, failed = [], [], 0
+    y, parts, speakers, failed = [], [], [], 0
     # Clips share encoder windows in groups of 8: mix the order so a group is never one label.
     keep = keep.sample(frac=1.0, random_state=0)
-    paths = keep["path"].tolist()
-    labels = keep["label"].tolist()
-    for s in track(range(0, len(paths), 8), "evaluate clips", enabled=progress):
-        preps, ys = [], []
-        for path, label in zip(paths[s : s + 8], labels[s : s + 8], strict=True):
+    rows = list(
+        zip(keep["path"], keep["label"], keep.get("speaker", [None] * len(keep)), strict=True)
+    )
+    for s in track(range(0, len(rows), 8), "evaluate clips", enabled=progress):
+        preps = []
+        for path, label, speaker in rows[s : s + 8]:
             try:
                 preps.append(prepare(load_audio(path), pre, with_logmel=True))
-                ys.append(index[label])
             except AudioError as err:
                 logger.warning("%s: %s", path, err.message)
                 failed += 1
+                continue
+            y.append(index[label])
+            speakers.append(speaker if isinstance(speaker, str) and speaker else None)
         if preps:
-            probs.append(predictor.predict_clips(preps))
-            y.extend(ys)
-    pe = np.concatenate(probs) if probs else np.zeros((0, len(index)))
+            parts.append(predictor.features.clip_features(preps))
+    if parts:  # the speaker context needs all of a speaker's clips at once
+        arrays = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+        pe = predictor.predict_clips(arrays, speakers)
+    else:
+        pe = np.zeros((0, len(index)))
     y_arr = np.array(y, dtype=int)
     metrics = {
         "n": int(len(y_arr)),

@@ -44,6 +44,7 @@ def feature_spec(cfg: FeaturizeConfig) -> FeatureSpec:
         tuple(cfg.mel_shape),
         audio_max_s=cfg.audio_max_s,
         embed_alone=cfg.embed_alone,
+        speaker_relative=cfg.speaker_relative,
     )
 
 
@@ -321,6 +322,7 @@ def run(cfg: FeaturizeConfig, pre: PreprocessConfig, progress: bool = True) -> d
     arrays = {
         name: np.concatenate([p[name] for p in parts]) for name in ("audio", "mel", "prosody")
     }
+    arrays = extractor.with_context(arrays, [speaker_group(r) for r in rows])
     arrays.update(extractor.tokens([r["text"] for r in rows]))
     arrays["audio"] = arrays["audio"].astype(np.float16)
     arrays["mel"] = arrays["mel"].astype(np.float16)
@@ -344,6 +346,16 @@ def run(cfg: FeaturizeConfig, pre: PreprocessConfig, progress: bool = True) -> d
     with atomic_path(out / "featurize.json") as tmp:
         tmp.write_text(json.dumps(summary, indent=1), encoding="utf-8")
     return summary
+
+
+def speaker_group(row: dict) -> str | None:
+    """Whose voice a row is, for `features.speaker_relative`: a corpus clip's speaker, a call
+    turn's (call, role); None for rows without audio."""
+    if not row.get("has_audio"):
+        return None
+    if row["source"] == "emotion_clip":
+        return f"speaker:{row['speaker']}" if row.get("speaker") else None
+    return f"{row['call_id']}/{row['role']}"
 
 
 def _check_disjoint(table) -> None:

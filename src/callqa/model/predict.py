@@ -77,7 +77,9 @@ class Predictor:
         spans = [(s.role, s.start, s.end, len(s.words)) for s in segments]
         if not spans:
             return CallPrediction([], {r: {"label": None, "scores": {}} for r in ROLES})
-        arrays = self.features.call_features(prep, spans)
+        arrays = self.features.with_context(
+            self.features.call_features(prep, spans), [s.role for s in segments]
+        )
         texts = [s.text for s in segments]
         arrays.update(self.features.tokens(texts))
         has_text = np.array([bool(t.strip()) for t in texts])
@@ -98,10 +100,18 @@ class Predictor:
         scores = {e: round(float(p), 4) for e, p in zip(self.emotions, mean, strict=True)}
         return {"label": self.emotions[int(mean.argmax())], "scores": scores}
 
-    def predict_clips(self, preps: list[Prepared]) -> np.ndarray:
-        """Emotion probabilities (n, m) of whole single-speaker clips (text left out)."""
-        arrays = self.features.clip_features(preps)
-        arrays.update(self.features.tokens([""] * len(preps)))
-        present = np.zeros((len(preps), 4), bool)
+    def predict_clips(self, arrays: dict[str, np.ndarray], speakers=None) -> np.ndarray:
+        """Emotion probabilities (n, m) of whole single-speaker clips (text left out).
+
+        `arrays`: `self.features.clip_features` of the clips (concatenated over batches);
+        `speakers`: who speaks in each clip (None: unknown), the speaker context of the model's
+        features (all of a speaker's clips should be in one call).
+        """
+        n = len(arrays["audio"])
+        arrays = self.features.with_context(
+            arrays, speakers if speakers is not None else [None] * n
+        )
+        arrays.update(self.features.tokens([""] * n))
+        present = np.zeros((n, 4), bool)
         present[:, 1:] = True
         return self.predict_arrays(arrays, present)[1]
