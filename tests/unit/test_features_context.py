@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from callqa.model.featurize import speaker_group
 from callqa.model.features import FeatureExtractor, FeatureSpec, speaker_relative
+from callqa.model.featurize import speaker_group
 
 
 def _arrays(n: int = 5) -> dict:
