@@ -117,24 +117,18 @@ def main() -> None:
                 _, pe = predict_probs(result_model, rows, "cpu")
                 fold[part] = scores(list(rows.table["emotion"]), [names[i] for i in pe.argmax(1)])
             per_fold.append(fold)
-        f1 = [s["test"]["macro_f1"] for s in per_fold]
-        ua = [s["test"]["ua"] for s in per_fold]
-        val_ua = [s["val"]["ua"] for s in per_fold]
-        print(
-            f"{task}: fine-tuned QA model (audio branches)  macro-F1 {np.mean(f1):.3f} +- "
-            f"{np.std(f1):.3f}  UA {np.mean(ua):.3f} +- {np.std(ua):.3f}  "
-            f"(early-stopping actor: UA {np.mean(val_ua):.3f}; choose settings by this one)",
-            flush=True,
-        )
+        val_ua = np.mean([s["val"]["ua"] for s in per_fold])
+        print(f"{task}: fine-tuned QA model (audio branches)  {_summary(per_fold, 'test')}  "
+              f"(early-stopping actor: UA {val_ua:.3f}; choose settings by this one)", flush=True)
         if ext.spec.speaker_relative:
-            ua = [s["alone"]["ua"] for s in per_fold]
-            f1 = [s["alone"]["macro_f1"] for s in per_fold]
-            print(
-                f"{task}: the same models, each test clip alone (no other clip of its speaker)  "
-                f"macro-F1 {np.mean(f1):.3f} +- {np.std(f1):.3f}  UA {np.mean(ua):.3f} +- "
-                f"{np.std(ua):.3f}",
-                flush=True,
-            )
+            print(f"{task}: the same models, each test clip alone (no other clip of its speaker)"
+                  f"  {_summary(per_fold, 'alone')}", flush=True)  # fmt: skip
+
+
+def _summary(per_fold: list[dict], part: str) -> str:
+    f1, ua = ([s[part][k] for s in per_fold] for k in ("macro_f1", "ua"))
+    return (f"macro-F1 {np.mean(f1):.3f} +- {np.std(f1):.3f}  "
+            f"UA {np.mean(ua):.3f} +- {np.std(ua):.3f}")  # fmt: skip
 
 
 if __name__ == "__main__":
