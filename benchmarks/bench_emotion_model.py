@@ -118,8 +118,11 @@ def main() -> None:
                 fold[part] = scores(list(rows.table["emotion"]), [names[i] for i in pe.argmax(1)])
             per_fold.append(fold)
         val_ua = np.mean([s["val"]["ua"] for s in per_fold])
-        print(f"{task}: fine-tuned QA model (audio branches)  {_summary(per_fold, 'test')}  "
-              f"(early-stopping actor: UA {val_ua:.3f}; choose settings by this one)", flush=True)
+        print(
+            f"{task}: fine-tuned QA model (audio branches)  {_summary(per_fold, 'test')}  "
+            f"(early-stopping actor: UA {val_ua:.3f}; choose settings by this one)",
+            flush=True,
+        )
         if ext.spec.speaker_relative:
             print(f"{task}: the same models, each test clip alone (no other clip of its speaker)"
                   f"  {_summary(per_fold, 'alone')}", flush=True)  # fmt: skip

@@ -209,6 +209,11 @@ class FeaturizeConfig(Section):
     # windows, packed end to end). Alone, an embedding does not depend on its neighbours.
     embed_alone: bool = True
     speaker_relative: bool = True  # audio + prosody also as deviations from the speaker's mean
+    # Each emotion clip also as heard over a phone line (8 kHz, 300-3400 Hz, mu-law): the voice
+    # branch then knows narrowband speech, as real contact-centre audio mostly is.
+    clip_channels: list[Literal["clean", "telephone"]] = Field(
+        default_factory=lambda: ["clean", "telephone"], min_length=1
+    )
     # Text-only rows: each phrase-bank sentence of the train split, filled in this many times,
     # half of them with the word substitutions ASR made on the train calls.
     text_rows_per_sentence: int = Field(2, ge=0)

@@ -50,5 +50,8 @@ def test_speaker_of_a_row_is_the_clip_speaker_or_the_calls_role():
     text = {"has_audio": False, "source": "bank_text", "call_id": "text:1", "role": "agent"}
     assert speaker_group(clip) == "speaker:actor03"
     assert speaker_group({**clip, "speaker": None}) is None
+    # the same speaker over a phone line is another voice to compare turns with
+    assert speaker_group({**clip, "channel": "telephone"}) == "speaker:actor03/telephone"
+    assert speaker_group({**clip, "channel": "clean"}) == "speaker:actor03"
     assert speaker_group(turn) == "call7/customer"
     assert speaker_group(text) is None

@@ -386,3 +386,18 @@ def test_run_is_deterministic_across_worker_counts(tmp_path):
     sc = json.loads((tmp_path / "a" / "call_00001.json").read_text())
     assert sc["call_id"] == content_id(tmp_path / "a" / "call_00001.wav")
     assert sc["seed"] == synth.call_seeds(SEED, 2)[1]
+
+
+def test_telephone_channel_keeps_the_voice_band_and_drops_the_rest():
+    sr = 16000
+    t = np.arange(sr) / sr
+    voice, hiss = 0.3 * np.sin(2 * np.pi * 1000 * t), 0.3 * np.sin(2 * np.pi * 6000 * t)
+    out = synth_render.telephone_channel((voice + hiss).astype(np.float32), sr)
+    assert out.shape == t.shape and out.dtype == np.float32
+    spectrum = np.abs(np.fft.rfft(out[2000:-2000]))
+    freqs = np.fft.rfftfreq(out[2000:-2000].size, 1 / sr)
+    at = {f: spectrum[np.argmin(np.abs(freqs - f))] for f in (1000, 6000)}
+    assert at[6000] < 0.01 * at[1000]  # above 3.4 kHz: gone (8 kHz line)
+    kept = out[2000:-2000] @ voice[2000:-2000] / (voice[2000:-2000] @ voice[2000:-2000])
+    assert 0.9 < kept < 1.1  # the voice band passes at its level (mu-law adds only noise)
+    assert not np.allclose(out, voice, atol=1e-3)  # 8-bit mu-law: quantised

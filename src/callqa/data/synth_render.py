@@ -362,6 +362,20 @@ def telephone_band(x: np.ndarray, sample_rate_hz: int) -> np.ndarray:
     return np.fft.irfft(np.fft.rfft(x, axis=-1) * gain, n, axis=-1).astype(np.float32)
 
 
+def telephone_channel(x: np.ndarray, sample_rate_hz: int = SAMPLE_RATE_HZ) -> np.ndarray:
+    """`x` as heard through a narrowband phone line and back: the 300-3400 Hz band, 8 kHz,
+    8-bit mu-law, then resampled to `sample_rate_hz` (what a model reading 16 kHz gets)."""
+    import torch
+    import torchaudio.functional as AF
+
+    from callqa.audio.io import resample
+
+    y = resample(telephone_band(x, sample_rate_hz), sample_rate_hz, TELEPHONE_RATE_HZ)
+    q = AF.mu_law_encoding(torch.from_numpy(np.clip(y, -1.0, 1.0)), 256)
+    y = AF.mu_law_decoding(q, 256).numpy()
+    return resample(y, TELEPHONE_RATE_HZ, sample_rate_hz)
+
+
 def mix_output(rendered: Rendered, activity: dict, cfg: SynthConfig) -> tuple[np.ndarray, int, str]:
     """The file's samples (channels, n), sample rate and soundfile subtype."""
     plan = rendered.plan

@@ -58,10 +58,17 @@ def feature_metrics(predictor, data, split: str, plots_dir: Path | None) -> dict
             continue
         out["intents"] = ints
         out["emotion"] = emo
+        clips = (t["source"] == "emotion_clip").to_numpy()
+        phone = (
+            (t["channel"] == "telephone").to_numpy() if "channel" in t else np.zeros(len(t), bool)
+        )
         for part, mask in (
             ("calls", call_turns),
-            ("clips", (t["source"] == "emotion_clip").to_numpy()),
+            ("clips", clips & ~phone),
+            ("clips_telephone", clips & phone),
         ):
+            if part == "clips_telephone" and not mask.any():
+                continue
             m = e & mask
             out[f"emotion_{part}"] = emotion_report(lab["emotion"][m], pe[m].argmax(1), emotions)
         if plots_dir is not None and e.any():

@@ -173,13 +173,18 @@ def _clip_label_map(labels: list[str]) -> dict[str, str | None]:
     return m
 
 
-def clip_arrays(extractor, cache, paths: list[str], pre: PreprocessConfig, batch: int = 8):
-    """Features of whole clips, computed in packed groups of `batch`, cached per clip."""
-    from callqa.audio.io import load_audio
+def clip_arrays(
+    extractor, cache, paths: list[str], pre: PreprocessConfig, channel: str = "clean",
+    batch: int = 8,
+):  # fmt: skip
+    """Features of whole clips, computed in packed groups of `batch`, cached per clip.
+
+    `channel`: "clean" (the file as it is) or "telephone" (as heard over a phone line).
+    """
     from callqa.audio.prepare import prepare
     from callqa.files import content_id
 
-    ids = [content_id(p) for p in paths]
+    ids = [content_id(p) + ("" if channel == "clean" else f"-{channel}") for p in paths]
     got: dict[int, dict] = {}
     todo = []
     for i, cid in enumerate(ids):
@@ -193,7 +198,7 @@ def clip_arrays(extractor, cache, paths: list[str], pre: PreprocessConfig, batch
     todo = [todo[k] for k in np.random.default_rng(0).permutation(len(todo))]
     for g in range(0, len(todo), batch):
         group = todo[g : g + batch]
-        preps = [prepare(load_audio(paths[i]), pre, with_logmel=True) for i in group]
+        preps = [prepare(_heard(paths[i], channel), pre, with_logmel=True) for i in group]
         arrays = extractor.clip_features(preps)
         for k, i in enumerate(group):
             one = {name: arrays[name][k : k + 1] for name in ("audio", "mel", "prosody")}
@@ -203,6 +208,18 @@ def clip_arrays(extractor, cache, paths: list[str], pre: PreprocessConfig, batch
         name: np.concatenate([got[i][name] for i in range(len(paths))])
         for name in ("audio", "mel", "prosody")
     }
+
+
+def _heard(path: str, channel: str):
+    """The clip's audio as the channel delivers it (mono, 16 kHz for "telephone")."""
+    from callqa.audio.io import Audio, load_audio, resample, to_mono
+    from callqa.data.synth_render import SAMPLE_RATE_HZ, telephone_channel
+
+    audio = load_audio(path)
+    if channel == "clean":
+        return audio
+    x = resample(to_mono(audio.samples), audio.sample_rate_hz, SAMPLE_RATE_HZ)
+    return Audio(telephone_channel(x)[None, :].astype(np.float32), SAMPLE_RATE_HZ, "ULAW")
 
 
 # ------------------------------------------------------------------ reviewed calls
@@ -302,11 +319,14 @@ def run(cfg: FeaturizeConfig, pre: PreprocessConfig, progress: bool = True) -> d
         from callqa.files import content_id
         from callqa.model.utterances import clip_row
 
-        parts.append(clip_arrays(extractor, cache, [e["path"] for e in entries], pre))
-        for e in entries:
-            dur = sf.info(e["path"]).duration
-            rows.append(clip_row(content_id(e["path"]), e["path"], e["label"], e["speaker"],
-                                 e["split"], dur))  # fmt: skip
+        paths = [e["path"] for e in entries]
+        for channel in cfg.clip_channels:
+            parts.append(clip_arrays(extractor, cache, paths, pre, channel))
+            for e in entries:
+                cid = content_id(e["path"]) + ("" if channel == "clean" else f"-{channel}")
+                dur = sf.info(e["path"]).duration
+                rows.append(clip_row(cid, e["path"], e["label"], e["speaker"], e["split"], dur,
+                                     channel))  # fmt: skip
 
     text = bank_text_rows(cfg, rows)
     if text and parts:  # text-only rows: no audio (the model masks it with a learned token)
@@ -353,8 +373,10 @@ def speaker_group(row: dict) -> str | None:
     turn's (call, role); None for rows without audio."""
     if not row.get("has_audio"):
         return None
-    if row["source"] == "emotion_clip":
-        return f"speaker:{row['speaker']}" if row.get("speaker") else None
+    if row["source"] == "emotion_clip":  # one speaker over one channel
+        channel = row.get("channel") or "clean"
+        suffix = "" if channel == "clean" else f"/{channel}"
+        return f"speaker:{row['speaker']}{suffix}" if row.get("speaker") else None
     return f"{row['call_id']}/{row['role']}"
 
 

@@ -87,8 +87,12 @@ def call_rows(sidecar: dict, transcript: dict, call_id: str, min_words: int = 1)
     return rows
 
 
-def clip_row(call_id: str, path: str, label: str, speaker: str | None, split: str, dur: float):
-    """One emotion clip: the whole file, customer role, text left out (see module doc)."""
+def clip_row(
+    call_id: str, path: str, label: str, speaker: str | None, split: str, dur: float,
+    channel: str = "clean",
+):  # fmt: skip
+    """One emotion clip: the whole file, customer role, text left out (see module doc);
+    `channel`: "clean", or "telephone" for the clip as heard over a phone line."""
     row = {
         "utt_id": f"{call_id}:0",
         "call_id": call_id,
@@ -108,6 +112,7 @@ def clip_row(call_id: str, path: str, label: str, speaker: str | None, split: st
         "has_text": False,
         "has_audio": True,
         "path": path,
+        "channel": channel,
     }
     row.update({name: 0 for name in INTENTS})
     return row
