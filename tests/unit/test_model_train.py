@@ -85,12 +85,23 @@ def trained(data, tmp_path_factory):
     return out, result, seen
 
 
-def test_fit_learns_writes_one_model_folder_and_thresholds(trained):
+def test_fit_learns_writes_one_model_folder_and_thresholds(data, trained):
+    from sklearn.metrics import roc_auc_score
+
+    from callqa.model.train import predict_probs
+
     out, result, seen = trained
     assert [e for e, _ in seen] == list(range(1, len(seen) + 1))
     assert {"train_loss", "val_macro_f1", "val_intent_f1", "val_emotion_f1"} <= set(seen[0][1])
-    # The intent follows the words: the model must learn it from the text.
-    assert result.val_metrics["intent_f1"] >= 0.8, result.history  # chance: about 0.3
+    # The intent follows the words: the model must learn it from the text. Ranking of the val
+    # rows (threshold-free; chance 0.5), then F1 at the chosen thresholds (chance about 0.3;
+    # 2 positives per intent here, so the thresholds stay near 0.5 rather than chase the best).
+    val = data.subset(data.indices("val"))
+    pi, _ = predict_probs(result.model, val, "cpu")
+    lab = val.labels([])
+    rows = lab["intent_mask"]
+    assert roc_auc_score(lab["intents"][rows], pi[rows], average="macro") >= 0.9, result.history
+    assert result.val_metrics["intent_f1"] >= 0.7, result.history
     assert sorted(p.name for p in out.iterdir()) == sorted(modeldir.FILES)
     assert not out.with_name("model.partial").exists()  # checkpoints go once the model is saved
     assert set(result.thresholds) == set(INTENTS)

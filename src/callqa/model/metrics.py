@@ -48,10 +48,18 @@ GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
 MIN_CALLS = 10  # fewer validation calls than this: choose thresholds per utterance instead
 
 
-def _best(f1s: list[float]) -> float:
-    """The grid threshold with the best F1; among ties the one closest to 0.5 (stable)."""
+def _best(f1s: list[float], positives: int) -> float:
+    """The grid threshold closest to 0.5 whose F1 is within one call's worth of the best.
+
+    Validation sets are small (a few dozen calls, 6-15 of them violations per intent): one call
+    more or less found moves F1 by about 1 / (2 * positives), and the bare arg-max then lands on
+    extreme thresholds by luck (seen: recording disclosure at 0.15, val F1 0.91 against 0.83 at
+    0.5, one call; on the test calls 0.59 against 0.87). A threshold away from 0.5 has to beat
+    it by more than that noise.
+    """
+    tolerance = 1.0 / (2 * max(positives, 1))
     best = max(f1s)
-    return float(min((t for t, f in zip(GRID, f1s, strict=True) if f >= best - 1e-9),
+    return float(min((t for t, f in zip(GRID, f1s, strict=True) if f >= best - tolerance - 1e-9),
                      key=lambda t: abs(t - 0.5)))  # fmt: skip
 
 
@@ -86,9 +94,11 @@ def choose_thresholds(data: TrainData, pi: np.ndarray) -> dict[str, float]:
             truth = said if flagged else ~said
             f1s = [f1_score(truth, (top >= t) if flagged else (top < t), zero_division=0)
                    for t in GRID]  # fmt: skip
+            positives = int(truth.sum())
         else:
             f1s = [f1_score(y, (pi[m, k] >= t).astype(int), zero_division=0) for t in GRID]
-        out[name] = _best(f1s)
+            positives = int(y.sum())
+        out[name] = _best(f1s, positives)
     return out
 
 
