@@ -59,16 +59,11 @@ def feature_metrics(predictor, data, split: str, plots_dir: Path | None) -> dict
         out["intents"] = ints
         out["emotion"] = emo
         clips = (t["source"] == "emotion_clip").to_numpy()
-        phone = (
-            (t["channel"] == "telephone").to_numpy() if "channel" in t else np.zeros(len(t), bool)
-        )
-        for part, mask in (
-            ("calls", call_turns),
-            ("clips", clips & ~phone),
-            ("clips_telephone", clips & phone),
-        ):
-            if part == "clips_telephone" and not mask.any():
-                continue
+        phone = (t["channel"] == "telephone").to_numpy() if "channel" in t else clips & False
+        parts = {"calls": call_turns, "clips": clips & ~phone}
+        if phone.any():
+            parts["clips_telephone"] = clips & phone
+        for part, mask in parts.items():
             m = e & mask
             out[f"emotion_{part}"] = emotion_report(lab["emotion"][m], pe[m].argmax(1), emotions)
         if plots_dir is not None and e.any():

@@ -182,9 +182,8 @@ def clip_arrays(
     `channel`: "clean" (the file as it is) or "telephone" (as heard over a phone line).
     """
     from callqa.audio.prepare import prepare
-    from callqa.files import content_id
 
-    ids = [content_id(p) + ("" if channel == "clean" else f"-{channel}") for p in paths]
+    ids = [clip_id(p, channel) for p in paths]
     got: dict[int, dict] = {}
     todo = []
     for i, cid in enumerate(ids):
@@ -208,6 +207,13 @@ def clip_arrays(
         name: np.concatenate([got[i][name] for i in range(len(paths))])
         for name in ("audio", "mel", "prosody")
     }
+
+
+def clip_id(path: str, channel: str) -> str:
+    """A clip's id: its content id, with the channel for every channel but "clean"."""
+    from callqa.files import content_id
+
+    return content_id(path) + ("" if channel == "clean" else f"-{channel}")
 
 
 def _heard(path: str, channel: str):
@@ -316,17 +322,15 @@ def run(cfg: FeaturizeConfig, pre: PreprocessConfig, progress: bool = True) -> d
     if entries:
         import soundfile as sf
 
-        from callqa.files import content_id
         from callqa.model.utterances import clip_row
 
         paths = [e["path"] for e in entries]
+        durations = [sf.info(p).duration for p in paths]
         for channel in cfg.clip_channels:
             parts.append(clip_arrays(extractor, cache, paths, pre, channel))
-            for e in entries:
-                cid = content_id(e["path"]) + ("" if channel == "clean" else f"-{channel}")
-                dur = sf.info(e["path"]).duration
-                rows.append(clip_row(cid, e["path"], e["label"], e["speaker"], e["split"], dur,
-                                     channel))  # fmt: skip
+            for e, dur in zip(entries, durations, strict=True):
+                rows.append(clip_row(clip_id(e["path"], channel), e["path"], e["label"],
+                                     e["speaker"], e["split"], dur, channel))  # fmt: skip
 
     text = bank_text_rows(cfg, rows)
     if text and parts:  # text-only rows: no audio (the model masks it with a learned token)
