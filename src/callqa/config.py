@@ -138,7 +138,7 @@ class PreprocessConfig(Section):
     channel_roles: tuple[Role, Role] = ("agent", "customer")
     preemphasis: float = Field(0.97, ge=0, lt=1)
     denoise: bool = False
-    # Two-channel calls: attenuate the other party leaking into a channel (audio/crosstalk.py).
+    # Two-channel calls: silence the other party leaking into a channel (audio/crosstalk.py).
     crosstalk: bool = True
     target_lufs: float = -23.0
     vad: VadConfig = VadConfig()

@@ -23,6 +23,9 @@ import math
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d
+from scipy.signal import correlate
+
+from callqa.audio.signal_stats import frame_power
 
 logger = logging.getLogger(__name__)
 
@@ -42,9 +45,7 @@ KEEP_AROUND_S = 0.1  # own-voice frames keep this much around them (word onsets 
 
 def frame_levels_db(x: np.ndarray, frame: int) -> np.ndarray:
     """Mean power per frame, in dB (silence floors at -120)."""
-    n = len(x) // frame
-    power = np.mean(np.square(x[: n * frame].reshape(n, frame), dtype=np.float64), axis=1)
-    return 10.0 * np.log10(power + 1e-12)
+    return 10.0 * np.log10(frame_power(x, frame) + 1e-12)
 
 
 def leak(
@@ -54,8 +55,6 @@ def leak(
 
     `own_db`, `other_db` are frame levels, the latter max-filtered over the delay.
     """
-    from scipy.signal import correlate
-
     loud = other_db >= np.percentile(other_db, 95) - LOUD_DB
     # Where the other party is loud and this channel is well below it: a leak, if anything.
     # Its own voice is left out (it would swamp the correlation of a quiet leak).
@@ -94,9 +93,9 @@ def suppress_crosstalk(
 ) -> tuple[dict[str, np.ndarray], dict[str, float]]:
     """Two role tracks -> the same with the other party's leak silenced, and the leak's
     coupling in dB per track that had one. Any other number of tracks is returned as is."""
-    if len(tracks) != 2:
-        return tracks, {}
     frame = int(FRAME_S * sample_rate_hz)
+    if len(tracks) != 2 or min(len(x) for x in tracks.values()) < MIN_LOUD_FRAMES * frame:
+        return tracks, {}
     names = list(tracks)
     levels = {n: frame_levels_db(tracks[n], frame) for n in names}
     reach = 2 * int(DELAY_S / FRAME_S) + 1
@@ -104,8 +103,6 @@ def suppress_crosstalk(
     for own, other in (names, names[::-1]):
         own_db, x = levels[own], tracks[own]
         other_db = maximum_filter1d(levels[other], reach, mode="nearest")
-        if own_db.size < MIN_LOUD_FRAMES or other_db.size != own_db.size:
-            continue
         measured = leak(x, tracks[other], own_db, other_db, frame)
         if measured is None:
             continue

@@ -274,9 +274,8 @@ def prepare(audio: Audio, cfg: PreprocessConfig, with_logmel: bool = True) -> Pr
         name: quantise_pcm16(resample(remove_dc(sig), sr, cfg.sample_rate_hz))
         for name, sig in sources.items()
     }
-    leaks: dict[str, float] = {}
     if cfg.crosstalk and not reason:
-        tracks, leaks = suppress_crosstalk(tracks, cfg.sample_rate_hz)
+        tracks, _ = suppress_crosstalk(tracks, cfg.sample_rate_hz)
     # 3 decimals, as stored and as in results (CONTRACTS): memory and disk agree exactly
     found = detect_speech_many(list(tracks.values()), cfg.sample_rate_hz, cfg.vad)
     speech = {
@@ -304,5 +303,4 @@ def prepare(audio: Audio, cfg: PreprocessConfig, with_logmel: bool = True) -> Pr
         mono_reason=reason,
         subtype=audio.subtype,
         track_sample_rate_hz=cfg.sample_rate_hz,
-        extra={"crosstalk_db": leaks} if leaks else {},
     )

@@ -42,7 +42,7 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1  # layout of out_dir/<id>/ (what load_prepared reads)
 # Cache code version: bump when the same file and params would give other output.
 # 2: batched Silero VAD and scipy BS.1770 loudness (ae4d98e); 3: DC offset removed before the
-# role split, the VAD and the role tracks (a9eef14); 4: crosstalk attenuated on two-channel
+# role split, the VAD and the role tracks (a9eef14); 4: crosstalk silenced on two-channel
 # calls (audio/crosstalk.py). Entries of older code are never read.
 CODE_VERSION = 4
 # What shapes the output besides our code: decoding, resampling, VAD weights, STFT, loudness.

@@ -170,7 +170,8 @@ def rms_dbfs(x: np.ndarray) -> float | None:
     return 10.0 * math.log10(ms) if ms > 0 else None
 
 
-def _frame_power(x: np.ndarray, frame: int) -> np.ndarray:
+def frame_power(x: np.ndarray, frame: int) -> np.ndarray:
+    """Mean power of each whole frame of `frame` samples (float64)."""
     n = x.size // frame
     f = np.asarray(x[: n * frame], dtype=np.float64).reshape(n, frame)
     return np.mean(f * f, axis=1)
@@ -197,7 +198,7 @@ def snr_db(x: np.ndarray, sample_rate_hz: int, speech: list[Interval] | None) ->
     """
     x = np.asarray(x)
     frame = max(1, int(SNR_FRAME_S * sample_rate_hz))
-    power = _frame_power(x, frame)
+    power = frame_power(x, frame)
     if power.size == 0:
         return None
     if speech is None:
