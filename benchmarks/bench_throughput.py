@@ -4,14 +4,18 @@ Baseline: bare `BatchedInferencePipeline` (batch 8, beam 5, int8, 2 threads, its
 channel. Pipeline: `Scorer.score_files` without reports, on a fresh cache, rules only. Models are
 loaded before timing. Also: one bare pass on the mono mix, mono-input (diarization) scoring, and
 scoring with the trained model (`--model`, default score.model) against rules only (goal: at most
-15% more wall time).
+15% more wall time). `--breakdown` also prints, for every timed run, where its time went (VAD,
+Whisper encode + decode, word alignment, preparation, call metrics, scorecard), measured by
+wrapping the functions that do each stage.
 
     python benchmarks/bench_throughput.py [--n 4] [--seed 915000] [--model models/callqa-qa]
+        [--breakdown]
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import os
 import sys
 import tempfile
@@ -21,6 +25,40 @@ from pathlib import Path
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
 ROOT = Path(__file__).resolve().parents[1]
+SPENT: collections.Counter[str] = collections.Counter()  # seconds per stage (--breakdown)
+
+
+def timed(owner, name: str, key: str) -> None:
+    """Wrap `owner.name` so its wall time adds up under `SPENT[key]`."""
+    inner = getattr(owner, name)
+
+    def wrapper(*args, **kwargs):
+        t0 = time.perf_counter()
+        try:
+            return inner(*args, **kwargs)
+        finally:
+            SPENT[key] += time.perf_counter() - t0
+
+    setattr(owner, name, wrapper)
+
+
+def time_stages() -> None:
+    """Wrap the functions behind each stage of bare faster-whisper and of `callqa score`."""
+    import faster_whisper.transcribe as fwt
+
+    import callqa.asr.backend as backend
+    import callqa.audio.metrics as metrics
+    import callqa.audio.prepare as prepare
+    import callqa.qa.evaluate as evaluate
+
+    timed(fwt.BatchedInferencePipeline, "generate_segment_batched", "whisper encode+decode")
+    timed(fwt.WhisperModel, "add_word_timestamps", "word alignment")
+    timed(fwt, "get_speech_timestamps", "VAD (faster-whisper's Silero)")
+    timed(prepare, "detect_speech_many", "VAD (callqa's batched Silero)")
+    timed(prepare, "prepare", "prepare (VAD, crosstalk, loudness, SNR)")
+    timed(backend, "transcribe_with_recovery", "ASR in all (both passes)")
+    timed(evaluate, "evaluate", "scorecard")
+    timed(metrics, "call_metrics", "call metrics (pitch, rate, overtalk)")
 
 
 def main() -> None:
@@ -29,7 +67,10 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=915000)
     ap.add_argument("--repeats", type=int, default=2, help="interleaved timing runs")
     ap.add_argument("--model", type=Path, default=None, help="trained model (default score.model)")
+    ap.add_argument("--breakdown", action="store_true", help="print each run's time per stage")
     args = ap.parse_args()
+    if args.breakdown:
+        time_stages()
 
     import numpy as np
     import soundfile as sf
@@ -69,23 +110,31 @@ def main() -> None:
     model = WhisperModel(str(get_model_path()), device="cpu", compute_type="int8", cpu_threads=2)
     bare = BatchedInferencePipeline(model)
 
-    def run_bare(signals):
+    def stages(label: str, secs: float) -> float:
+        if args.breakdown:
+            parts = ", ".join(f"{k} {v:.2f}" for k, v in sorted(SPENT.items()))
+            print(f"  {label:16s} {secs:6.2f} s  [{parts}]", flush=True)
+        return secs
+
+    def run_bare(signals, label):
+        SPENT.clear()
         t0 = time.perf_counter()
         for x in signals:
             segs, _ = bare.transcribe(
                 x, batch_size=8, beam_size=5, language="en", vad_filter=True, word_timestamps=False
             )
             list(segs)
-        return time.perf_counter() - t0
+        return stages(label, time.perf_counter() - t0)
 
     def run_pipeline(paths, tag, rep, who=None):
         who = who or scorer
         cache = work / f"cache-{tag}-{rep}"  # a cold cache: nothing is reused between runs
         os.environ["CALLQA_CACHE_DIR"] = str(cache)
         who.asr.cache.dir = cache / "transcribe"
+        SPENT.clear()
         t0 = time.perf_counter()
         who.score_files(paths, work / f"{tag}.jsonl", progress=False)
-        return time.perf_counter() - t0
+        return stages(f"pipeline {tag}", time.perf_counter() - t0)
 
     rules_cfg = params.score.model_copy(update={"model": None})
     scorer = Scorer(params.preprocess, params.transcribe, rules_cfg)
@@ -103,11 +152,11 @@ def main() -> None:
     # Interleaved repeats; each side keeps its fastest run (the least disturbed one).
     base, mix, pipe, pipe_mono, pipe_model = [], [], [], [], []
     for rep in range(args.repeats):
-        base.append(run_bare([c for chans in audio.values() for c in chans]))
+        base.append(run_bare([c for chans in audio.values() for c in chans], "bare"))
         pipe.append(run_pipeline(stereo, "stereo", rep))
         if with_model is not None:
             pipe_model.append(run_pipeline(stereo, "model", rep, with_model))
-        mix.append(run_bare([np.mean(chans, axis=0) for chans in audio.values()]))
+        mix.append(run_bare([np.mean(chans, axis=0) for chans in audio.values()], "bare mono mix"))
         pipe_mono.append(run_pipeline(mono, "mono", rep))
     t_base, t_mix, t_pipe, t_mono = min(base), min(mix), min(pipe), min(pipe_mono)
 

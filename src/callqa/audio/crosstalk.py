@@ -23,7 +23,6 @@ import math
 
 import numpy as np
 from scipy.ndimage import maximum_filter1d
-from scipy.signal import correlate
 
 from callqa.audio.signal_stats import frame_power
 
@@ -36,7 +35,7 @@ QUIET_BELOW_DB = 12.0  # frames this far under the other voice are where a leak 
 FIT_DB = 6.0  # frames within this of the median leak level measure the correlation
 MIN_LOUD_FRAMES = 50  # 1 s of loud speech on the other channel before anything is decided
 MIN_CORRELATION = 0.3  # cross-correlation peak over those stretches that makes a leak
-CORRELATE_SPAN_S = 60.0  # of the call read for it, from the first such frame (bounds the cost)
+MAX_CORRELATE_FRAMES = 150  # 3 s of such frames are enough (and bound the cost)
 MIN_COUPLING_DB = -60.0  # a leak quieter than this is left alone ...
 MAX_COUPLING_DB = -15.0  # ... and so is one this loud: levels no longer tell it from overtalk
 MARGIN_DB = 10.0  # a frame this much above the leak's expected level is the channel's own voice
@@ -69,19 +68,22 @@ def leak(
     fit = quiet & (own_db <= other_db + coupling + FIT_DB)
     if fit.sum() < MIN_LOUD_FRAMES:
         return None
-    frames = np.flatnonzero(fit)
-    frames = frames[frames < frames[0] + int(CORRELATE_SPAN_S / FRAME_S)]
+    frames = np.flatnonzero(fit)[:MAX_CORRELATE_FRAMES]
     lag = int(DELAY_S * frame / FRAME_S)
-    lo, hi = max(0, frames[0] * frame - lag), min(len(own), (frames[-1] + 1) * frame + lag)
-    mask = np.zeros(hi - lo, bool)
-    mask[(frames[:, None] * frame - lo + np.arange(frame)[None, :]).ravel()] = True
-    a = np.where(mask, own[lo:hi], 0.0).astype(np.float64)
-    b = np.asarray(other[lo:hi], dtype=np.float64)
-    b_under = np.where(mask, b, 0.0)
-    norm = math.sqrt(float(np.dot(a, a)) * float(np.dot(b_under, b_under)))
+    # Each frame of this channel against the other's samples around it (+-lag), summed over
+    # the frames: the cross-correlation over those frames alone, at every lag, by FFT.
+    starts = frames * frame
+    a = own[starts[:, None] + np.arange(frame)].astype(np.float64)
+    idx = starts[:, None] - lag + np.arange(frame + 2 * lag)
+    inside = (idx >= 0) & (idx < len(other))
+    b = np.where(inside, other[np.clip(idx, 0, len(other) - 1)], 0.0).astype(np.float64)
+    n = 1 << int(math.ceil(math.log2(frame + 2 * lag + frame)))
+    spectrum = np.sum(np.conj(np.fft.rfft(a, n)) * np.fft.rfft(b, n), axis=0)
+    xc = np.fft.irfft(spectrum, n)[: 2 * lag + 1]
+    under = b[:, lag : lag + frame]  # the other channel at zero lag
+    norm = math.sqrt(float(np.sum(a * a)) * float(np.sum(under * under)))
     if norm <= 0.0:  # digital silence under the other voice
         return None
-    xc = correlate(a, b, mode="full", method="fft")[len(b) - 1 - lag : len(b) + lag]
     corr = float(np.max(np.abs(xc))) / norm
     if corr < MIN_CORRELATION:
         return None
