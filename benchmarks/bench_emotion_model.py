@@ -67,14 +67,15 @@ def main() -> None:
     from callqa.audio.io import load_audio
     from callqa.audio.prepare import prepare
     from callqa.config import TrainConfig, load_params
-    from callqa.model.features import FeatureExtractor, FeatureSpec
+    from callqa.model.features import FeatureExtractor
+    from callqa.model.featurize import feature_spec
     from callqa.model.train import fit, predict_probs
 
     params = load_params(ROOT / "params.yaml")
     clips = load_clips()
     t0 = time.perf_counter()
     feat = params.featurize
-    ext = FeatureExtractor(FeatureSpec(speaker_relative=feat.speaker_relative), "cpu")
+    ext = FeatureExtractor(feature_spec(feat), "cpu")
     parts = []
     # groups of 8 share encoder windows: a random order, so a group is never one emotion
     order = np.random.default_rng(0).permutation(len(clips))

@@ -211,6 +211,9 @@ class FeaturizeConfig(Section):
     # windows, packed end to end). Alone, an embedding does not depend on its neighbours.
     embed_alone: bool = True
     speaker_relative: bool = True  # audio + prosody also as deviations from the speaker's mean
+    # Each utterance (clip) brought to this loudness before the encoder and prosody, so the
+    # recording's gain is no emotion cue; null = as recorded.
+    level_lufs: float | None = Field(-23.0, le=0)
     # Each emotion clip also as heard over a phone line (8 kHz, 300-3400 Hz, mu-law): the voice
     # branch then knows narrowband speech, as real contact-centre audio mostly is.
     clip_channels: list[Literal["clean", "telephone"]] = Field(

@@ -44,6 +44,7 @@ PROSODY_NAMES = (
 PROSODY_DIM = len(PROSODY_NAMES)
 ENERGY_FRAME_S = 0.02
 ENERGY_FLOOR_DB = -100.0  # about 16-bit quantisation noise: digital silence stays finite
+ENERGY_RANGE_DB = 50.0  # frames are floored this far under the span's loud (95th pct) frames
 # A frame is "low" when 25 dB under the span's loud (95th percentile) frames or under -60 dBFS;
 # a pause is a run of low frames of >= 0.15 s between two non-low frames (shorter gaps are
 # stop closures inside words).
@@ -343,7 +344,10 @@ def _frame_db(x: np.ndarray) -> np.ndarray:
     n = x.size // frame
     f = x[: n * frame].astype(np.float64).reshape(n, frame)
     power = np.maximum(np.mean(f * f, axis=1), 10 ** (ENERGY_FLOOR_DB / 10))
-    return 10 * np.log10(power)
+    db = 10 * np.log10(power)
+    # Frames far under the span's loud ones are floored relative to them: a line's noise
+    # floor (or digital silence, or 16-bit rounding of a quiet recording) is no voice.
+    return np.maximum(db, np.percentile(db, 95) - ENERGY_RANGE_DB) if db.size else db
 
 
 def _pauses(db: np.ndarray) -> tuple[int, int]:

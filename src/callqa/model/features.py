@@ -8,6 +8,8 @@ evaluate (labelled clips), so the model sees the same features everywhere:
 - mel: the utterance's slice of the preprocessed log-mel of the conditioned audio, resized to a
   fixed image;
 - prosody: pitch, energy, rate and pauses (`audio_features.prosody`);
+- level (`level_lufs`): each utterance's audio is brought to one loudness before the encoder
+  and prosody, so a recording's gain says nothing about its speaker's emotion;
 - speaker context (`speaker_relative`): audio and prosody each followed by their deviation from
   the mean of the same speaker's utterances (a call's role, a corpus speaker), so the model hears
   how this turn differs from the speaker's usual voice as well as the voice itself.
@@ -21,7 +23,8 @@ from functools import cached_property
 
 import numpy as np
 
-from callqa.audio.prepare import Prepared
+from callqa.audio.prepare import MAX_GAIN_DB, Prepared
+from callqa.schemas import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +52,10 @@ class FeatureSpec:
     # Audio and prosody gain their deviation from the speaker's mean (`speaker_relative`):
     # speaker-independent emotion on RAVDESS rose from UA 0.66 to 0.77 (docs/benchmarks.md).
     speaker_relative: bool = True
+    # Each utterance (or clip) is brought to this loudness before the encoder and prosody, so
+    # the recording's gain is no cue: at its own level a LibriSpeech reading was "angry" at
+    # 0.99, 10 dB quieter "sad" (docs/benchmarks.md). None = as recorded.
+    level_lufs: float | None = -23.0
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -59,7 +66,7 @@ class FeatureSpec:
     def from_dict(cls, d: dict) -> FeatureSpec:
         # a spec saved before `pack_speech` existed embedded spans in place
         d = {"pack_speech": False, "audio_max_s": None, "embed_alone": False,
-             "speaker_relative": False, **d}  # fmt: skip
+             "speaker_relative": False, "level_lufs": None, **d}  # fmt: skip
         return cls(**{**d, "mel_shape": tuple(d.get("mel_shape", (64, 128)))})
 
 
@@ -161,10 +168,19 @@ class FeatureExtractor:
         for i, (role, *_rest) in enumerate(spans):
             by_track.setdefault(track_index(prep, role)[0], []).append(i)
         sr = prep.track_sample_rate_hz
+        gains = self._span_gains(prep, spans)
         for name, idx in by_track.items():
             track, where = prep.tracks[name], [self._capped(*spans[i][1:3]) for i in idx]
+            pieces = [
+                track[int(s * sr) : int(e * sr)] * gains[i]
+                for (s, e), i in zip(where, idx, strict=True)
+            ]
             if self.spec.pack_speech:
-                track, where = pack_clips([track[int(s * sr) : int(e * sr)] for s, e in where])
+                track, where = pack_clips(pieces)
+            else:  # spans in place, each at its own level
+                track = track.copy()
+                for (s, _e), piece in zip(where, pieces, strict=True):
+                    track[int(s * sr) : int(s * sr) + piece.size] = piece
             emb = embed_spans(self.encoder, track, where, alone=self.spec.embed_alone)
             if audio is None:
                 audio = np.zeros((n, emb.shape[1]), np.float32)
@@ -176,7 +192,7 @@ class FeatureExtractor:
             if prep.logmel is not None:
                 mel[i] = mel_slice(prep.logmel[k], start, end, self.spec.mel_shape)
             x = prep.tracks[name][int(start * sr) : int(end * sr)]
-            pros.append(prosody(x, n_words))
+            pros.append(prosody(x * gains[i], n_words))
         if audio is None:
             audio = np.zeros((0, 0), np.float32)
         return {
@@ -189,6 +205,29 @@ class FeatureExtractor:
         """`speaker_relative(arrays, groups)` when the spec asks for it, else `arrays`."""
         return speaker_relative(arrays, groups) if self.spec.speaker_relative else arrays
 
+    def _gain(self, x: np.ndarray, default: float = 1.0) -> float:
+        """Linear gain that brings `x` to `spec.level_lufs` (+40 dB at most); `default` when
+        its loudness is undefined (under 0.4 s, or silence) or the spec keeps levels."""
+        from callqa.audio.signal_stats import loudness_lufs
+
+        if self.spec.level_lufs is None:
+            return 1.0
+        level = loudness_lufs(x, SAMPLE_RATE_HZ)
+        if level is None:
+            return default
+        return float(10 ** (min(self.spec.level_lufs - level, MAX_GAIN_DB) / 20))
+
+    def _span_gains(self, prep: Prepared, spans) -> list[float]:
+        """Each span's gain to `level_lufs`; a span too short to measure takes its track's."""
+        sr = prep.track_sample_rate_hz
+        track_gain = {name: self._gain(x) for name, x in prep.tracks.items()}
+        out = []
+        for role, start, end, _n in spans:
+            name = track_index(prep, role)[0]
+            x = prep.tracks[name][int(start * sr) : int(end * sr)]
+            out.append(self._gain(x, track_gain[name]))
+        return out
+
     def _capped(self, start: float, end: float) -> tuple[float, float]:
         cap = self.spec.audio_max_s
         return (start, end) if cap is None else (start, min(end, start + cap))
@@ -199,6 +238,7 @@ class FeatureExtractor:
 
         sr = preps[0].track_sample_rate_hz if preps else 16000
         clips = [next(iter(p.tracks.values())) for p in preps]
+        clips = [c * self._gain(c) for c in clips]
         heard = [c[: int(self._capped(0.0, c.size / sr)[1] * sr)] for c in clips]
         track, spans = pack_clips(heard)
         audio = embed_spans(self.encoder, track, spans, alone=self.spec.embed_alone)

@@ -30,8 +30,9 @@ from callqa.model.reviewed import override_synth
 logger = logging.getLogger(__name__)
 
 # 2: role speech packed before the encoder; 3: clips in random groups; 4: encoder windows as
-# long as their audio, utterances capped at audio_max_s; 5: each utterance its own window
-CODE_VERSION = 5
+# long as their audio, utterances capped at audio_max_s; 5: each utterance its own window;
+# 6: frame energies floored 50 dB under a span's loud frames (prosody)
+CODE_VERSION = 6
 RAVDESS_LICENSE = "CC BY-NC-SA 4.0 (RAVDESS, Livingstone & Russo 2018)"
 ARRAYS = ("input_ids", "attention_mask", "audio", "mel", "prosody")
 
@@ -45,6 +46,7 @@ def feature_spec(cfg: FeaturizeConfig) -> FeatureSpec:
         audio_max_s=cfg.audio_max_s,
         embed_alone=cfg.embed_alone,
         speaker_relative=cfg.speaker_relative,
+        level_lufs=cfg.level_lufs,
     )
 
 
@@ -59,6 +61,7 @@ def _cache(cfg: FeaturizeConfig, pre: PreprocessConfig, extractor: FeatureExtrac
             "pack_speech": spec.pack_speech,
             "audio_max_s": spec.audio_max_s,
             "embed_alone": spec.embed_alone,
+            "level_lufs": spec.level_lufs,
             "audio_encoder": spec.audio_encoder,
             "mel_shape": list(spec.mel_shape),
             "preprocess": pre.model_dump(
