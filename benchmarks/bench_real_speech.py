@@ -5,7 +5,8 @@ featurize's simulated phone line, `featurize.clip_channels`). This prints, for t
 recordings (../shared/realdata):
 
 - each ASR file scored as one clip (no words, no speaker context): the top emotion and its
-  probability (none of these files carries an emotion label; none is angry speech);
+  probability, as recorded and 10 and 20 dB quieter (none of these files carries an emotion
+  label; none is angry speech; a recording's gain should not change its emotion);
 - the pyannote phone conversation through `callqa score`'s Scorer: each role's emotion;
 - RAVDESS clips of `--actors` with their speaker context, clean and written as real 8 kHz
   8-bit linear PCM files (no band filter, no mu-law: not the simulation featurize trains on):
@@ -62,14 +63,21 @@ def main() -> None:
     predictor = Predictor.load(args.model, device="cpu")
     names = predictor.emotions
 
-    def clip_probs(paths, speakers):
-        preps = [prepare(load_audio(p), params.preprocess, with_logmel=True) for p in paths]
+    def clip_probs(paths, speakers, gain_db=0.0):
+        audios = [load_audio(p) for p in paths]
+        for a in audios:  # a quieter recording of the same speech
+            a.samples = a.samples * np.float32(10 ** (gain_db / 20))
+        preps = [prepare(a, params.preprocess, with_logmel=True) for a in audios]
         return predictor.predict_clips(predictor.features.clip_features(preps), speakers)
 
     files = sorted(p for p in (REALDATA / "asr").iterdir() if p.suffix in (".wav", ".flac"))
     print(f"model {args.model}\n\nreal recordings, each one clip (no words, no speaker context)")
-    for p, pe in zip(files, clip_probs(files, None), strict=True):
-        print(f"  {p.name:34s} {names[pe.argmax()]:8s} {pe.max():.3f}")
+    gains = (0.0, -10.0, -20.0)
+    print(f"  {'file':34s} " + "  ".join(f"{f'as recorded {g:+.0f} dB':18s}" for g in gains))
+    by_gain = [clip_probs(files, None, g) for g in gains]
+    for i, p in enumerate(files):
+        cells = [f"{names[pe[i].argmax()]:8s} {pe[i].max():.3f}   " for pe in by_gain]
+        print(f"  {p.name:34s} " + "  ".join(f"{c:18s}" for c in cells))
 
     conv = REALDATA / "conversation" / "pyannote_sample.wav"
     score_cfg = params.score.model_copy(
@@ -88,12 +96,12 @@ def main() -> None:
     speakers = [r["speaker"] for r in rows]
     print(f"\nRAVDESS {' '.join(args.actors)}: {len(rows)} clips, 4 classes, speaker context")
     with tempfile.TemporaryDirectory() as tmp:
-        for kind in ("16 kHz file", "8 kHz 8-bit file"):
+        for kind in ("16 kHz file", "16 kHz file -20 dB", "8 kHz 8-bit file"):
             paths = [RAVDESS / r["file"] for r in rows]
-            if kind != "16 kHz file":
+            if kind.startswith("8 kHz"):
                 paths = [_telephone_file(p, Path(tmp) / f"{p.stem}.wav") for p in paths]
-            pe = clip_probs(paths, speakers)
-            print(f"  {kind:16s} accuracy {np.mean(pe.argmax(1) == truth):.3f}  "
+            pe = clip_probs(paths, speakers, -20.0 if kind.endswith("dB") else 0.0)
+            print(f"  {kind:18s} accuracy {np.mean(pe.argmax(1) == truth):.3f}  "
                   f"mean top probability {pe.max(1).mean():.3f}")  # fmt: skip
 
 

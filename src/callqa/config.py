@@ -216,8 +216,8 @@ class FeaturizeConfig(Section):
     level_lufs: float | None = Field(-23.0, le=0)
     # Each emotion clip also as heard over a phone line (8 kHz, 300-3400 Hz, mu-law): the voice
     # branch then knows narrowband speech, as real contact-centre audio mostly is.
-    clip_channels: list[Literal["clean", "telephone"]] = Field(
-        default_factory=lambda: ["clean", "telephone"], min_length=1
+    clip_channels: list[Literal["clean", "telephone", "pcm8"]] = Field(
+        default_factory=lambda: ["clean", "telephone", "pcm8"], min_length=1
     )
     # Text-only rows: each phrase-bank sentence of the train split, filled in this many times,
     # half of them with the word substitutions ASR made on the train calls.

@@ -59,10 +59,12 @@ def feature_metrics(predictor, data, split: str, plots_dir: Path | None) -> dict
         out["intents"] = ints
         out["emotion"] = emo
         clips = (t["source"] == "emotion_clip").to_numpy()
-        phone = (t["channel"] == "telephone").to_numpy() if "channel" in t else clips & False
-        parts = {"calls": call_turns, "clips": clips & ~phone}
-        if phone.any():
-            parts["clips_telephone"] = clips & phone
+        channel = np.full(len(t), "clean", dtype=object)
+        if "channel" in t:
+            channel = t["channel"].fillna("clean").to_numpy()
+        parts = {"calls": call_turns, "clips": clips & (channel == "clean")}
+        for name in sorted(set(channel[clips]) - {"clean"}):  # clips_telephone, clips_pcm8
+            parts[f"clips_{name}"] = clips & (channel == name)
         for part, mask in parts.items():
             m = e & mask
             out[f"emotion_{part}"] = emotion_report(lab["emotion"][m], pe[m].argmax(1), emotions)

@@ -182,7 +182,7 @@ def clip_arrays(
 ):  # fmt: skip
     """Features of whole clips, computed in packed groups of `batch`, cached per clip.
 
-    `channel`: "clean" (the file as it is) or "telephone" (as heard over a phone line).
+    `channel`: "clean" (the file as it is), "telephone" or "pcm8" (`_heard`).
     """
     from callqa.audio.prepare import prepare
 
@@ -220,15 +220,22 @@ def clip_id(path: str, channel: str) -> str:
 
 
 def _heard(path: str, channel: str):
-    """The clip's audio as the channel delivers it (mono, 16 kHz for "telephone")."""
+    """The clip's audio as the channel delivers it (mono, 16 kHz for the others than "clean"):
+    "telephone" = a phone line (300-3400 Hz, 8 kHz, mu-law); "pcm8" = an 8 kHz, 8-bit linear
+    PCM export (no band filter; quiet speech sits close to its rounding noise)."""
     from callqa.audio.io import Audio, load_audio, resample, to_mono
-    from callqa.data.synth_render import SAMPLE_RATE_HZ, telephone_channel
+    from callqa.data.synth_render import SAMPLE_RATE_HZ, TELEPHONE_RATE_HZ, telephone_channel
 
     audio = load_audio(path)
     if channel == "clean":
         return audio
     x = resample(to_mono(audio.samples), audio.sample_rate_hz, SAMPLE_RATE_HZ)
-    return Audio(telephone_channel(x)[None, :].astype(np.float32), SAMPLE_RATE_HZ, "ULAW")
+    if channel == "telephone":
+        return Audio(telephone_channel(x)[None, :].astype(np.float32), SAMPLE_RATE_HZ, "ULAW")
+    y = resample(x, SAMPLE_RATE_HZ, TELEPHONE_RATE_HZ)
+    y = np.clip(np.round(y * 128), -128, 127) / 128  # unsigned 8-bit has 256 levels
+    return Audio(resample(y, TELEPHONE_RATE_HZ, SAMPLE_RATE_HZ)[None, :].astype(np.float32),
+                 SAMPLE_RATE_HZ, "PCM_U8")  # fmt: skip
 
 
 # ------------------------------------------------------------------ reviewed calls
