@@ -95,18 +95,21 @@ def test_featurize_labels_splits_and_arrays(project):
     by_split = clips.groupby("split")["speaker"].apply(set)
     assert len(by_split) == 3 and not set.intersection(*by_split)  # speaker-disjoint
     assert set(clips["emotion"]) <= set(EMOTIONS)
-    # each clip also as heard over a phone line: same speaker, split and label, other features
-    clean, phone = (clips[clips["channel"] == c].set_index("path") for c in ("clean", "telephone"))
-    assert len(phone) == len(clean) > 0 and set(phone.index) == set(clean.index)
-    for col in ("split", "speaker", "emotion"):
-        assert (phone[col] == clean.loc[phone.index, col]).all()
+    # each clip also over a phone line and as an 8-bit export: same speaker, split and label,
+    # other features
+    clean = clips[clips["channel"] == "clean"].set_index("path")
     with np.load(d / "features" / "arrays.npz") as npz:
         audio = npz["audio"]
     pos = {
         (r.path, r.channel): i for i, r in enumerate(table.itertuples()) if r.path in clean.index
     }
-    pairs = [(pos[(path, "clean")], pos[(path, "telephone")]) for path in clean.index]
-    assert all(not np.allclose(audio[a], audio[b], atol=1e-3) for a, b in pairs)
+    for channel in ("telephone", "pcm8"):
+        copy = clips[clips["channel"] == channel].set_index("path")
+        assert len(copy) == len(clean) > 0 and set(copy.index) == set(clean.index)
+        for col in ("split", "speaker", "emotion"):
+            assert (copy[col] == clean.loc[copy.index, col]).all()
+        pairs = [(pos[(path, "clean")], pos[(path, channel)]) for path in clean.index]
+        assert all(not np.allclose(audio[a], audio[b], atol=1e-3) for a, b in pairs)
     text = table[table["source"] == "bank_text"]
     assert len(text) > 0 and (text["split"] == "train").all() and not text["has_audio"].any()
     summary = json.loads((d / "features" / "featurize.json").read_text())
