@@ -214,8 +214,9 @@ class FeaturizeConfig(Section):
     # Each utterance (clip) brought to this loudness before the encoder and prosody, so the
     # recording's gain is no emotion cue; null = as recorded.
     level_lufs: float | None = Field(-23.0, le=0)
-    # Each emotion clip also as heard over a phone line (8 kHz, 300-3400 Hz, mu-law): the voice
-    # branch then knows narrowband speech, as real contact-centre audio mostly is.
+    # Each emotion clip also as heard over a phone line (8 kHz, 300-3400 Hz, mu-law) and as an
+    # 8 kHz 8-bit linear PCM export: the voice branch then knows narrowband and coarse speech,
+    # as real contact-centre audio mostly is.
     clip_channels: list[Literal["clean", "telephone", "pcm8"]] = Field(
         default_factory=lambda: ["clean", "telephone", "pcm8"], min_length=1
     )

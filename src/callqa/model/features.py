@@ -207,7 +207,7 @@ class FeatureExtractor:
 
     def _gain(self, x: np.ndarray, default: float = 1.0) -> float:
         """Linear gain that brings `x` to `spec.level_lufs` (+40 dB at most); `default` when
-        its loudness is undefined (under 0.4 s, or silence) or the spec keeps levels."""
+        its loudness is undefined (under 0.4 s, or silence); 1 when the spec keeps levels."""
         from callqa.audio.signal_stats import loudness_lufs
 
         if self.spec.level_lufs is None:
