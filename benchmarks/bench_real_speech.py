@@ -8,11 +8,11 @@ recordings (../shared/realdata):
   probability, as recorded and 10 and 20 dB quieter (none of these files carries an emotion
   label; none is angry speech; a recording's gain should not change its emotion);
 - the pyannote phone conversation through `callqa score`'s Scorer: each role's emotion;
-- RAVDESS clips of `--actors` with their speaker context, clean and written as real 8 kHz
-  8-bit linear PCM files (no band filter, no mu-law: not the simulation featurize trains on):
-  4-class accuracy (neutral + calm -> neutral). The default model's test-split actor is
-  actor02 (featurize's speaker-disjoint split, `data/features/utterances.parquet`); any other
-  actor of 01-08 was trained on.
+- RAVDESS clips of `--actors` with their speaker context: clean, 20 dB quieter, and written as
+  real 8 kHz 8-bit linear PCM files (by soundfile; featurize's `pcm8` clip copies simulate that
+  format, so here only the actor is unseen, not the format): 4-class accuracy (neutral + calm ->
+  neutral). The default model's test-split actor is actor02 (featurize's speaker-disjoint
+  split, `data/features/utterances.parquet`); any other actor of 01-08 was trained on.
 
     python benchmarks/bench_real_speech.py [--model models/callqa-qa] [--actors actor02]
 """

@@ -24,7 +24,6 @@ from functools import cached_property
 import numpy as np
 
 from callqa.audio.prepare import MAX_GAIN_DB, Prepared
-from callqa.schemas import SAMPLE_RATE_HZ
 
 logger = logging.getLogger(__name__)
 
@@ -205,27 +204,31 @@ class FeatureExtractor:
         """`speaker_relative(arrays, groups)` when the spec asks for it, else `arrays`."""
         return speaker_relative(arrays, groups) if self.spec.speaker_relative else arrays
 
-    def _gain(self, x: np.ndarray, default: float = 1.0) -> float:
-        """Linear gain that brings `x` to `spec.level_lufs` (+40 dB at most); `default` when
-        its loudness is undefined (under 0.4 s, or silence); 1 when the spec keeps levels."""
+    def _gain(self, x: np.ndarray, sample_rate_hz: int) -> float | None:
+        """Linear gain that brings `x` to `spec.level_lufs` (+40 dB at most); None when its
+        loudness is undefined (under 0.4 s, or silence); 1 when the spec keeps levels."""
         from callqa.audio.signal_stats import loudness_lufs
 
         if self.spec.level_lufs is None:
             return 1.0
-        level = loudness_lufs(x, SAMPLE_RATE_HZ)
+        level = loudness_lufs(x, sample_rate_hz)
         if level is None:
-            return default
+            return None
         return float(10 ** (min(self.spec.level_lufs - level, MAX_GAIN_DB) / 20))
 
     def _span_gains(self, prep: Prepared, spans) -> list[float]:
-        """Each span's gain to `level_lufs`; a span too short to measure takes its track's."""
+        """Each span's gain to `level_lufs`; a span too short to measure takes its track's (the
+        whole track is measured only then)."""
         sr = prep.track_sample_rate_hz
-        track_gain = {name: self._gain(x) for name, x in prep.tracks.items()}
-        out = []
+        out, track_gain = [], {}
         for role, start, end, _n in spans:
             name = track_index(prep, role)[0]
-            x = prep.tracks[name][int(start * sr) : int(end * sr)]
-            out.append(self._gain(x, track_gain[name]))
+            gain = self._gain(prep.tracks[name][int(start * sr) : int(end * sr)], sr)
+            if gain is None:
+                if name not in track_gain:
+                    track_gain[name] = self._gain(prep.tracks[name], sr) or 1.0
+                gain = track_gain[name]
+            out.append(gain)
         return out
 
     def _capped(self, start: float, end: float) -> tuple[float, float]:
@@ -238,7 +241,7 @@ class FeatureExtractor:
 
         sr = preps[0].track_sample_rate_hz if preps else 16000
         clips = [next(iter(p.tracks.values())) for p in preps]
-        clips = [c * self._gain(c) for c in clips]
+        clips = [c * (self._gain(c, sr) or 1.0) for c in clips]
         heard = [c[: int(self._capped(0.0, c.size / sr)[1] * sr)] for c in clips]
         track, spans = pack_clips(heard)
         audio = embed_spans(self.encoder, track, spans, alone=self.spec.embed_alone)
