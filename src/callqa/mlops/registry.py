@@ -3,9 +3,10 @@
 - `register` logs the pipeline (pyfunc.py, models-from-code) in a run with lineage tags and
   registers a new version of `registry.name`.
 - `promote` scores the frozen evaluation calls (the `test` bank's, synthesised once) with the
-  candidate and with the production version, and moves the candidate None -> Staging ->
-  Production, with the aliases `staging` and `production`, only when the gate of params.yaml
-  passes; the old production version is archived. Each decision is logged as a run.
+  candidate and with the production version in turn, call by call, and moves the candidate
+  None -> Staging -> Production, with the aliases `staging` and `production`, only when the
+  gate of params.yaml passes; the old production version is archived. Each decision is logged
+  as a run.
 - `rollback` gives Production and `production` back to the version production replaced.
 
 Stages are deprecated in MLflow 3 (FutureWarning) but users promote by stage, so both move:
@@ -20,7 +21,7 @@ import os
 import tempfile
 import time
 import warnings
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 QA_MODEL_FILE = Path(__file__).with_name("qa_model.py")
 ALIAS_PRODUCTION, ALIAS_STAGING = "production", "staging"
 PREVIOUS_TAG = "callqa.previous_production"  # set on a version when it replaces another
-GATE_TAG = "callqa.gate."  # cached evaluation metrics of a version, per evaluation set
+GATE_TAG = "callqa.gate."  # a version's latest gate metrics, per evaluation set (a record)
 
 
 @dataclass
@@ -140,18 +141,17 @@ def _eval_set_id(calls: list[Path]) -> str:
     return hashlib.sha256(joined.encode()).hexdigest()[:12]
 
 
-def gate_metrics(pipeline, calls: list[Path]) -> dict[str, float | None]:
+def gate_metrics(scored: list[tuple[Path, dict, float]]) -> dict[str, float | None]:
     """check F1 per check (violation class), their macro mean, emotion macro-F1 over both
-    roles (None without a model), and scoring seconds per audio second."""
+    roles (None without a model), and scoring seconds per audio second, from one version's
+    (call, result, seconds) on the evaluation calls."""
     from sklearn.metrics import f1_score
 
     truth, predicted, emo_true, emo_pred = [], [], [], []
     seconds = audio_s = 0.0
-    for path in calls:
+    for path, result, spent in scored:
         sidecar = json.loads(path.with_suffix(".json").read_text(encoding="utf-8"))
-        t0 = time.perf_counter()
-        result = pipeline.score_bytes(path.read_bytes(), path.name)
-        seconds += time.perf_counter() - t0
+        seconds += spent
         audio_s += result["duration_s"]
         truth.append(sidecar["checks"])
         predicted.append({c["id"]: c["passed"] for c in result["checks"]})
@@ -177,7 +177,7 @@ def gate_metrics(pipeline, calls: list[Path]) -> dict[str, float | None]:
         round(float(f1_score(emo_true, emo_pred, average="macro")), 4) if emo_true else None
     )
     out["x_real_time"] = round(seconds / audio_s, 4) if audio_s else None
-    out["n_calls"] = len(calls)
+    out["n_calls"] = len(scored)
     return out
 
 
@@ -188,34 +188,56 @@ def _load(params: Params, version: str):
     return model.unwrap_python_model()
 
 
-def evaluate_version(params: Params, version: str, calls: list[Path]) -> dict:
-    """Gate metrics of a registered version, cached on the version per evaluation set."""
+def evaluate_versions(params: Params, versions: list[str], calls: list[Path]) -> list[dict]:
+    """Gate metrics of each version on the same calls, scored in turn call by call (which
+    version goes first alternates), so x_real_time compares two versions under the same load
+    of the machine: timings taken at different hours are not comparable. Each version has a
+    fresh cache of its own (it must not read the other's transcripts). The metrics are
+    recorded as a tag on each version, per evaluation set."""
     client = _client(params)
-    name = params.registry.name
     key = f"{GATE_TAG}{_eval_set_id(calls)}"
-    mv = client.get_model_version(name, version)
-    if key in mv.tags:
-        return json.loads(mv.tags[key])
-    with _fresh_cache():
-        metrics = gate_metrics(_load(params, version), calls)
-    client.set_model_version_tag(name, version, key, json.dumps(metrics))
-    return metrics
+    with ExitStack() as stack:
+        caches = [stack.enter_context(tempfile.TemporaryDirectory(prefix="callqa-gate-"))
+                  for _ in versions]  # fmt: skip
+        pipelines = []
+        for version, cache in zip(versions, caches, strict=True):
+            with _cache_at(cache):
+                pipelines.append(_load(params, version))
+        scored: list[list] = [[] for _ in versions]
+        for i, path in enumerate(calls):
+            data = path.read_bytes()
+            order = range(len(versions)) if i % 2 == 0 else reversed(range(len(versions)))
+            for v in order:
+                with _cache_at(caches[v]):
+                    t0 = time.perf_counter()
+                    result = pipelines[v].score_bytes(data, path.name)
+                    scored[v].append((path, result, time.perf_counter() - t0))
+    out = [gate_metrics(s) for s in scored]
+    for version, metrics in zip(versions, out, strict=True):
+        client.set_model_version_tag(params.registry.name, version, key, json.dumps(metrics))
+    return out
+
+
+@contextmanager
+def _cache_at(folder: str):
+    """`$CALLQA_CACHE_DIR` set to `folder` for the block."""
+    before = os.environ.get(CACHE_ENV)
+    os.environ[CACHE_ENV] = folder
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(CACHE_ENV)
+        else:
+            os.environ[CACHE_ENV] = before
 
 
 @contextmanager
 def _fresh_cache():
     """A fresh per-file cache: a version scored after another must not read its transcripts
-    (x_real_time and agreement would not compare)."""
-    with tempfile.TemporaryDirectory(prefix="callqa-gate-cache-") as cache:
-        before = os.environ.get(CACHE_ENV)
-        os.environ[CACHE_ENV] = cache
-        try:
-            yield
-        finally:
-            if before is None:
-                os.environ.pop(CACHE_ENV)
-            else:
-                os.environ[CACHE_ENV] = before
+    (agreement would not compare)."""
+    with tempfile.TemporaryDirectory(prefix="callqa-gate-cache-") as cache, _cache_at(cache):
+        yield
 
 
 def agreement_metrics(params: Params, versions: list[str], review_url: str) -> list[dict]:
@@ -325,8 +347,9 @@ def promote(params: Params, version: str | None = None, review_url: str | None =
     if current == candidate:
         return Decision(candidate, current, False, ["the candidate is already in production"])
     calls = eval_calls(params)
-    cand_metrics = evaluate_version(params, candidate, calls)
-    prod_metrics = evaluate_version(params, current, calls) if current else None
+    cand_metrics, *rest = evaluate_versions(params, [candidate, *([current] if current else [])],
+                                            calls)  # fmt: skip
+    prod_metrics = rest[0] if rest else None
     if params.registry.gate.review_agreement and current and review_url:
         cand_extra, prod_extra = agreement_metrics(params, [candidate, current], review_url)
         cand_metrics, prod_metrics = {**cand_metrics, **cand_extra}, {**prod_metrics, **prod_extra}
