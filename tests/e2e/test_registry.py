@@ -37,7 +37,11 @@ def project(tmp_path_factory):
         tracking_uri=f"sqlite:///{d}/mlflow.db", artifact_location=str(d / "artifacts")
     )
     p["registry"].update(name=NAME, model_dir=None)
-    p["registry"]["gate"].update(eval_calls=str(d / "eval"), eval_n_calls=3, eval_seed=880123)
+    # Timing on a shared 2-core CI host swings by half between calls even when both versions
+    # are scored in turn; the speed rule is tested on fixed numbers (test_calibrate's gate tests).
+    p["registry"]["gate"].update(
+        eval_calls=str(d / "eval"), eval_n_calls=3, eval_seed=880123, max_x_real_time_growth=1.0
+    )
     p["score"]["scorecard"] = str(ROOT / "scorecards" / "default.yaml")
     good = d / "params.yaml"
     good.write_text(yaml.safe_dump(p))

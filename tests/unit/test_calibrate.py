@@ -216,6 +216,17 @@ def test_gate_refuses_a_candidate_that_loses_agreement():
     assert judge({**base, "review_agreement": 0.5}, prod, Params())[0]
 
 
+def test_gate_refuses_a_slower_candidate_and_names_the_growth():
+    from callqa.mlops.registry import judge
+
+    params = Params()  # max_x_real_time_growth 0.25
+    prod = {"check_macro_f1": 0.8, "x_real_time": 0.10}
+    ok, reasons = judge({"check_macro_f1": 0.8, "x_real_time": 0.124}, prod, params)
+    assert ok, reasons
+    ok, reasons = judge({"check_macro_f1": 0.9, "x_real_time": 0.13}, prod, params)
+    assert not ok and any("x_real_time grows from 0.1 to 0.13" in r for r in reasons)
+
+
 def test_cli_calibrate_writes_the_report(greeting_store, tmp_path, monkeypatch):
     import yaml
     from typer.testing import CliRunner
