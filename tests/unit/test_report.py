@@ -210,9 +210,10 @@ def test_report_shows_emotion_model_and_evidence_probability(tmp_path, tracks, a
     checks = [c.model_copy(deep=True) for c in result.checks]
     ev = checks[4].evidence[0]
     checks[4].evidence.append(ev.model_copy(update={"start": ev.start + 1, "probability": 0.93}))
-    with_model = result.model_copy(
-        update={
-            "checks": checks,
+    with_model = QAResult.model_validate(
+        {
+            **result.model_dump(),
+            "checks": [c.model_dump() for c in checks],
             "emotion": {
                 "agent": {"label": "angry", "scores": {"angry": 0.71, "neutral": 0.29}},
                 "customer": {"label": None, "scores": {}},
@@ -220,9 +221,7 @@ def test_report_shows_emotion_model_and_evidence_probability(tmp_path, tracks, a
             "model": {"path": "models/callqa-qa", "sha256": "d" * 64},
         }
     )
-    page = report.render_report(
-        QAResult.model_validate(with_model.model_dump()), tracks, SR, tmp_path
-    )
+    page = report.render_report(with_model, tracks, SR, tmp_path)
     assert page.count("p=0.93") == 1 and "p=0." not in page.replace("p=0.93", "")
     emotion = re.search(r"<th>Emotion</th><td>(.*?)</td>", page).group(1)
     assert "agent</span> angry (0.71)" in emotion and "customer</span> <span" in emotion
