@@ -197,6 +197,27 @@ def test_review_agreement_of_two_scorers_on_a_toy_db(tmp_path):
         "review_agreement": 1.0, "review_agreement_n": 4}  # fmt: skip
     assert cal.review_agreement(scorer(0.5), calls)["review_agreement"] == 0.75
 
+    # the gate scores them with each loaded version, each on its own cache folder
+    import os
+    from types import SimpleNamespace
+
+    from callqa.cache import CACHE_ENV
+    from callqa.mlops.registry import agreement_metrics
+
+    seen = []
+
+    def version(threshold: float, cache: Path):
+        def score(audio: bytes, name: str) -> dict:
+            seen.append((threshold, os.environ.get(CACHE_ENV)))
+            return scorer(threshold)(audio, name)
+
+        return SimpleNamespace(score_bytes=score), str(cache)
+
+    loaded = [version(0.7, tmp_path / "cand"), version(0.5, tmp_path / "prod")]
+    got = agreement_metrics(loaded, store.url)
+    assert [m["review_agreement"] for m in got] == [1.0, 0.75]
+    assert set(seen) == {(0.7, str(tmp_path / "cand")), (0.5, str(tmp_path / "prod"))}
+
 
 def test_gate_refuses_a_candidate_that_loses_agreement():
     from callqa.mlops.registry import judge

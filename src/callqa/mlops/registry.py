@@ -34,7 +34,6 @@ logger = logging.getLogger(__name__)
 QA_MODEL_FILE = Path(__file__).with_name("qa_model.py")
 ALIAS_PRODUCTION, ALIAS_STAGING = "production", "staging"
 PREVIOUS_TAG = "callqa.previous_production"  # set on a version when it replaces another
-GATE_TAG = "callqa.gate."  # a version's latest gate metrics, per evaluation set (a record)
 
 
 @dataclass
@@ -132,15 +131,6 @@ def eval_calls(params: Params) -> list[Path]:
     return calls[: gate.eval_n_calls]
 
 
-def _eval_set_id(calls: list[Path]) -> str:
-    import hashlib
-
-    from callqa.files import content_id
-
-    joined = ",".join(content_id(p) for p in calls)
-    return hashlib.sha256(joined.encode()).hexdigest()[:12]
-
-
 def gate_metrics(scored: list[tuple[Path, dict, float]]) -> dict[str, float | None]:
     """check F1 per check (violation class), their macro mean, emotion macro-F1 over both
     roles (None without a model), and scoring seconds per audio second, from one version's
@@ -188,34 +178,17 @@ def _load(params: Params, version: str):
     return model.unwrap_python_model()
 
 
-def evaluate_versions(params: Params, versions: list[str], calls: list[Path]) -> list[dict]:
-    """Gate metrics of each version on the same calls, scored in turn call by call (which
-    version goes first alternates), so x_real_time compares two versions under the same load
-    of the machine: timings taken at different hours are not comparable. Each version has a
-    fresh cache of its own (it must not read the other's transcripts). The metrics are
-    recorded as a tag on each version, per evaluation set."""
-    client = _client(params)
-    key = f"{GATE_TAG}{_eval_set_id(calls)}"
+@contextmanager
+def _loaded(params: Params, versions: list[str]):
+    """Each version's pipeline with a fresh cache of its own, as (pipeline, cache folder)
+    pairs, for the block: a version scored after another must not read its transcripts."""
     with ExitStack() as stack:
-        caches = [stack.enter_context(tempfile.TemporaryDirectory(prefix="callqa-gate-"))
-                  for _ in versions]  # fmt: skip
-        pipelines = []
-        for version, cache in zip(versions, caches, strict=True):
+        loaded = []
+        for version in versions:
+            cache = stack.enter_context(tempfile.TemporaryDirectory(prefix="callqa-gate-"))
             with _cache_at(cache):
-                pipelines.append(_load(params, version))
-        scored: list[list] = [[] for _ in versions]
-        for i, path in enumerate(calls):
-            data = path.read_bytes()
-            order = range(len(versions)) if i % 2 == 0 else reversed(range(len(versions)))
-            for v in order:
-                with _cache_at(caches[v]):
-                    t0 = time.perf_counter()
-                    result = pipelines[v].score_bytes(data, path.name)
-                    scored[v].append((path, result, time.perf_counter() - t0))
-    out = [gate_metrics(s) for s in scored]
-    for version, metrics in zip(versions, out, strict=True):
-        client.set_model_version_tag(params.registry.name, version, key, json.dumps(metrics))
-    return out
+                loaded.append((_load(params, version), cache))
+        yield loaded
 
 
 @contextmanager
@@ -232,27 +205,36 @@ def _cache_at(folder: str):
             os.environ[CACHE_ENV] = before
 
 
-@contextmanager
-def _fresh_cache():
-    """A fresh per-file cache: a version scored after another must not read its transcripts
-    (agreement would not compare)."""
-    with tempfile.TemporaryDirectory(prefix="callqa-gate-cache-") as cache, _cache_at(cache):
-        yield
+def evaluate_versions(loaded: list[tuple], calls: list[Path]) -> list[dict]:
+    """Gate metrics of each loaded version on the same calls, scored in turn call by call
+    (which version goes first alternates), so x_real_time compares the versions under the same
+    load of the machine: timings taken at different moments are not comparable."""
+    scored: list[list] = [[] for _ in loaded]
+    for i, path in enumerate(calls):
+        data = path.read_bytes()
+        order = range(len(loaded)) if i % 2 == 0 else reversed(range(len(loaded)))
+        for v in order:
+            pipeline, cache = loaded[v]
+            with _cache_at(cache):
+                t0 = time.perf_counter()
+                result = pipeline.score_bytes(data, path.name)
+                scored[v].append((path, result, time.perf_counter() - t0))
+    return [gate_metrics(s) for s in scored]
 
 
-def agreement_metrics(params: Params, versions: list[str], review_url: str) -> list[dict]:
-    """`review_agreement` of each version on the reviewed calls whose audio is on disk
-    (not cached: reviews keep coming); empty dicts when there are none."""
+def agreement_metrics(loaded: list[tuple], review_url: str) -> list[dict]:
+    """`review_agreement` of each loaded version on the reviewed calls whose audio is on disk
+    (read at every promotion: reviews keep coming); empty dicts when there are none."""
     from callqa.review.calibrate import review_agreement, reviewed_calls
     from callqa.review.store import ReviewStore
 
     calls = reviewed_calls(ReviewStore(review_url))
     if not calls:
-        return [{} for _ in versions]
+        return [{} for _ in loaded]
     out = []
-    for version in versions:
-        with _fresh_cache():
-            out.append(review_agreement(_load(params, version).score_bytes, calls))
+    for pipeline, cache in loaded:
+        with _cache_at(cache):
+            out.append(review_agreement(pipeline.score_bytes, calls))
     return out
 
 
@@ -347,12 +329,12 @@ def promote(params: Params, version: str | None = None, review_url: str | None =
     if current == candidate:
         return Decision(candidate, current, False, ["the candidate is already in production"])
     calls = eval_calls(params)
-    cand_metrics, *rest = evaluate_versions(params, [candidate, *([current] if current else [])],
-                                            calls)  # fmt: skip
-    prod_metrics = rest[0] if rest else None
-    if params.registry.gate.review_agreement and current and review_url:
-        cand_extra, prod_extra = agreement_metrics(params, [candidate, current], review_url)
-        cand_metrics, prod_metrics = {**cand_metrics, **cand_extra}, {**prod_metrics, **prod_extra}
+    with _loaded(params, [candidate, current] if current else [candidate]) as loaded:
+        metrics = evaluate_versions(loaded, calls)
+        if params.registry.gate.review_agreement and current and review_url:
+            extra = agreement_metrics(loaded, review_url)
+            metrics = [{**m, **x} for m, x in zip(metrics, extra, strict=True)]
+    cand_metrics, prod_metrics = metrics[0], (metrics[1] if current else None)
     ok, reasons = judge(cand_metrics, prod_metrics, params)
     decision = Decision(candidate, current, ok, reasons, cand_metrics, prod_metrics or {})
     if ok:
