@@ -3,12 +3,15 @@
 Leave two actors out over actors 01-08 (`ravdess_cv.folds`); in each fold the model (the
 project's `QAModel`: Whisper-encoder MLP + log-mel CNN + prosody MLP, fused, text absent) is
 trained by `callqa.model.train.fit` on five of the six training actors, stops early on the sixth,
-and is scored on the two left out. Features are featurize's (`FeatureExtractor.clip_features`,
-clips packed into shared encoder windows), computed once. Prints macro-F1 and UA per task,
+and is scored on the two left out. Features are featurize's (`FeatureExtractor.clip_features`),
+computed once. With `featurize.clip_fine_labels` (the default) the 4-class task trains as
+featurize does: the training actors' clips keep RAVDESS's own label too, fearful / disgust /
+surprised clips included, and the model reports the 4 classes. Prints macro-F1 and UA per task,
 mean +- std over the 4 folds, beside the floors of `bench_emotion_floors.py`, and the UA on
 the early-stopping actor: compare settings (`--set`) by that figure, never by the test folds'.
 
-    python benchmarks/bench_emotion_model.py [--epochs 30] [--tasks 8-class 4-class]
+    python benchmarks/bench_emotion_model.py [--epochs 30] [--tasks 8-class 4-class] \
+        [--fine-labels off]
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def clip_table(clips, arrays, labels, split):
+def clip_table(clips, arrays, labels, split, fine=None):
     import pandas as pd
 
     from callqa.config import INTENTS
@@ -37,6 +40,8 @@ def clip_table(clips, arrays, labels, split):
         "split": split, "emotion": labels, "has_intents": False, "has_text": False,
         "has_audio": True, "source": "emotion_clip", **{i: 0 for i in INTENTS},
     })  # fmt: skip
+    if fine is not None:  # featurize.clip_fine_labels: each clip's own RAVDESS label too
+        table["emotion_fine"] = fine
     arrays = {**arrays, "input_ids": np.zeros((n, 4), np.int32),
               "attention_mask": np.zeros((n, 4), np.int8)}  # fmt: skip
     return TrainData(table, arrays, {"bench": "ravdess"}, [])
@@ -59,6 +64,13 @@ def main() -> None:
         default=[],
         metavar="KEY=VALUE",
         help="train params to override, e.g. emotion_skip=true head_lr=3e-4",
+    )
+    ap.add_argument(
+        "--fine-labels",
+        choices=["params", "on", "off"],
+        default="params",
+        help="train the 4-class task on RAVDESS's own 8 labels too "
+        "(featurize.clip_fine_labels; default: as params.yaml says)",
     )
     args = ap.parse_args()
 
@@ -91,10 +103,17 @@ def main() -> None:
     cfg = TrainConfig(epochs=args.epochs, patience=8, progress=False, device="cpu",
                       batch_size=32, head_lr=1e-3, modality_dropout=0.0,
                       **dict(_override(kv) for kv in args.set))  # fmt: skip
+    own = task_labels(clips, "8-class")
+    use_fine = {"params": params.featurize.clip_fine_labels, "on": True, "off": False}
     for task in args.tasks:
         labels = task_labels(clips, task)
+        fine = use_fine[args.fine_labels] and task != "8-class"
         per_fold = []
-        for train_idx, test_idx in folds(clips, task):
+        for (train_idx, test_idx), (train_all, _) in zip(
+            folds(clips, task), folds(clips, "8-class"), strict=True
+        ):
+            if fine:  # as featurize: the training actors' out-of-scope clips train too
+                train_idx = train_all
             # early stopping on one training actor (the highest id), never on the test pair
             val_actor = max(set(actors[train_idx]))
             split = np.array(["none"] * len(clips), dtype=object)
@@ -104,23 +123,26 @@ def main() -> None:
             raw = {k: v[keep] for k, v in arrays.items()}
             # speaker context as featurize gives it: each actor's clips of this task's labels
             speaker = [f"speaker:{actors[i]}" for i in keep]
+            own_keep = list(own[keep]) if fine else None
             data = clip_table([clips[i] for i in keep], ext.with_context(raw, speaker),
-                              list(labels[keep]), list(split[keep]))  # fmt: skip
+                              list(labels[keep]), list(split[keep]), own_keep)  # fmt: skip
             result_model = fit(cfg, data, None).model
             names = result_model.spec.emotions
             # "alone": each test clip scored without the rest of its speaker's clips
             alone = [None if split[i] == "test" else g for i, g in zip(keep, speaker, strict=True)]
             data_alone = clip_table([clips[i] for i in keep], ext.with_context(raw, alone),
-                                    list(labels[keep]), list(split[keep]))  # fmt: skip
+                                    list(labels[keep]), list(split[keep]), own_keep)  # fmt: skip
             fold = {}
             for part, table in (("val", data), ("test", data), ("alone", data_alone)):
-                rows = table.subset(table.indices("test" if part == "alone" else part))
+                idx = table.indices("test" if part == "alone" else part)
+                rows = table.subset(idx[table.table["emotion"].notna().to_numpy()[idx]])
                 _, pe = predict_probs(result_model, rows, "cpu")
                 fold[part] = scores(list(rows.table["emotion"]), [names[i] for i in pe.argmax(1)])
             per_fold.append(fold)
         val_ua = np.mean([s["val"]["ua"] for s in per_fold])
         print(
-            f"{task}: fine-tuned QA model (audio branches)  {_summary(per_fold, 'test')}  "
+            f"{task}: fine-tuned QA model (audio branches{', own labels' if fine else ''})  "
+            f"{_summary(per_fold, 'test')}  "
             f"(early-stopping actor: UA {val_ua:.3f}; choose settings by this one)",
             flush=True,
         )

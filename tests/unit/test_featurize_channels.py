@@ -23,3 +23,23 @@ def test_each_channel_hears_the_clip_its_own_way(realdata):
     assert not np.allclose(phone.samples, pcm8.samples, atol=1e-3)
     # each channel caches under its own id
     assert len({clip_id(path, c) for c in ("clean", "telephone", "pcm8")}) == 3
+
+
+def test_clips_keep_their_corpus_label_and_out_of_scope_ones_train_only(realdata):
+    """RAVDESS's 8 emotions with the default 4-label set: calm -> neutral, fearful / disgust /
+    surprised kept for training with no reported label (featurize.clip_fine_labels)."""
+    from callqa.config import FeaturizeConfig
+    from callqa.model.featurize import emotion_clip_entries
+
+    folder = realdata / "emotion" / "ravdess"
+    on, _ = emotion_clip_entries(FeaturizeConfig(emotion_corpora=[folder]))
+    off, _ = emotion_clip_entries(FeaturizeConfig(emotion_corpora=[folder], clip_fine_labels=False))
+    assert len(on) == 480 and len(off) == 288  # 8 actors x 60 clips; 36 of them in the 4 labels
+    pairs = {(e["fine"], e["label"]) for e in on}
+    assert pairs == {("neutral", "neutral"), ("calm", "neutral"), ("happy", "happy"),
+                     ("sad", "sad"), ("angry", "angry"), ("fearful", None),
+                     ("disgust", None), ("surprised", None)}  # fmt: skip
+    assert {e["fine"] for e in off} == {None}
+    # the speaker-disjoint splits do not move when the out-of-scope clips join
+    split_on = {e["speaker"]: e["split"] for e in on}
+    assert split_on == {e["speaker"]: e["split"] for e in off}

@@ -185,3 +185,57 @@ def test_ddp_through_torchrun_on_cpu(tmp_path):
     )  # fmt: skip
     assert res.returncode == 0, res.stderr[-3000:]
     assert sorted(p.name for p in out.iterdir()) == sorted(modeldir.FILES)
+
+
+def test_fine_classes_sum_into_the_reported_emotions_and_out_of_scope_ones_drop_out():
+    from callqa.model.fusion import reported_logits
+
+    spec = _spec(emotion_fine={"calm": "neutral", "fearful": None})
+    head = torch.randn(5, 5, generator=torch.Generator().manual_seed(0))
+    p = torch.softmax(head, 1)  # angry, happy, neutral, calm, fearful
+    kept = torch.stack([p[:, 0], p[:, 1], p[:, 2] + p[:, 3]], 1)
+    got = torch.softmax(reported_logits(spec, head), 1)
+    assert torch.allclose(got, kept / kept.sum(1, keepdim=True), atol=1e-6)
+    assert torch.equal(reported_logits(_spec(), head[:, :3]), head[:, :3])
+    # a model saved before fine classes existed loads with none
+    legacy = {k: v for k, v in spec.as_dict().items() if k != "emotion_fine"}
+    assert ModelSpec.from_dict(legacy).emotion_fine == {}
+
+
+def test_clips_own_labels_train_extra_classes_the_model_reports_as_the_label_set(tmp_path):
+    """Rows labelled calm (counts toward neutral) and fearful (out of scope: no reported
+    emotion) train head classes of their own; predictions and the saved model speak only of
+    the reported emotions, and out-of-scope rows stay out of every metric."""
+    from callqa.model.predict import Predictor
+    from callqa.model.train import fine_emotions_of, predict_probs
+
+    data = tiny_data()
+    t = data.table
+    customer = ~t["has_intents"]
+    fine = np.where(customer & (t.index % 3 == 0), "calm", None).astype(object)
+    fine[(customer & (t.index % 3 == 1)).to_numpy()] = "fearful"
+    t["emotion_fine"] = fine
+    t.loc[t["emotion_fine"] == "fearful", "emotion"] = None
+    t.loc[t["emotion_fine"] == "calm", "emotion"] = "neutral"
+    # fearful rows: a voice of their own, so the extra class has something to learn
+    data.arrays["audio"][(t["emotion_fine"] == "fearful").to_numpy()] += 3.0
+    emotions = emotions_of(data)
+    assert fine_emotions_of(data, emotions) == {"calm": "neutral", "fearful": None}
+    lab = data.labels(emotions, ["calm", "fearful"])
+    assert (lab["emotion"][(t["emotion_fine"] == "fearful").to_numpy()] == -1).all()
+    assert set(lab["emotion_head"][(t["emotion_fine"] == "fearful").to_numpy()]) == {
+        len(emotions) + 1
+    }
+
+    out = tmp_path / "model"
+    result = fit(CFG.model_copy(update={"out_dir": out, "epochs": 2}), data, out)
+    model = result.model
+    assert model.spec.emotion_fine == {"calm": "neutral", "fearful": None}
+    assert model.emotion_head.out_features == len(emotions) + 2
+    _, pe = predict_probs(model, data, "cpu")
+    assert pe.shape == (len(t), len(emotions))
+    assert np.allclose(pe.sum(1), 1.0, atol=1e-5)
+    predictor = Predictor.load(out, "cpu")
+    assert predictor.emotions == emotions
+    _, pe2 = predictor.predict_arrays(data.arrays, data.present())
+    assert np.allclose(pe, pe2, atol=1e-5)

@@ -54,16 +54,25 @@ class TrainData:
             self.licenses,
         )
 
-    def labels(self, emotions: list[str]) -> dict[str, np.ndarray]:
-        """intents (n, k) float, intent_mask (n,) bool, emotion (n,) int (-1 = none)."""
+    def labels(self, emotions: list[str], fine: list[str] = ()) -> dict[str, np.ndarray]:
+        """intents (n, k) float, intent_mask (n,) bool, emotion (n,) int (-1 = none) over
+        `emotions`, and emotion_head (n,) int over the head's classes: `emotions`, then the
+        `fine` ones (a clip's own corpus label, column `emotion_fine`, where it is one)."""
         t = self.table
         index = {e: i for i, e in enumerate(emotions)}
+        emotion = np.array(
+            [index.get(e, -1) if isinstance(e, str) else -1 for e in t["emotion"]], np.int64
+        )
+        head = emotion.copy()
+        if fine and "emotion_fine" in t:
+            extra = {f: len(emotions) + j for j, f in enumerate(fine)}
+            own = [extra.get(f, -1) if isinstance(f, str) else -1 for f in t["emotion_fine"]]
+            head = np.where(np.array(own) >= 0, own, head)
         return {
             "intents": t[list(INTENTS)].to_numpy(np.float32),
             "intent_mask": t["has_intents"].to_numpy(bool),
-            "emotion": np.array(
-                [index.get(e, -1) if isinstance(e, str) else -1 for e in t["emotion"]], np.int64
-            ),  # fmt: skip
+            "emotion": emotion,
+            "emotion_head": head,
         }
 
     def present(self) -> np.ndarray:

@@ -148,9 +148,10 @@ def emotion_clip_entries(cfg: FeaturizeConfig) -> tuple[list[dict], list[str]]:
             if extras.get("vocal_channel") == "song":
                 continue
             label, status = map_label(raw, label_map)
-            if status != "ok":
+            fine = CORPUS_CODES.get(raw, raw).lower() if cfg.clip_fine_labels else None
+            if status != "ok" and not (fine and status == "out_of_scope"):
                 continue
-            entries.append({"path": str(path), "label": label, "speaker": speaker})
+            entries.append({"path": str(path), "label": label, "fine": fine, "speaker": speaker})
             if source == "ravdess" and RAVDESS_LICENSE not in licences:
                 licences.append(RAVDESS_LICENSE)
     sizes: dict[str, int] = {}
@@ -162,14 +163,16 @@ def emotion_clip_entries(cfg: FeaturizeConfig) -> tuple[list[dict], list[str]]:
     return entries, licences
 
 
+CORPUS_CODES = {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry",
+                "FEA": "fearful", "DIS": "disgust"}  # CREMA-D  # fmt: skip
+
+
 def _clip_label_map(labels: list[str]) -> dict[str, str | None]:
     """Corpus label -> one of `labels`: itself, calm -> neutral (RAVDESS), CREMA-D codes."""
     m: dict[str, str | None] = {lab: lab for lab in labels}
     if "calm" not in labels and "neutral" in labels:
         m["calm"] = "neutral"
-    codes = {"NEU": "neutral", "HAP": "happy", "SAD": "sad", "ANG": "angry",
-             "FEA": "fearful", "DIS": "disgust"}  # fmt: skip
-    for code, name in codes.items():
+    for code, name in CORPUS_CODES.items():
         m[code] = name if name in labels else None
     for name in ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"):
         m.setdefault(name, None)
@@ -339,8 +342,9 @@ def run(cfg: FeaturizeConfig, pre: PreprocessConfig, progress: bool = True) -> d
         for channel in cfg.clip_channels:
             parts.append(clip_arrays(extractor, cache, paths, pre, channel))
             for e, dur in zip(entries, durations, strict=True):
-                rows.append(clip_row(clip_id(e["path"], channel), e["path"], e["label"],
-                                     e["speaker"], e["split"], dur, channel))  # fmt: skip
+                cid = clip_id(e["path"], channel)
+                rows.append(clip_row(cid, e["path"], e["label"], e["speaker"], e["split"], dur,
+                                     channel, e["fine"]))  # fmt: skip
 
     text = bank_text_rows(cfg, rows)
     if text and parts:  # text-only rows: no audio (the model masks it with a learned token)
@@ -416,11 +420,13 @@ def _summary(table, licences: list[str], wall: float, out: Path) -> dict:
 
     by = table.groupby(["source", "split"]).size()
     agent = table[table["has_intents"]]
+    fine = table["emotion_fine"].value_counts() if "emotion_fine" in table else {}
     return {
         "rows": int(len(table)),
         "by_source_split": {f"{s}/{p}": int(n) for (s, p), n in by.items()},
         "intent_positives": {i: int(agent[i].sum()) for i in INTENTS},
         "emotions": {str(k): int(v) for k, v in table["emotion"].value_counts().items()},
+        "clip_fine_labels": {str(k): int(v) for k, v in fine.items()},
         "reviewed_rows": int(table["reviewed"].sum()),
         "licenses": licences,
         "wall_s": round(wall, 1),

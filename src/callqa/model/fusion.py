@@ -36,6 +36,9 @@ class ModelSpec:
     freeze: str = "top_k"  # frozen | top_k | full | lora
     top_k_layers: int = 2
     lora_rank: int = 8
+    # Extra emotion classes the head learns from a corpus's own labels (RAVDESS's calm,
+    # fearful, ...), each with the reported emotion it counts toward (None: toward none).
+    emotion_fine: dict[str, str | None] = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -119,7 +122,7 @@ class QAModel(nn.Module):
             nn.LayerNorm(fused), nn.Dropout(p), nn.Linear(fused, h), nn.GELU()
         )
         self.intent_head = nn.Linear(h, len(spec.intents))
-        self.emotion_head = nn.Linear(h, len(spec.emotions))
+        self.emotion_head = nn.Linear(h, len(spec.emotions) + len(spec.emotion_fine))
         # Per-feature standardisation of the audio and prosody vectors, set from the training
         # rows by `set_input_stats`: the pooled encoder means and stds live on very different
         # scales, and a row-wise layer norm does not fix that (on RAVDESS the emotion branch
@@ -209,6 +212,22 @@ class QAModel(nn.Module):
             fused = stack.flatten(1)
         z = self.trunk(fused)
         return self.intent_head(z), self.emotion_head(z)
+
+
+def reported_logits(spec: ModelSpec, logits: torch.Tensor) -> torch.Tensor:
+    """Emotion logits over `spec.emotions` from the head's (which may hold fine classes too).
+
+    A fine class adds its probability to the emotion it counts toward (calm to neutral); one
+    counting toward none drops out and the rest renormalise: the softmax of the result is the
+    head's probabilities, summed per reported emotion and renormalised.
+    """
+    if not spec.emotion_fine:
+        return logits
+    k = len(spec.emotions)
+    toward = list(spec.emotion_fine.values())
+    cols = [[i] + [k + j for j, to in enumerate(toward) if to == e]
+            for i, e in enumerate(spec.emotions)]  # fmt: skip
+    return torch.stack([torch.logsumexp(logits[:, c], dim=1) for c in cols], dim=1)
 
 
 def _mean_pool(out: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:

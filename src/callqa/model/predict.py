@@ -58,6 +58,7 @@ class Predictor:
         import torch
 
         from callqa.model.dataset import TrainData, batch_tensors
+        from callqa.model.fusion import reported_logits
 
         n = len(present)
         if n == 0:
@@ -68,6 +69,7 @@ class Predictor:
             for s in range(0, n, batch):
                 idx = np.arange(s, min(n, s + batch))
                 li, le = self.model(batch_tensors(data, idx, self.device, present[idx]))
+                le = reported_logits(self.model.spec, le)
                 pi.append(torch.sigmoid(li.float()).cpu().numpy())
                 pe.append(torch.softmax(le.float(), dim=1).cpu().numpy())
         return np.concatenate(pi), np.concatenate(pe)

@@ -63,7 +63,23 @@ def emotions_of(data: TrainData) -> list[str]:
     return ordered or list(EMOTIONS)
 
 
-def build_model(cfg: TrainConfig, data: TrainData, emotions: list[str]):
+def fine_emotions_of(data: TrainData, emotions: list[str]) -> dict[str, str | None]:
+    """Clips' own corpus labels outside `emotions` (column `emotion_fine`; featurize's
+    `clip_fine_labels`), each with the reported emotion its clips carry (None: out of scope)."""
+    t = data.table
+    if "emotion_fine" not in t:
+        return {}
+    pairs = t.loc[t["emotion_fine"].notna(), ["emotion_fine", "emotion"]]
+    fine: dict[str, str | None] = {}
+    for f, e in sorted(pairs.drop_duplicates().itertuples(index=False, name=None), key=str):
+        if f not in emotions:
+            fine[f] = e if isinstance(e, str) else None
+    return fine
+
+
+def build_model(
+    cfg: TrainConfig, data: TrainData, emotions: list[str], fine: dict | None = None
+):  # fmt: skip
     from callqa.model.fusion import ModelSpec, QAModel
 
     spec = ModelSpec(
@@ -79,6 +95,7 @@ def build_model(cfg: TrainConfig, data: TrainData, emotions: list[str]):
         freeze=cfg.freeze,
         top_k_layers=cfg.top_k_layers,
         lora_rank=cfg.lora_rank,
+        emotion_fine=dict(fine or {}),
     )
     return QAModel(spec)
 
@@ -106,8 +123,11 @@ def text_prefixes(model, data: TrainData, device: str, batch_size: int = 128):
 def predict_probs(
     model, data: TrainData, device: str, batch_size: int = 128, present=None, prefix=None
 ):
-    """(intent probabilities (n, k), emotion probabilities (n, m)) for every row of `data`."""
+    """(intent probabilities (n, k), emotion probabilities (n, m)) for every row of `data`
+    (m: the reported emotions, `fusion.reported_logits`)."""
     import torch
+
+    from callqa.model.fusion import reported_logits
 
     model.eval()
     pi, pe = [], []
@@ -119,6 +139,7 @@ def predict_probs(
             if prefix is not None:
                 batch["text_hidden"] = prefix[idx].to(device)
             li, le = model(batch)
+            le = reported_logits(model.spec, le)
             pi.append(torch.sigmoid(li.float()).cpu().numpy())
             pe.append(torch.softmax(le.float(), dim=1).cpu().numpy())
     k, m = len(model.spec.intents), len(model.spec.emotions)
@@ -161,16 +182,17 @@ def _fingerprint(cfg: TrainConfig, data: TrainData) -> str:
     return hashlib.sha256(json.dumps([keep, data.hashes], sort_keys=True).encode()).hexdigest()[:16]
 
 
-def _loss_weights(train: TrainData, emotions: list[str]):
+def _loss_weights(train: TrainData, emotions: list[str], fine: list[str]):
     import torch
 
-    lab = train.labels(emotions)
+    lab = train.labels(emotions, fine)
     y = lab["intents"][lab["intent_mask"]]
     pos = y.sum(0)
     pos_weight = np.clip((len(y) - pos) / np.maximum(pos, 1), 1.0, 20.0)
-    e = lab["emotion"][lab["emotion"] >= 0]
-    counts = np.bincount(e, minlength=len(emotions)).astype(np.float64)
-    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / len(emotions), 0.0)
+    e = lab["emotion_head"][lab["emotion_head"] >= 0]
+    n = len(emotions) + len(fine)
+    counts = np.bincount(e, minlength=n).astype(np.float64)
+    w = np.where(counts > 0, counts.sum() / np.maximum(counts, 1) / n, 0.0)
     return torch.tensor(pos_weight, dtype=torch.float32), torch.tensor(w, dtype=torch.float32)
 
 
@@ -213,11 +235,12 @@ def fit(
         )
     train, val = data.subset(train_idx), data.subset(val_idx)
     emotions = emotions_of(data)
-    model = build_model(cfg, data, emotions)
+    fine = fine_emotions_of(data, emotions)
+    model = build_model(cfg, data, emotions, fine)
     heard = train.table["has_audio"].to_numpy(bool)
     model.set_input_stats(train.arrays["audio"][heard], train.arrays["prosody"][heard])
     model = model.to(device)
-    pos_weight, emo_weight = (t.to(device) for t in _loss_weights(train, emotions))
+    pos_weight, emo_weight = (t.to(device) for t in _loss_weights(train, emotions, list(fine)))
     text_params = [p for p in model.text.parameters() if p.requires_grad]
     text_ids = {id(p) for p in model.text.parameters()}
     other = [p for p in model.parameters() if p.requires_grad and id(p) not in text_ids]
@@ -258,7 +281,7 @@ def fit(
         else:
             logger.info("train: %s holds another run's checkpoint; starting afresh", ckpt_dir)
 
-    lab = train.labels(emotions)
+    lab = train.labels(emotions, list(fine))
     present = train.present()
     prefix_train, prefix_val = (
         text_prefixes(model, train, device),
@@ -295,7 +318,7 @@ def fit(
                 li, le = net(batch)
             yi = torch.from_numpy(lab["intents"][idx]).to(device)
             mi = torch.from_numpy(lab["intent_mask"][idx]).to(device)
-            ye = torch.from_numpy(lab["emotion"][idx]).to(device)
+            ye = torch.from_numpy(lab["emotion_head"][idx]).to(device)
             loss_i = (bce(li.float(), yi).mean(1) * mi).sum() / mi.sum().clamp_min(1)
             loss_e = ce(le.float(), ye) if bool((ye >= 0).any()) else le.sum() * 0.0
             loss = (loss_i + loss_e) / cfg.grad_accum

@@ -89,10 +89,11 @@ def call_rows(sidecar: dict, transcript: dict, call_id: str, min_words: int = 1)
 
 def clip_row(
     call_id: str, path: str, label: str, speaker: str | None, split: str, dur: float,
-    channel: str = "clean",
+    channel: str = "clean", fine: str | None = None,
 ):  # fmt: skip
     """One emotion clip: the whole file, customer role, text left out (see module doc);
-    `channel`: "clean", or "telephone" for the clip as heard over a phone line."""
+    `channel`: "clean", or "telephone" for the clip as heard over a phone line; `label`: the
+    reported emotion (None: out of scope), `fine`: the corpus's own label (None: not kept)."""
     row = {
         "utt_id": f"{call_id}:0",
         "call_id": call_id,
@@ -109,6 +110,7 @@ def clip_row(
         "bank": None,
         "has_intents": False,
         "emotion": label,
+        "emotion_fine": fine,
         "has_text": False,
         "has_audio": True,
         "path": path,
