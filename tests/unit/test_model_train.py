@@ -235,6 +235,9 @@ def test_clips_own_labels_train_extra_classes_the_model_reports_as_the_label_set
     _, pe = predict_probs(model, data, "cpu")
     assert pe.shape == (len(t), len(emotions))
     assert np.allclose(pe.sum(1), 1.0, atol=1e-5)
+    labels = json.loads((out / "labels.json").read_text())
+    assert labels["emotions"] == emotions
+    assert labels["emotion_fine"] == {"calm": "neutral", "fearful": None}
     predictor = Predictor.load(out, "cpu")
     assert predictor.emotions == emotions
     _, pe2 = predictor.predict_arrays(data.arrays, data.present())

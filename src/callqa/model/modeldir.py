@@ -3,7 +3,8 @@
     models/callqa-qa/
       model.safetensors   the whole QAModel state (text encoder included)
       config.json         ModelSpec, FeatureSpec, the training params, best epoch, scores
-      labels.json         {"intents": [...], "emotions": [...]}
+      labels.json         {"intents": [...], "emotions": [...] (reported), "emotion_fine":
+                          {extra head class: the reported emotion it counts toward, or null}}
       thresholds.json     {intent: decision threshold chosen on the validation split}
       data.json           sha256 of the training features, row counts, licences of the data
 
@@ -50,7 +51,8 @@ def save(model, features: FeatureSpec, thresholds: dict, config: dict, data: dic
     spec = model.spec
     cfg = {"model": spec.as_dict(), "features": features.as_dict(), **config}
     _write(tmp / "config.json", cfg)
-    _write(tmp / "labels.json", {"intents": spec.intents, "emotions": spec.emotions})
+    labels = {"intents": spec.intents, "emotions": spec.emotions, "emotion_fine": spec.emotion_fine}
+    _write(tmp / "labels.json", labels)
     _write(tmp / "thresholds.json", thresholds)
     _write(tmp / "data.json", data)
     replace_dir(tmp, out)
