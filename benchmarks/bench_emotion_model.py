@@ -153,8 +153,9 @@ def main() -> None:
 
 def _summary(per_fold: list[dict], part: str) -> str:
     f1, ua = ([s[part][k] for s in per_fold] for k in ("macro_f1", "ua"))
+    folds = " ".join(f"{u:.3f}" for u in ua)
     return (f"macro-F1 {np.mean(f1):.3f} +- {np.std(f1):.3f}  "
-            f"UA {np.mean(ua):.3f} +- {np.std(ua):.3f}")  # fmt: skip
+            f"UA {np.mean(ua):.3f} +- {np.std(ua):.3f} (per fold {folds})")  # fmt: skip
 
 
 if __name__ == "__main__":

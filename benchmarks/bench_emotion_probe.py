@@ -52,7 +52,8 @@ def main() -> None:
                         ("probe on the deviations alone", both[:, audio.shape[1]:])):  # fmt: skip
             r = cross_validate(x, clips, task, logistic_probe())
             print(f"{task}: {name:32s} macro-F1 {r['macro_f1']:.3f} +- {r['macro_f1_std']:.3f}"
-                  f"  UA {r['ua']:.3f} +- {r['ua_std']:.3f}", flush=True)  # fmt: skip
+                  f"  UA {r['ua']:.3f} +- {r['ua_std']:.3f}{_folds(r['ua_folds'])}",
+                  flush=True)  # fmt: skip
     # The QA model's 4-class task trains on RAVDESS's own 8 labels too (featurize.
     # clip_fine_labels); the same for the probe: fit on 8 classes, calm counts toward neutral,
     # fearful / disgust / surprised drop out, scored on the 4-class clips.
@@ -61,7 +62,11 @@ def main() -> None:
     for name, x in (("probe, own labels", audio), ("probe + context, own labels", both)):
         f1, ua = _own_labels_probe(x, clips)
         print(f"4-class: {name:32s} macro-F1 {np.mean(f1):.3f} +- {np.std(f1):.3f}"
-              f"  UA {np.mean(ua):.3f} +- {np.std(ua):.3f}", flush=True)  # fmt: skip
+              f"  UA {np.mean(ua):.3f} +- {np.std(ua):.3f}{_folds(ua)}", flush=True)  # fmt: skip
+
+
+def _folds(ua: list[float]) -> str:
+    return " (per fold " + " ".join(f"{u:.3f}" for u in ua) + ")"
 
 
 def _own_labels_probe(x: np.ndarray, clips) -> tuple[list[float], list[float]]:

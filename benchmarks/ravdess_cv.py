@@ -97,7 +97,7 @@ def cross_validate(
     """Fit `make_classifier()` (an sklearn estimator) per fold on fixed features.
 
     Returns mean and std over folds of macro_f1 and ua (keys macro_f1, macro_f1_std, ua,
-    ua_std).
+    ua_std) and the UA of each fold (ua_folds, in `TEST_ACTORS` order).
     """
     y = task_labels(clips, task)
     groups = np.array([c.actor for c in clips])
@@ -110,6 +110,7 @@ def cross_validate(
     for key in ("macro_f1", "ua"):
         values = [f[key] for f in per_fold]
         out[key], out[f"{key}_std"] = float(np.mean(values)), float(np.std(values))
+    out["ua_folds"] = [f["ua"] for f in per_fold]
     return out
 
 
