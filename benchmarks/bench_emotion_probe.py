@@ -70,17 +70,17 @@ def _folds(ua: list[float]) -> str:
 
 
 def _own_labels_probe(x: np.ndarray, clips) -> tuple[list[float], list[float]]:
-    from ravdess_cv import folds, logistic_probe, scores, task_labels
+    from ravdess_cv import FOUR_CLASS, folds, logistic_probe, scores, task_labels
 
     four, own = task_labels(clips, "4-class"), task_labels(clips, "8-class")
     actors = np.array([c.actor for c in clips])
-    reported = ["neutral", "happy", "sad", "angry"]
+    reported = sorted(set(FOUR_CLASS.values()))
     f1, ua = [], []
     for (_, test), (train, _) in zip(folds(clips, "4-class"), folds(clips, "8-class"), strict=True):
         probe = logistic_probe()().fit(x[train], own[train].astype(str), groups=actors[train])
         p, names = probe.search.predict_proba(x[test]), list(probe.search.classes_)
-        toward = [{"calm": "neutral"}.get(n, n) for n in names]
-        merged = np.stack([p[:, [t == r for t in toward]].sum(1) for r in reported], axis=1)
+        toward = np.array([FOUR_CLASS.get(n) for n in names], dtype=object)
+        merged = np.stack([p[:, toward == r].sum(1) for r in reported], axis=1)
         s = scores(four[test].astype(str), [reported[i] for i in merged.argmax(1)])
         f1.append(s["macro_f1"])
         ua.append(s["ua"])
