@@ -172,7 +172,9 @@ def test_log_mel_chunks_match_one_pass(speech16k):
     whole = log_mel(x, CFG)
     np.testing.assert_allclose(log_mel(x, CFG, chunk_frames=37), whole, atol=1e-4)
     assert whole.shape == (CFG.n_mels, 1 + x.size // CFG.hop_length)
-    assert log_mel(np.zeros(10, np.float32), CFG).shape == (CFG.n_mels, 1)
+    # a clip shorter than one window plus its padding (a truncated file, 8 kHz upsampled)
+    for n in (10, CFG.n_fft // 2 + 1, CFG.n_fft, 312, CFG.n_fft + CFG.n_fft // 2 + 1):
+        assert log_mel(x[:n], CFG).shape == (CFG.n_mels, 1 + n // CFG.hop_length)
 
 
 def test_cache_key_ignores_paths_and_speed():

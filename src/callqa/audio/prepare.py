@@ -212,7 +212,7 @@ def log_mel(x16k: np.ndarray, cfg: PreprocessConfig, chunk_frames: int = 60000) 
     n_frames = 1 + x.size // cfg.hop_length
     pad = cfg.n_fft // 2
     t = torch.from_numpy(np.ascontiguousarray(x))[None]
-    mode = "reflect" if x.size > pad else "constant"
+    mode = "reflect" if x.size > pad + cfg.n_fft else "constant"  # reflect needs more samples
     padded = torch.nn.functional.pad(t, (pad, pad + cfg.n_fft), mode=mode)[0]
     mel = torchaudio.transforms.MelSpectrogram(
         sample_rate=cfg.sample_rate_hz,

@@ -213,7 +213,8 @@ def _summary(metrics: dict, path: Path) -> dict:
     if metrics.get("ablation"):
         out["ablation"] = {k: f"intents {v['intent_macro_f1']}, emotion {v['emotion_macro_f1']}"
                            for k, v in metrics["ablation"].items()}  # fmt: skip
-    if metrics.get("skipped") is not None:
-        out["skipped"] = metrics["skipped"]
+    for k in ("skipped", "failed"):  # labels outside the model's; files that would not load
+        if metrics.get(k) is not None:
+            out[k] = metrics[k]
     out["metrics_out"] = str(path)
     return out

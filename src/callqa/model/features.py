@@ -55,6 +55,11 @@ class FeatureSpec:
     # the recording's gain is no cue: at its own level a LibriSpeech reading was "angry" at
     # 0.99, 10 dB quieter "sad" (docs/benchmarks.md). None = as recorded.
     level_lufs: float | None = -23.0
+    # A whole clip is cut to its speech (first to last voice-detector interval), as a call's
+    # utterance is cut to its ASR segment: trained on whole clips (silence around the speech)
+    # and scored on segments, RAVDESS neutral and calm clips came out "angry" (UA 0.73 whole,
+    # 0.42 as `callqa score` cuts them, docs/benchmarks.md). False = the whole file.
+    clip_speech: bool = True
 
     def as_dict(self) -> dict:
         d = asdict(self)
@@ -65,7 +70,8 @@ class FeatureSpec:
     def from_dict(cls, d: dict) -> FeatureSpec:
         # a spec saved before `pack_speech` existed embedded spans in place
         d = {"pack_speech": False, "audio_max_s": None, "embed_alone": False,
-             "speaker_relative": False, "level_lufs": None, **d}  # fmt: skip
+             "speaker_relative": False, "level_lufs": None, "clip_speech": False,
+             **d}  # fmt: skip
         return cls(**{**d, "mel_shape": tuple(d.get("mel_shape", (64, 128)))})
 
 
@@ -235,22 +241,34 @@ class FeatureExtractor:
         cap = self.spec.audio_max_s
         return (start, end) if cap is None else (start, min(end, start + cap))
 
+    def _clip_bounds(self, prep: Prepared) -> tuple[float, float]:
+        """(start, end) s of the clip the features read: its speech with `spec.clip_speech`
+        (from the first voice-detector interval to the last), else (or with no speech found)
+        the whole clip."""
+        whole = (0.0, prep.duration_s)
+        speech = prep.speech.get(next(iter(prep.tracks)), []) if self.spec.clip_speech else []
+        if not speech:
+            return whole
+        return max(0.0, speech[0][0]), min(prep.duration_s, speech[-1][1])
+
     def clip_features(self, preps: list[Prepared]) -> dict[str, np.ndarray]:
         """Whole-clip features of single-speaker clips (alone or packed: `spec.embed_alone`)."""
         from callqa.model.audio_features import embed_spans, pack_clips, prosody
 
         sr = preps[0].track_sample_rate_hz if preps else 16000
-        clips = [next(iter(p.tracks.values())) for p in preps]
+        bounds = [self._clip_bounds(p) for p in preps]
+        clips = [next(iter(p.tracks.values()))[int(s * sr) : int(e * sr)]
+                 for p, (s, e) in zip(preps, bounds, strict=True)]  # fmt: skip
         clips = [c * (self._gain(c, sr) or 1.0) for c in clips]
         heard = [c[: int(self._capped(0.0, c.size / sr)[1] * sr)] for c in clips]
         track, spans = pack_clips(heard)
         audio = embed_spans(self.encoder, track, spans, alone=self.spec.embed_alone)
         mel = np.stack(
             [
-                mel_slice(p.logmel[0], 0.0, p.duration_s, self.spec.mel_shape)
+                mel_slice(p.logmel[0], s, e, self.spec.mel_shape)
                 if p.logmel is not None
                 else np.zeros(self.spec.mel_shape, np.float32)
-                for p in preps
+                for p, (s, e) in zip(preps, bounds, strict=True)
             ]
         )
         pros = np.stack([prosody(c, None) for c in clips]).astype(np.float32)

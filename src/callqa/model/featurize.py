@@ -47,6 +47,7 @@ def feature_spec(cfg: FeaturizeConfig) -> FeatureSpec:
         embed_alone=cfg.embed_alone,
         speaker_relative=cfg.speaker_relative,
         level_lufs=cfg.level_lufs,
+        clip_speech=cfg.clip_speech,
     )
 
 
@@ -62,6 +63,7 @@ def _cache(cfg: FeaturizeConfig, pre: PreprocessConfig, extractor: FeatureExtrac
             "audio_max_s": spec.audio_max_s,
             "embed_alone": spec.embed_alone,
             "level_lufs": spec.level_lufs,
+            "clip_speech": spec.clip_speech,
             "audio_encoder": spec.audio_encoder,
             "mel_shape": list(spec.mel_shape),
             "preprocess": pre.model_dump(
