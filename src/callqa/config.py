@@ -218,8 +218,8 @@ class FeaturizeConfig(Section):
     # Each utterance (clip) brought to this loudness before the encoder and prosody, so the
     # recording's gain is no emotion cue; null = as recorded.
     level_lufs: float | None = Field(-23.0, le=0)
-    # Each clip cut to its speech (first to last frame within 25 dB of its loud ones), as
-    # `callqa score` cuts a call's utterances to their ASR segments; false = the whole file.
+    # Each clip cut to its speech (first to last voice-detector interval), as `callqa score`
+    # cuts a call's utterances to their ASR segments; false = the whole file.
     clip_speech: bool = True
     # Each emotion clip also as heard over a phone line (8 kHz, 300-3400 Hz, mu-law) and as an
     # 8 kHz 8-bit linear PCM export: the voice branch then knows narrowband and coarse speech,

@@ -3,8 +3,7 @@
 `callqa score` cuts a call's turns to their ASR segments; featurize and `evaluate --manifest`
 read whole clips. Trained on whole RAVDESS files (about a second of silence around the speech)
 and scored on segments, neutral and calm clips came out "angry". With `FeatureSpec.clip_speech`
-a clip is cut to its speech first (`speech_bounds`: near the voice detector's bounds, and
-free of the level). A real RAVDESS clip, more silence added around it.
+a clip is cut to its speech first. A real RAVDESS clip, more silence added around it.
 """
 
 import numpy as np
@@ -13,7 +12,6 @@ import pytest
 from callqa.audio.io import Audio, load_audio, resample, to_mono
 from callqa.audio.prepare import prepare
 from callqa.config import PreprocessConfig
-from callqa.model.audio_features import speech_bounds
 from callqa.model.features import FeatureExtractor, FeatureSpec
 
 SR = 16000
@@ -32,24 +30,16 @@ def _moved(before: np.ndarray, after: np.ndarray) -> float:
     return float(np.abs(after - before).mean() / np.abs(before).mean())
 
 
-def test_speech_bounds_drop_the_silence_at_any_level(prepared):
-    x = next(iter(prepared.tracks.values()))
-    start, end = speech_bounds(x)
-    vad = next(iter(prepared.speech.values()))  # the voice detector, as the ASR's segments
-    assert 1.0 < start and end < prepared.duration_s - 1.5  # the added silence is out
-    assert abs(start - vad[0][0]) < 0.2 and abs(end - vad[-1][1]) < 0.3
-    assert speech_bounds(x * np.float32(0.1)) == (start, end)  # 20 dB quieter: the same
-
-
 @pytest.mark.parametrize("clip_speech", [True, False])
 def test_a_clip_reads_as_its_speech_segment(prepared, clip_speech):
     extractor = FeatureExtractor(FeatureSpec(clip_speech=clip_speech), "cpu")
-    start, end = speech_bounds(next(iter(prepared.tracks.values())))
-    segment = ("customer", start, end, None)  # a turn of the same speech in a call
+    speech = next(iter(prepared.speech.values()))
+    assert speech and speech[0][0] > 1.0 and speech[-1][1] < prepared.duration_s - 1.0
+    segment = ("customer", speech[0][0], speech[-1][1], None)  # as the ASR would cut it
     as_clip = extractor.clip_features([prepared])
     as_turn = extractor.call_features(prepared, [segment])
     moved = {name: _moved(as_turn[name], as_clip[name]) for name in ("audio", "mel", "prosody")}
-    if clip_speech:  # the same samples
+    if clip_speech:  # the same samples: only sample rounding of the bounds is left
         assert max(moved.values()) < 0.01, moved
     else:  # the whole file: silence in the pooled embedding, the image and the pauses
         assert min(moved.values()) > 0.05, moved
@@ -57,9 +47,8 @@ def test_a_clip_reads_as_its_speech_segment(prepared, clip_speech):
 
 def test_a_clip_without_speech_keeps_the_whole_file():
     noise = np.random.default_rng(0).standard_normal(2 * SR).astype(np.float32) * 1e-4
-    assert speech_bounds(noise) == (0.0, 2.0)  # steady noise: no frame stands out
-    assert speech_bounds(np.zeros(SR, np.float32)) == (0.0, 1.0)
     prep = prepare(Audio(noise[None], SR), PreprocessConfig(), with_logmel=True)
+    assert not next(iter(prep.speech.values()))
     out = FeatureExtractor(FeatureSpec(), "cpu").clip_features([prep])
     assert np.isfinite(out["audio"]).all() and out["audio"].shape[0] == 1
 

@@ -57,16 +57,21 @@ def _moved(before: np.ndarray, after: np.ndarray) -> float:
     return float(np.abs(after - before).mean() / np.abs(before).mean())
 
 
-def test_clips_are_levelled_one_by_one(voices):
-    extractor = FeatureExtractor(FeatureSpec(), "cpu")
+@pytest.mark.parametrize("clip_speech", [False, True])
+def test_clips_are_levelled_one_by_one(voices, clip_speech):
+    extractor = FeatureExtractor(FeatureSpec(clip_speech=clip_speech), "cpu")
     config = PreprocessConfig()
     loud = [prepare(Audio(v[None], SR), config) for v in voices]
     quiet = [
         prepare(Audio(v[None] * g, SR), config) for v, g in zip(voices, (0.1, 0.5), strict=True)
     ]
     a, b = extractor.clip_features(loud), extractor.clip_features(quiet)
+    # Whole clips: only rounding is left. Cut to their speech (the default), the voice
+    # detector's bounds move by a frame or two with the level (it hears quiet onsets later):
+    # 1.6% on the 20 dB quieter clip here, against 3-22% with no levelling at all.
+    limit = 0.03 if clip_speech else 0.01
     for name in ("audio", "prosody"):
-        assert _moved(a[name], b[name]) < 0.01, name
+        assert _moved(a[name], b[name]) < limit, name
 
 
 def test_models_saved_before_keep_the_level_as_recorded():

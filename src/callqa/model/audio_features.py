@@ -361,22 +361,6 @@ def _pauses(db: np.ndarray) -> tuple[int, int]:
     return int((ends - starts)[inside].sum()), int(inside.sum())
 
 
-def speech_bounds(x: np.ndarray) -> tuple[float, float]:
-    """(start, end) s of a clip's speech: its first to its last 20 ms frame within
-    PAUSE_BELOW_LOUD_DB of the clip's loud (95th percentile) frames; the whole clip when no
-    frame stands out. Relative to the clip's own level, so a quieter copy gives the same bounds
-    (a voice detector's do not: it misses quiet onsets)."""
-    x = np.asarray(x, dtype=np.float32).reshape(-1)
-    whole = (0.0, x.size / SAMPLE_RATE_HZ)
-    db = _frame_db(x)
-    if db.size == 0:
-        return whole
-    loud = np.flatnonzero(db >= np.percentile(db, 95) - PAUSE_BELOW_LOUD_DB)
-    if loud.size in (0, db.size):
-        return whole
-    return float(loud[0] * ENERGY_FRAME_S), float(min((loud[-1] + 1) * ENERGY_FRAME_S, whole[1]))
-
-
 def prosody(x: np.ndarray, n_words: int | None = None) -> np.ndarray:
     """Pitch, energy, speaking rate and pause statistics of one 16 kHz span (`PROSODY_NAMES`).
 

@@ -55,10 +55,10 @@ class FeatureSpec:
     # the recording's gain is no cue: at its own level a LibriSpeech reading was "angry" at
     # 0.99, 10 dB quieter "sad" (docs/benchmarks.md). None = as recorded.
     level_lufs: float | None = -23.0
-    # A whole clip is cut to its speech (first to last frame within 25 dB of its loud ones),
-    # as a call's utterance is cut to its ASR segment: trained on whole clips (silence around
-    # the speech) and scored on segments, RAVDESS neutral and calm clips came out "angry" (UA
-    # 0.73 whole, 0.42 as `callqa score` cuts them, docs/benchmarks.md). False = whole file.
+    # A whole clip is cut to its speech (first to last voice-detector interval), as a call's
+    # utterance is cut to its ASR segment: trained on whole clips (silence around the speech)
+    # and scored on segments, RAVDESS neutral and calm clips came out "angry" (UA 0.73 whole,
+    # 0.42 as `callqa score` cuts them, docs/benchmarks.md). False = the whole file.
     clip_speech: bool = True
 
     def as_dict(self) -> dict:
@@ -243,12 +243,13 @@ class FeatureExtractor:
 
     def _clip_bounds(self, prep: Prepared) -> tuple[float, float]:
         """(start, end) s of the clip the features read: its speech with `spec.clip_speech`
-        (`audio_features.speech_bounds`), else the whole clip."""
-        from callqa.model.audio_features import speech_bounds
-
-        if not self.spec.clip_speech:
-            return 0.0, prep.duration_s
-        return speech_bounds(next(iter(prep.tracks.values())))
+        (from the first voice-detector interval to the last), else (or with no speech found)
+        the whole clip."""
+        whole = (0.0, prep.duration_s)
+        speech = prep.speech.get(next(iter(prep.tracks)), []) if self.spec.clip_speech else []
+        if not speech:
+            return whole
+        return max(0.0, speech[0][0]), min(prep.duration_s, speech[-1][1])
 
     def clip_features(self, preps: list[Prepared]) -> dict[str, np.ndarray]:
         """Whole-clip features of single-speaker clips (alone or packed: `spec.embed_alone`)."""
