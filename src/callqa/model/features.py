@@ -252,7 +252,8 @@ class FeatureExtractor:
         return max(0.0, speech[0][0]), min(prep.duration_s, speech[-1][1])
 
     def clip_features(self, preps: list[Prepared]) -> dict[str, np.ndarray]:
-        """Whole-clip features of single-speaker clips (alone or packed: `spec.embed_alone`)."""
+        """Features of single-speaker clips, each cut to its speech (`spec.clip_speech`) or
+        whole, embedded alone or packed (`spec.embed_alone`)."""
         from callqa.model.audio_features import embed_spans, pack_clips, prosody
 
         sr = preps[0].track_sample_rate_hz if preps else 16000
