@@ -197,7 +197,10 @@ def main() -> None:
     parser.add_argument("--n-synth", type=int, default=20, help="synth calls (half telephone)")
     parser.add_argument("--synth-seed", type=int, default=930000, help="no test uses it")
     parser.add_argument(
-        "--phrase-bank", default="test", choices=["dev", "test", "train"], help="synth calls' bank"
+        "--phrase-bank",
+        default="test",
+        choices=["dev", "test", "test2", "train"],
+        help="synth calls' bank",
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

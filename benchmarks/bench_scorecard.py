@@ -1,8 +1,8 @@
 """Per-check precision, recall and F1 of the default scorecard on fresh synthetic calls.
 
 Positive class = violation (`passed: false`). Calls come from a seed range no test uses and the
-`test` phrase bank (default; `dev` and `train` for comparison); the stereo table plus the same
-table for mono and 8 kHz telephone calls.
+`test` phrase bank (default; `test2`, a second held-out bank; `dev` and `train` for comparison);
+the stereo table plus the same table for mono and 8 kHz telephone calls.
 
 Two truths for the metric checks: the sidecar's measured labels (computed with the same VAD and
 metric code as the checks, so agreement with them measures consistency) and the planned values
@@ -108,8 +108,9 @@ def main() -> None:
     ap.add_argument(
         "--phrase-bank",
         default="test",
-        choices=["dev", "test", "train"],
-        help="test (default; written once, never tuned on), dev (seen) or train, for comparison",
+        choices=["dev", "test", "test2", "train"],
+        help="test (default; written once, never tuned on), test2 (a second held-out bank, never"
+        " read by the developer), dev (seen) or train, for comparison",
     )
     ap.add_argument(
         "--only", choices=["stereo", "mono", "telephone"], default=None,

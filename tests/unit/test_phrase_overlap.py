@@ -43,7 +43,8 @@ def test_no_sentence_shared_with_default_scorecard(bank):
     assert len(examples) > 20, "expected the default scorecard to carry example sentences"
     script = set().union(*(_sentences(s) for s in all_sentences(get_bank(bank))))
     assert len(script) > 50
-    assert not examples & script, sorted(examples & script)
+    shared = examples & script  # the held-out banks' sentences are never printed: counts only
+    assert not shared, sorted(shared) if bank in ("train", "dev") else len(shared)
 
 
 def _plain(text: str) -> str:
@@ -52,10 +53,10 @@ def _plain(text: str) -> str:
 
 
 def test_no_train_sentence_equals_a_dev_or_test_sentence():
-    # Counts only: the test bank's sentences are never printed.
+    # Counts only: the test banks' sentences are never printed.
     train = {_plain(s) for s in all_sentences(get_bank("train"))}
     train_parts = set().union(*(_sentences(s) for s in all_sentences(get_bank("train"))))
-    for name in ("dev", "test"):
+    for name in ("dev", "test", "test2"):
         other = all_sentences(get_bank(name))
         whole = sum(_plain(s) in train for s in other)
         parts = len(train_parts & set().union(*(_sentences(s) for s in other)))

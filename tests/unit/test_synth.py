@@ -103,6 +103,18 @@ def test_plan_follows_planned_failures():
     assert plan_texts(synth.plan_call(12, NONE_FAIL, bank)) != plan_texts(good)
 
 
+def test_agent_tone_does_not_give_away_rude_lines():
+    # An angry agent voice came with rude lines only: the model learned the voice as the label.
+    bank = get_bank("train")
+    fails = {**NONE_FAIL, "forbidden_language": True}
+    rude = [synth.plan_call(s, fails, bank).emotion["agent"] for s in range(120)]
+    clean = [synth.plan_call(s, NONE_FAIL, bank).emotion["agent"] for s in range(120)]
+    for tones in (rude, clean):
+        assert set(tones) == {"angry", "happy", "neutral"}
+        assert 0.05 <= tones.count("angry") / len(tones) <= 0.3, tones.count("angry")
+    assert abs(rude.count("angry") - clean.count("angry")) <= 12
+
+
 def plan_texts(plan) -> list[str]:
     return [ln.text for ln in plan.lines]
 
@@ -120,7 +132,7 @@ def test_who_speaks_first_is_random_per_call():
 
 def test_phrase_banks_load_from_package_data_and_are_disjoint():
     banks = {name: get_bank(name) for name in BANK_NAMES}
-    assert set(banks) == {"train", "dev", "test"}
+    assert set(banks) == {"train", "dev", "test", "test2"}
     for name, bank in banks.items():
         assert bank.name == name and get_bank(name) is bank  # read once
         assert len(bank.greetings) >= 8 and len(bank.closings) >= 8
@@ -129,13 +141,17 @@ def test_phrase_banks_load_from_package_data_and_are_disjoint():
         assert set(bank.opener) == set(EMOTIONS) == set(bank.reaction)
         assert not re_digits(all_sentences(bank)), "spell numbers out for eSpeak and word counts"
     long = {n: {s for s in all_sentences(b) if len(s.split()) >= 3} for n, b in banks.items()}
-    for a, b in [("train", "dev"), ("train", "test"), ("dev", "test")]:
-        assert not long[a] & long[b], (a, b, long[a] & long[b])
+    pairs = [(a, b) for i, a in enumerate(banks) for b in list(banks)[i + 1 :]]
+    for a, b in pairs:
+        # Counts only: held-out sentences are never printed.
+        assert not long[a] & long[b], (a, b, len(long[a] & long[b]))
         for names in ("companies", "agent_names", "customer_names"):
             assert not set(getattr(banks[a], names)) & set(getattr(banks[b], names)), names
     # The files ship inside the package, and the test bank says what it is.
     header = (phrases.resources.files(phrases.banks) / "test.yaml").read_text()
     assert "TEST SET" in header and "2026-12-02" in header and "Never read it for tuning" in header
+    header2 = (phrases.resources.files(phrases.banks) / "test2.yaml").read_text()
+    assert "TEST SET" in header2 and "2026-12-03" in header2 and "never tune on it" in header2
     with pytest.raises(ValueError, match="unknown phrase bank 'heldout'"):
         get_bank("heldout")
     raw = yaml.safe_load((ROOT / "src/callqa/data/banks/dev.yaml").read_text())

@@ -51,6 +51,10 @@ AGENT_LANGS = ("en-us", "en", "en-gb-x-rp")
 CUSTOMER_LANGS = ("en-us", "en", "en-gb-x-rp", "en-029", "en-us-nyc", "en-gb-scotland")
 FEMALE_VARIANTS = ("f2", "f3", "f4", "Annie", "belinda", "steph", "steph2")
 MALE_VARIANTS = ("", "m1", "m4", "m5", "m8", "Alex", "Andy", "john", "max", "michel", "robert")
+# The agent's voice per call: irritated, cheerful or level, whatever the call's failures.
+AGENT_EMOTIONS = ("angry", "happy", "neutral")
+AGENT_EMOTION_P = (0.15, 0.25, 0.60)
+
 # Prosody per emotion as eSpeak (rate, volume, pitch, pitch range) ranges. Agents' rate is
 # calibrated separately against the measured words per minute.
 PROSODY = {
@@ -178,11 +182,9 @@ def plan_call(
         "code": _words_for(rng, 5, DIGITS),
     }
     emo = pick(EMOTIONS)
-    agent_emo = (
-        "angry"
-        if failures["forbidden_language"] and rng.random() < 0.5
-        else ("happy" if rng.random() < 0.3 else "neutral")
-    )
+    # The agent's tone is drawn apart from the failures: when rude lines came in an angry voice,
+    # the model learned the voice (every turn of such a call read as rude), not the words.
+    agent_emo = str(rng.choice(AGENT_EMOTIONS, p=AGENT_EMOTION_P))
     topic = pick(bank.topics)
     lines: list[Line] = []
 
