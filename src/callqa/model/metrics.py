@@ -49,18 +49,20 @@ MIN_CALLS = 10  # fewer validation calls than this: choose thresholds per uttera
 
 
 def _best(f1s: list[float], positives: int) -> float:
-    """The grid threshold closest to 0.5 whose F1 is within one call's worth of the best.
+    """The highest grid threshold whose F1 is within one call's worth of the best.
 
     Validation sets are small (a few dozen calls, 6-15 of them violations per intent): one call
-    more or less found moves F1 by about 1 / (2 * positives), and the bare arg-max then lands on
-    extreme thresholds by luck (seen: recording disclosure at 0.15, val F1 0.91 against 0.83 at
-    0.5, one call; on the test calls 0.59 against 0.87). A threshold away from 0.5 has to beat
-    it by more than that noise.
+    more or less found moves F1 by about 1 / (2 * positives), so thresholds that close are a tie
+    on the data. The tie goes to the most precise one, because the scorecard ORs the model with
+    the rules: a call the model misses is often still found by a rule, but a false model hit is
+    never undone (it clears a required phrase the agent never said, or flags a polite call).
+    Seen with the closest-to-0.5 tie rule: identity verification at 0.60 (validation F1 0.82
+    against 0.83 at 0.80) cleared 11 of 18 calls of the `test2` bank that never verify the
+    caller; at 0.85 (this rule) 6 (docs/benchmarks.md, "tie rule").
     """
     tolerance = 1.0 / (2 * max(positives, 1))
     best = max(f1s)
-    return float(min((t for t, f in zip(GRID, f1s, strict=True) if f >= best - tolerance - 1e-9),
-                     key=lambda t: abs(t - 0.5)))  # fmt: skip
+    return float(max(t for t, f in zip(GRID, f1s, strict=True) if f >= best - tolerance - 1e-9))
 
 
 def choose_thresholds(data: TrainData, pi: np.ndarray) -> dict[str, float]:
