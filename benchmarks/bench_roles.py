@@ -38,6 +38,7 @@ from callqa.asr.diarize import diarize
 from callqa.asr.roles import frame_accuracy
 from callqa.audio.io import decode_bytes, load_audio, resample, to_mono
 from callqa.audio.vad import detect_speech
+from callqa.data.phrases import BANK_NAMES
 
 ROOT = Path(__file__).resolve().parents[1]
 REALDATA = Path(os.environ.get("CALLQA_REALDATA", ROOT.parent / "shared" / "realdata"))
@@ -197,10 +198,7 @@ def main() -> None:
     parser.add_argument("--n-synth", type=int, default=20, help="synth calls (half telephone)")
     parser.add_argument("--synth-seed", type=int, default=930000, help="no test uses it")
     parser.add_argument(
-        "--phrase-bank",
-        default="test",
-        choices=["dev", "test", "test2", "train"],
-        help="synth calls' bank",
+        "--phrase-bank", default="test", choices=BANK_NAMES, help="synth calls' bank"
     )
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)

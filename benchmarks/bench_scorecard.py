@@ -100,6 +100,8 @@ PLANNED_IDS = ("dead_air", "overtalk", "agent_speech_rate")
 
 
 def main() -> None:
+    from callqa.data.phrases import BANK_NAMES
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=200, help="stereo calls")
     ap.add_argument("--n-variant", type=int, default=60, help="mono and telephone calls each")
@@ -108,7 +110,7 @@ def main() -> None:
     ap.add_argument(
         "--phrase-bank",
         default="test",
-        choices=["dev", "test", "test2", "train"],
+        choices=BANK_NAMES,
         help="test (default; written once, never tuned on), test2 (a second held-out bank, never"
         " read by the developer), dev (seen) or train, for comparison",
     )
