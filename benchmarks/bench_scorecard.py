@@ -1,8 +1,8 @@
 """Per-check precision, recall and F1 of the default scorecard on fresh synthetic calls.
 
 Positive class = violation (`passed: false`). Calls come from a seed range no test uses and the
-`test` phrase bank (default; `test2`, a second held-out bank; `dev` and `train` for comparison);
-the stereo table plus the same table for mono and 8 kHz telephone calls.
+`test` phrase bank (default; `test2` and `test3`, a second and a third held-out bank; `dev` and
+`train` for comparison); the stereo table plus the same table for mono and 8 kHz telephone calls.
 
 Two truths for the metric checks: the sidecar's measured labels (computed with the same VAD and
 metric code as the checks, so agreement with them measures consistency) and the planned values
@@ -111,8 +111,8 @@ def main() -> None:
         "--phrase-bank",
         default="test",
         choices=BANK_NAMES,
-        help="test (default; written once, never tuned on), test2 (a second held-out bank, never"
-        " read by the developer), dev (seen) or train, for comparison",
+        help="test (default; written once, never tuned on), test2 and test3 (a second and a third"
+        " held-out bank, never read by the developer), dev (seen) or train, for comparison",
     )
     ap.add_argument(
         "--only", choices=["stereo", "mono", "telephone"], default=None,

@@ -74,7 +74,9 @@ def synth(
     telephone: Annotated[bool, typer.Option(help="8 kHz telephone band, mu-law.")] = False,
     snr_db: Annotated[float | None, typer.Option("--snr-db", help="Background noise SNR.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes.")] = None,
-    phrase_bank: Annotated[str | None, typer.Option(help="train | dev | test | test2")] = None,
+    phrase_bank: Annotated[
+        str | None, typer.Option(help="train | dev | test | test2 | test3")
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
     progress: ProgressOpt = True,
 ) -> None:

@@ -65,7 +65,7 @@ class SynthConfig(Section):
     p_dead_air: float = Field(0.3, ge=0, le=1)
     p_overtalk: float = Field(0.3, ge=0, le=1)
     p_fast_agent: float = Field(0.3, ge=0, le=1)
-    phrase_bank: Literal["train", "dev", "test", "test2"] = "train"  # phrase bank (data/phrases.py)
+    phrase_bank: Literal["train", "dev", "test", "test2", "test3"] = "train"  # data/phrases.py
     # Train-bank corpora only: shares of val calls (held-out train-bank sentences and voices) and
     # test calls (the test bank, test voices); the rest are train (data/synth_splits.py).
     val_share: float = Field(0.2, ge=0, le=1)

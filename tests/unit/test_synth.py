@@ -132,7 +132,7 @@ def test_who_speaks_first_is_random_per_call():
 
 def test_phrase_banks_load_from_package_data_and_are_disjoint():
     banks = {name: get_bank(name) for name in BANK_NAMES}
-    assert set(banks) == {"train", "dev", "test", "test2"}
+    assert set(banks) == {"train", "dev", "test", "test2", "test3"}
     for name, bank in banks.items():
         assert bank.name == name and get_bank(name) is bank  # read once
         assert len(bank.greetings) >= 8 and len(bank.closings) >= 8
@@ -152,6 +152,9 @@ def test_phrase_banks_load_from_package_data_and_are_disjoint():
     assert "TEST SET" in header and "2026-12-02" in header and "Never read it for tuning" in header
     header2 = (phrases.resources.files(phrases.banks) / "test2.yaml").read_text()
     assert "TEST SET" in header2 and "2026-12-03" in header2 and "never tune on it" in header2
+    header3 = (phrases.resources.files(phrases.banks) / "test3.yaml").read_text()
+    assert "TEST SET" in header3 and "2026-12-03" in header3 and "never tune on it" in header3
+    assert "never read by the developer" in header3 and "numbers only" in header3
     with pytest.raises(ValueError, match="unknown phrase bank 'heldout'"):
         get_bank("heldout")
     raw = yaml.safe_load((ROOT / "src/callqa/data/banks/dev.yaml").read_text())

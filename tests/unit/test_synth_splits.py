@@ -85,15 +85,15 @@ def test_missing_intent_draws_its_near_miss():
     assert share >= 0.4, share
 
 
-@pytest.mark.parametrize("name", ["dev", "test", "test2"])
+@pytest.mark.parametrize("name", ["dev", "test", "test2", "test3"])
 def test_dev_and_test_corpora_are_single_split_and_unrestricted(name):
     cfg = SynthConfig(phrase_bank=name)
-    split = {"dev": "val", "test": "test", "test2": "test"}[name]
+    split = {"dev": "val", "test": "test", "test2": "test", "test3": "test"}[name]
     assert {call_split(cfg, i) for i in range(30)} == {split}
     bank, restrict = bank_for(cfg, call_split(cfg, 0))
     assert bank is get_bank(name) and restrict is None
-    # test2 (written later) carries held-out near-misses of every intent; dev and test none.
-    assert set(bank.near_misses) == (set(INTENTS) if name == "test2" else set())
+    # test2 and test3 (written later) carry held-out near-misses of every intent; dev and test none.
+    assert set(bank.near_misses) == (set(INTENTS) if name in ("test2", "test3") else set())
     # Without a split, a plan draws every voice, as before splits existed.
     names = {
         v.name.split("+")[-1]

@@ -5,14 +5,16 @@ Each bank is `callqa/data/banks/<name>.yaml` (package data of `callqa.data.banks
 - `dev`: seen (it was called `heldout` until rules were written from it); tune on it freely.
 - `test`: written once, then read only through the numbers the benchmark prints.
 - `test2`: written 2026-12-03 by a helper, never read by the developer; numbers only.
+- `test3`: written 2026-12-03 by a helper, never read by the developer; numbers only.
 
 Templates take `{company}`, `{agent}`, `{customer}`, `{first}`, `{dob}`, `{digits}`, `{code}`.
 Numbers are spelled out: eSpeak reads digits as whole numbers, and the agent's speech rate label
 counts the script's words.
 
-`near_misses` (optional; the train and test2 banks have it) maps each intent to agent sentences
-that resemble it but do not carry it (a mid-call "hello, are you still there?", an order-number
-question, "our records show ..."): hard negatives that synth inserts without changing labels.
+`near_misses` (optional; the train, test2 and test3 banks have it) maps each intent to agent
+sentences that resemble it but do not carry it (a mid-call "hello, are you still there?", an
+order-number question, "our records show ..."): hard negatives that synth inserts without changing
+labels.
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import yaml
 from callqa.config import EMOTIONS, INTENTS  # INTENTS: the keys `near_misses` may have
 from callqa.data import banks
 
-BANK_NAMES = ("train", "dev", "test", "test2")
+BANK_NAMES = ("train", "dev", "test", "test2", "test3")
 # Values that fill the {dob}, {digits} and {code} slots (shared by all banks).
 DAYS = ("third", "ninth", "twelfth", "fifteenth", "twenty first", "twenty eighth", "first")
 MONTHS = ("January", "March", "April", "June", "August", "October", "November", "December")

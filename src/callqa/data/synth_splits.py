@@ -6,9 +6,9 @@ With `phrase_bank: train` a corpus holds all three splits, disjoint by sentence 
 - test calls speak the `test` bank; train and val calls the train bank, each list cut by the
   SHA-1 of its templates into a val part (about 20%) and a train part (`partition`);
 - eSpeak voice variants are cut the same way (`VOICE_SPLITS`): no voice speaks in two splits.
-With `phrase_bank: dev` or `test` every call is split "val" / "test" (`test2`, a second held-out
-bank: "test"), drawn from the whole bank with every voice: those corpora (the benchmarks') are
-the same as before splits existed.
+With `phrase_bank: dev` or `test` every call is split "val" / "test" (`test2` and `test3`, a
+second and a third held-out bank: "test"), drawn from the whole bank with every voice: those
+corpora (the benchmarks') are the same as before splits existed.
 
 Sentence ids name a template and the list it came from: "<list>:<sha1(template)[:10]>".
 """
@@ -31,7 +31,7 @@ VAL_TEMPLATE_SHARE = 0.2  # share of each train-bank list kept for val calls
 # Voice variants held out of training (the rest of synth_plan's FEMALE/MALE_VARIANTS train).
 VOICE_SPLITS = {"val": ("belinda", "m4", "john"), "test": ("steph2", "m8", "michel")}
 # A dev or test corpus: the split every call belongs to.
-BANK_SPLIT = {"dev": "val", "test": "test", "test2": "test"}
+BANK_SPLIT = {"dev": "val", "test": "test", "test2": "test", "test3": "test"}
 
 
 def call_split(cfg: SynthConfig, index: int) -> str:
