@@ -263,3 +263,25 @@ def test_process_one_returns_busy_for_a_live_claim(tmp_path, realdata):
 
     assert process_one(path, never, cfg, ledger) == "busy"
     assert _names(cfg.inbox_dir) == [GOOD[0]]
+
+
+def test_long_names_fit_and_a_later_pass_still_runs(tmp_path, realdata, scorer):
+    """A legal 251-byte name: the file in done/ (taken name: hash prefix added) and the bad file's
+    `.reason.txt` in quarantine/ must fit in 255 bytes, and the next pass must still score."""
+    cfg = _cfg(tmp_path)
+    long_stem = "é" * 20 + "a" * 207  # 247 bytes: multi-byte characters are cut whole
+    good, bad = f"x{long_stem}.wav", f"{long_stem}.wav"
+    Path(cfg.done_dir).mkdir(parents=True)
+    shutil.copyfile(realdata / "asr" / GOOD[1], Path(cfg.done_dir) / good)  # the name is taken
+    _drop(cfg, realdata / "asr" / GOOD[0], good)
+    _drop(cfg, os.urandom(4000), bad)
+    summary = run_inbox(cfg, lambda: scorer)
+    assert (summary["scored"], summary["quarantined"], summary["failed"]) == (1, 1, 0)
+    assert _names(cfg.inbox_dir) == []
+    (line,) = _lines(cfg)
+    assert Path(line["path"]).is_file() and len(Path(line["path"]).name.encode()) <= 255
+    reasons = [n for n in _names(cfg.quarantine_dir) if n.endswith(".reason.txt")]
+    assert len(reasons) == 1 and all(len(n.encode()) <= 255 for n in _names(cfg.quarantine_dir))
+
+    _drop(cfg, realdata / "asr" / GOOD[2], "new_call.wav")
+    assert run_inbox(cfg, lambda: scorer)["scored"] == 1 and len(_lines(cfg)) == 2

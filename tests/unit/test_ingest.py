@@ -194,3 +194,20 @@ def test_bad_inputs_to_ingest_are_explained(tmp_path):
         _ingest(tmp_path, [], labels_csv=csv)
     with pytest.raises(IngestError, match="not found"):
         _ingest(tmp_path, [], labels_csv=tmp_path / "nope.csv")
+
+
+def test_pipes_and_devices_get_a_row_without_being_read(tmp_path, realdata):
+    """A FIFO named x.wav blocks a reader forever and a link to /dev/urandom never ends: each
+    gets an `unreadable` row (validate quarantines it); the plain file beside them is ingested."""
+    import os
+
+    data = tmp_path / "in"
+    data.mkdir()
+    shutil.copyfile(realdata / "asr" / "ps_cards_001.wav", data / "call.wav")
+    os.mkfifo(data / "fifo.wav")
+    (data / "urandom.wav").symlink_to("/dev/urandom")
+    df = _ingest(tmp_path, [data]).set_index("path")
+    assert len(df) == 3 and pd.isna(df.loc[str(data / "call.wav"), "probe_error"])
+    for name in ("fifo.wav", "urandom.wav"):
+        row = df.loc[str(data / name)]
+        assert row["probe_error"] == "unreadable" and "not a regular file" in row["probe_message"]

@@ -15,6 +15,7 @@ import csv
 import json
 import logging
 import os
+import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -190,7 +191,12 @@ def describe_file(path: str) -> dict:
                  "probe_error": None, "probe_message": None}  # fmt: skip
     p = Path(path)
     try:
-        row["size_bytes"] = p.stat().st_size
+        st = p.stat()  # follows links: `x.wav -> /dev/urandom` is a device
+        if not stat.S_ISREG(st.st_mode):  # reading a pipe or a device never ends
+            row["probe_error"] = "unreadable"
+            row["probe_message"] = f"{p.name}: not a regular file (a pipe, device or socket)"
+            return row
+        row["size_bytes"] = st.st_size
         row["id"] = content_id(p)
     except FileNotFoundError:
         row["size_bytes"] = None

@@ -192,10 +192,19 @@ def scan(cfg: FlowsConfig, settle_s: float = SETTLE_S, check_s: float = 0.5) -> 
     return list(found)
 
 
+NAME_BYTES = 240  # a file name's limit is 255 bytes; room is left for ".reason.txt"
+
+
 def _destination(folder: Path, name: str, digest: str) -> Path:
-    """`folder/name`, or `folder/<hash12>-name` when that name is taken."""
+    """`folder/name`, or `folder/<hash12>-name` when that name is taken or too long (the
+    stem is then cut so the name, its hash prefix and `.reason.txt` fit in 255 bytes)."""
     dest = folder / name
-    return folder / f"{digest[:12]}-{name}" if dest.exists() else dest
+    if len(name.encode()) <= NAME_BYTES and not dest.exists():
+        return dest
+    stem, suffix = Path(name).stem, Path(name).suffix
+    room = NAME_BYTES - 13 - len(suffix.encode())
+    stem = stem.encode()[:room].decode(errors="ignore")
+    return folder / f"{digest[:12]}-{stem}{suffix}"
 
 
 def _move(src: Path, dest: Path) -> None:
@@ -310,10 +319,13 @@ def recover(cfg: FlowsConfig, ledger: Ledger) -> int:
     fixed = 0
     for row in rows:
         dest = Path(row["dest"] or "")
-        if row["result_written"] and dest.is_file() and ledger._stale(row, time.time()):
-            if sha256_file(dest) == row["hash"]:
-                ledger.update(row["hash"], state="done")
-                fixed += 1
+        try:
+            if row["result_written"] and dest.is_file() and ledger._stale(row, time.time()):
+                if sha256_file(dest) == row["hash"]:
+                    ledger.update(row["hash"], state="done")
+                    fixed += 1
+        except OSError as err:  # one bad row must not stop the pass (its file is retried)
+            logger.warning("ledger row %s: recovery skipped (%s)", row["hash"][:12], err)
     return fixed
 
 
