@@ -106,6 +106,12 @@ def test_queue_and_call_page(env):
     assert png.status_code == 200 and png.content[:4] == b"\x89PNG"
     assert client.get(f"/review/calls/{sid}/figure/..%2Fsecret.png").status_code == 404
     assert client.get("/review/calls/999999").status_code == 404
+    huge = "9" * 30  # beyond SQLite's integers: a 4xx, never a 500, and the app answers on
+    for url in (f"/review/calls/{huge}", f"/review/calls/{huge}/audio",
+                f"/review/calls/{huge}/figure/agent.png"):  # fmt: skip
+        assert client.get(url).status_code in (404, 422)
+    assert client.get(f"/review/?page={huge}").status_code == 200
+    assert client.get(f"/review/calls/{sid}").status_code == 200
 
 
 def test_answers_and_corrections_are_stored(env):
@@ -126,6 +132,10 @@ def test_answers_and_corrections_are_stored(env):
     fix = {"segment": "2", "text": "sure, go ahead", "csrf": csrf}
     assert client.post(f"/review/calls/{sid}/transcript", data=fix).status_code == 200
     assert store.corrections(sid)[0].corrected_text == "sure, go ahead"
+    huge = "9" * 30
+    assert client.post(f"/review/calls/{huge}/review", data=form).status_code == 422
+    bad_segment = {**fix, "segment": huge}
+    assert client.post(f"/review/calls/{sid}/transcript", data=bad_segment).status_code == 404
     assert "sure, go ahead" in client.get(f"/review/calls/{sid}").text
 
 

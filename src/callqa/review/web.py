@@ -18,6 +18,7 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Form, HTTPException, Request
+from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
 
 from callqa.config import ReviewConfig
@@ -38,6 +39,8 @@ CSP = (
     "script-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
 )
 Text = Annotated[str, Form(max_length=5000)]
+INT_LIMIT = 2**31 - 1  # ids, pages and segment numbers; beyond SQLite's range was a 500
+Sid = Annotated[int, PathParam(ge=0, le=INT_LIMIT)]
 
 
 def review_router(
@@ -124,7 +127,7 @@ def review_router(
         return html(body)
 
     @router.get("/calls/{sid}")
-    def call(request: Request, sid: int) -> Response:
+    def call(request: Request, sid: Sid) -> Response:
         who = current(request)
         if who is None:
             return to_login(request)
@@ -141,7 +144,7 @@ def review_router(
         return html(body)
 
     @router.get("/calls/{sid}/audio")
-    def audio(request: Request, sid: int) -> Response:
+    def audio(request: Request, sid: Sid) -> Response:
         if current(request) is None:
             raise HTTPException(403)
         path = _stored_audio(store, sid)
@@ -149,7 +152,7 @@ def review_router(
         return FileResponse(path, media_type=media)  # answers Range requests: seeking works
 
     @router.get("/calls/{sid}/figure/{role}.png")
-    def figure(request: Request, sid: int, role: str) -> Response:
+    def figure(request: Request, sid: Sid, role: str) -> Response:
         if current(request) is None:
             raise HTTPException(403)
         if role not in ROLES:
@@ -164,7 +167,7 @@ def review_router(
 
     @router.post("/calls/{sid}/review")
     def review(
-        request: Request, sid: int, check: Text, answer: Text, csrf: Text, comment: Text = ""
+        request: Request, sid: Sid, check: Text, answer: Text, csrf: Text, comment: Text = ""
     ) -> Response:
         _, user = posted(request, csrf)
         if answer not in HUMAN_ANSWERS:
@@ -178,7 +181,7 @@ def review_router(
         return RedirectResponse(f"/review/calls/{sid}#check-{quote(check)}", status_code=303)
 
     @router.post("/calls/{sid}/transcript")
-    def correct(request: Request, sid: int, segment: Text, text: Text, csrf: Text) -> Response:
+    def correct(request: Request, sid: Sid, segment: Text, text: Text, csrf: Text) -> Response:
         _, user = posted(request, csrf)
         try:
             store.add_correction(sid, _int(segment, -1), text.strip(), user)
@@ -204,9 +207,10 @@ def _local(target: str) -> str:
 
 def _int(value: str | None, default: int) -> int:
     try:
-        return int(value) if value is not None else default
+        number = int(value) if value is not None else default
     except ValueError:
         return default
+    return number if -INT_LIMIT <= number <= INT_LIMIT else default
 
 
 def _flag(value: str | None) -> bool | None:
