@@ -372,6 +372,7 @@ class ServeConfig(Section):
     max_body_mb: float = Field(50.0, gt=0)  # larger bodies: 413
     max_duration_s: float = Field(1800.0, gt=0)  # longer audio: 422
     max_in_flight: int = Field(4, ge=1)  # requests scoring or waiting; beyond: 429
+    body_timeout_s: float = Field(30.0, gt=0)  # an upload silent this long: 408
     retry_after_s: int = Field(5, ge=1)
     reload_interval_s: float = Field(10.0, gt=0)  # how often the alias is checked for a move
     scorecards_dir: Path = Path("scorecards")  # `?scorecard=NAME` picks NAME.yaml from here

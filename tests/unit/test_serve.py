@@ -299,7 +299,7 @@ logging.basicConfig(level=logging.INFO)
 p = load_params("params.yaml")
 p = p.model_copy(update={"score": p.score.model_copy(update={"model": None})})
 cfg = p.serve.model_copy(update={"port": int(sys.argv[1]), "max_body_mb": 1,
-                                 "max_duration_s": 20})
+                                 "max_duration_s": 20, "max_in_flight": 1, "body_timeout_s": 3})
 run(create_app(LocalSource(p), cfg), cfg.host, cfg.port)
 """
 
@@ -343,7 +343,15 @@ def test_uvicorn_server_survives_every_bad_request(good, tmp_path):
                     resp = one.post("/v1/score", **kwargs)
                 _assert_clean_error(resp, status, resp.json()["error"]["code"])
                 assert http.get("/healthz").json() == {"status": "ok"}
+            # an upload that stalls mid-body holds no scoring slot (max_in_flight is 1 here)
+            # and is answered 408 once it has sent nothing for body_timeout_s
+            stalled = socket.create_connection(("127.0.0.1", port))
+            stalled.sendall(b"POST /v1/score HTTP/1.1\r\nHost: x\r\nContent-Type: audio/wav\r\n"
+                            b"Content-Length: 100000\r\n\r\nRIFF")  # fmt: skip
             assert http.post("/v1/score", content=good, headers=wav).status_code == 200
+            stalled.settimeout(60)
+            assert stalled.recv(100).startswith(b"HTTP/1.1 408")
+            stalled.close()
             assert "callqa_requests_total" in http.get("/metrics").text
     finally:
         proc.terminate()

@@ -7,6 +7,7 @@ and load before any model work; scoring runs in a worker thread, one call at a t
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import io
 import logging
@@ -266,6 +267,8 @@ def create_app(
         if loaded is None:
             retry = {"Retry-After": str(cfg.retry_after_s)}
             raise ApiError(503, "not_ready", "the model is still loading; retry shortly", retry)
+        # the body first: a client that stops sending holds no scoring slot, and times out
+        data = await _read_audio(request, max_body, cfg.body_timeout_s)
         if app.state.in_flight >= cfg.max_in_flight:
             raise ApiError(
                 429,
@@ -275,7 +278,6 @@ def create_app(
             )
         app.state.in_flight += 1
         try:
-            data = await _read_audio(request, max_body)
             await run_in_threadpool(_probe, data, cfg.max_duration_s)
             result = await run_in_threadpool(_score_locked, loaded, data, scorecard)
         finally:
@@ -337,10 +339,22 @@ def _check_headers(request: Request, max_body: int) -> None:
         )
 
 
-async def _read_audio(request: Request, max_body: int) -> bytes:
-    """The audio bytes: the raw body, or the multipart field `file`; 413 past `max_body`."""
+async def _read_audio(request: Request, max_body: int, idle_s: float = 30.0) -> bytes:
+    """The audio bytes: the raw body, or the multipart field `file`; 413 past `max_body`,
+    408 when nothing arrives for `idle_s`, 400 when the client goes away."""
+    from starlette.requests import ClientDisconnect
+
     chunks, size = [], 0
-    async for chunk in request.stream():  # counted: a chunked body has no Content-Length
+    stream = request.stream().__aiter__()
+    while True:  # counted: a chunked body has no Content-Length
+        try:
+            chunk = await asyncio.wait_for(stream.__anext__(), idle_s)
+        except StopAsyncIteration:
+            break
+        except TimeoutError:
+            raise ApiError(408, "request_timeout", "the body stopped arriving") from None
+        except ClientDisconnect:
+            raise ApiError(400, "client_disconnected", "the client went away") from None
         size += len(chunk)
         if size > max_body:
             raise ApiError(413, "too_large", f"the body is over {max_body / 2**20:.3g} MB")
