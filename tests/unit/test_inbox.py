@@ -285,3 +285,21 @@ def test_long_names_fit_and_a_later_pass_still_runs(tmp_path, realdata, scorer):
 
     _drop(cfg, realdata / "asr" / GOOD[2], "new_call.wav")
     assert run_inbox(cfg, lambda: scorer)["scored"] == 1 and len(_lines(cfg)) == 2
+
+
+def test_a_file_it_may_not_read_is_quarantined_with_its_reason(tmp_path, realdata):
+    """Mode 000 (real, even as root): quarantined as `unreadable` with its .reason.txt, exit 0;
+    before, every pass ended in a traceback and the file stayed in the inbox."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["score"].update(model=None, scorecard=str(ROOT / "scorecards" / "default.yaml"))
+    p["flows"].update(inbox_dir="inbox", results_dir="results", done_dir="done",
+                      quarantine_dir="quarantine", ledger="ledger.sqlite")  # fmt: skip
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
+    cfg = _cfg(tmp_path)
+    _drop(cfg, realdata / "asr" / GOOD[0], "noread.wav").chmod(0)
+    res = run_callqa(["inbox", "--model", "local"], tmp_path, obey_file_modes=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert _names(cfg.inbox_dir) == []
+    assert _names(cfg.quarantine_dir) == ["noread.wav", "noread.wav.reason.txt"]
+    code, message = (Path(cfg.quarantine_dir) / "noread.wav.reason.txt").read_text().split("\n")[:2]
+    assert code == "unreadable" and "permissions" in message

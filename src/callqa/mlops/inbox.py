@@ -17,6 +17,7 @@ flow and `callqa inbox` both call `run_inbox` / `process_one`.
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ import sqlite3
 import time
 from pathlib import Path
 
-from callqa.audio.io import SCAN_EXTENSIONS, AudioError
+from callqa.audio.io import SCAN_EXTENSIONS, AudioError, unreadable_error
 from callqa.config import FlowsConfig
 from callqa.files import sha256_file
 
@@ -256,7 +257,12 @@ def process_one(
 
     path, ledger = Path(path), ledger or Ledger(cfg.ledger)
     done_dir, quarantine_dir = Path(cfg.done_dir), Path(cfg.quarantine_dir)
-    digest = sha256_file(path)
+    try:
+        digest = sha256_file(path)
+    except FileNotFoundError:
+        raise
+    except OSError as err:  # no content, no ledger key: set it aside with its reason
+        return _set_aside(path, cfg, unreadable_error(path, err))
     dest = _destination(done_dir, path.name, digest)
     verdict, row = ledger.claim(digest, path.name, str(dest))
     if verdict in ("done", "quarantined"):
@@ -309,6 +315,18 @@ def _quarantine(path, digest, ledger, cfg, code: str, message: str) -> str:
     _move(path, dest)
     ledger.update(digest, state="quarantined", code=code, message=message, dest=str(dest))
     logger.warning("%s: quarantined (%s: %s)", path, code, message)
+    return "quarantined"
+
+
+def _set_aside(path: Path, cfg: FlowsConfig, err: AudioError) -> str:
+    """Quarantine a file this process cannot read (no content hash, so no ledger row)."""
+    stamp = hashlib.sha256(f"{path}:{time.time_ns()}".encode()).hexdigest()
+    dest = _destination(Path(cfg.quarantine_dir), path.name, stamp)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    reason = dest.with_name(dest.name + ".reason.txt")
+    reason.write_text(f"{err.code}\n{err.message}\n", encoding="utf-8")
+    _move(path, dest)
+    logger.warning("%s: quarantined (%s: %s)", path, err.code, err.message)
     return "quarantined"
 
 
