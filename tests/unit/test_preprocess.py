@@ -122,6 +122,29 @@ def test_identical_or_one_silent_channel_is_mono(files, speech16k):
     np.testing.assert_allclose(p.tracks["mono"], _dc_free(x), atol=1 / 32768)
 
 
+def test_a_quiet_party_who_speaks_little_keeps_its_channel(speech16k):
+    """Found from outside: 2.5 s of quiet speech (peaks near -27 dBFS) in a 120 s channel has a
+    whole-file RMS under -60 dBFS; the call went to diarization and the customer's words were
+    lost. A channel is silent when its loudest second is; a few clicks do not make it live.
+    (Here peaks at -30 dBFS.)"""
+    x = speech16k()
+    sr, n = 16000, 120 * 16000
+    left = np.zeros(n, np.float32)
+    left[: x.size] = x
+    right = np.zeros(n, np.float32)
+    quiet = x[: int(2.5 * sr)] * (10 ** (-30 / 20) / np.abs(x).max())
+    right[40 * sr : 40 * sr + quiet.size] = quiet
+    from callqa.audio.signal_stats import rms_dbfs
+
+    assert rms_dbfs(right) < -60  # the old rule's "silent"
+    tracks, _, reason = split_roles(np.stack([left, right]))
+    assert reason is None and list(tracks) == ["agent", "customer"]
+    clicks = np.zeros(n, np.float32)
+    clicks[[sr, 50 * sr, 90 * sr]] = 0.5  # three one-sample clicks on a dead line
+    _, _, reason = split_roles(np.stack([left, clicks]))
+    assert reason == "silent_channel"
+
+
 def test_more_than_two_channels_are_mixed_down(speech16k):
     x = speech16k()
     rng = np.random.default_rng(0)

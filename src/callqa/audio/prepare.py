@@ -19,6 +19,7 @@ from callqa.audio.io import Audio, AudioError, resample
 from callqa.audio.signal_stats import (
     clipped_share,
     finite_or_none,
+    frame_power,
     loudness_lufs,
     rms_dbfs,
     snr_db,
@@ -30,7 +31,8 @@ from callqa.schemas import SAMPLE_RATE_HZ
 logger = logging.getLogger(__name__)
 
 CORRELATION_MONO = 0.99  # CONTRACTS: channels this correlated are one signal
-SILENT_CHANNEL_DBFS = -60.0  # a channel quieter than this (RMS) carries nobody
+SILENT_CHANNEL_DBFS = -60.0  # a channel whose loudest second stays under this carries nobody
+LOUD_FRAMES = 20  # 50 ms frames: the level a channel reaches in 1 s of its audio (clicks don't)
 MAX_GAIN_DB = 40.0  # loudness normalisation never lifts near-silence further than this
 _ROLE_ORDER = ("agent", "customer")
 
@@ -103,7 +105,7 @@ def split_roles(
     if n_ch > 2:
         logger.warning("%d channels: mixing down to mono, roles from diarization", n_ch)
         return {"mono": samples.mean(axis=0)}, {"mono": list(range(n_ch))}, "mixdown"
-    levels = [rms_dbfs(remove_dc(ch)) for ch in samples]  # a DC offset is not a voice
+    levels = [_loud_dbfs(remove_dc(ch)) for ch in samples]  # a DC offset is not a voice
     silent = [lv is None or lv < SILENT_CHANNEL_DBFS for lv in levels]
     if silent[0] != silent[1]:
         live = 0 if silent[1] else 1
@@ -121,6 +123,17 @@ def split_roles(
         {r: [by_role[r]] for r in order},
         None,
     )
+
+
+def _loud_dbfs(x: np.ndarray, frame: int = 800) -> float | None:
+    """The power of a channel's LOUD_FRAMES-th loudest 50 ms frame (at 16 kHz; shorter frames
+    at lower rates), in dBFS: a party who speaks for 2 s of a 2-hour call is live, a channel
+    with a few clicks is not. The whole file's level for a file shorter than that."""
+    power = frame_power(x, frame)
+    if power.size < LOUD_FRAMES:
+        return rms_dbfs(x)
+    top = float(np.partition(power, power.size - LOUD_FRAMES)[power.size - LOUD_FRAMES])
+    return float(10.0 * np.log10(top)) if top > 0 else None
 
 
 def quantise_pcm16(x: np.ndarray) -> np.ndarray:
