@@ -77,6 +77,35 @@ def _correlation(a: np.ndarray, b: np.ndarray, chunk: int = 1 << 20) -> float:
     return sab / den if den > 0 else 0.0
 
 
+MAX_SKEW = 2048  # samples (128 ms at 16 kHz): dual-mono exports can be this far apart
+
+
+def _skew(a: np.ndarray, b: np.ndarray, window: int = 1 << 19) -> int:
+    """The lag (b behind a, samples, |lag| <= MAX_SKEW) where the channels match best, from
+    the cross-correlation of their first `window` samples (FFT)."""
+    n = min(a.size, b.size, window)
+    if n <= 2 * MAX_SKEW:
+        return 0
+    x = a[:n].astype(np.float64) - float(np.mean(a[:n]))
+    y = b[:n].astype(np.float64) - float(np.mean(b[:n]))
+    size = 1 << int(np.ceil(np.log2(2 * n)))
+    xc = np.fft.irfft(np.fft.rfft(y, size) * np.conj(np.fft.rfft(x, size)), size)
+    lags = np.r_[np.arange(0, MAX_SKEW + 1), np.arange(-MAX_SKEW, 0)]
+    return int(lags[np.argmax(np.abs(xc[lags]))])
+
+
+def _aligned_correlation(a: np.ndarray, b: np.ndarray) -> tuple[float, int]:
+    """(correlation, lag) of the channels at their best lag: the same mix on both channels a
+    few ms apart is one signal (at lag 0 it correlates near 0 and was scored as two parties)."""
+    corr = _correlation(a, b)
+    lag = 0 if abs(corr) > CORRELATION_MONO else _skew(a, b)
+    if lag > 0:
+        corr = _correlation(a[: a.size - lag], b[lag:])
+    elif lag < 0:
+        corr = _correlation(a[-lag:], b[: b.size + lag])
+    return corr, lag
+
+
 def remove_dc(x: np.ndarray) -> np.ndarray:
     """The signal minus its mean. Cheap sound cards add a DC offset, and Silero VAD misses
     most speech riding on one (seen: a 0.3 offset lost 4 of 6 turns of a real call)."""
@@ -91,7 +120,8 @@ def split_roles(
 
     Stereo with two live, distinct channels -> {"agent", "customer"} (channel i ->
     channel_roles[i]). Everything else is one "mono" track: a mono file; identical channels
-    (|correlation| > 0.99); one channel below -60 dBFS (the live one is kept, not a -6 dB mix);
+    (|correlation| > 0.99, also at a skew up to MAX_SKEW samples: then channel 0 alone); one
+    channel whose loudest second is below -60 dBFS (the live one is kept, not a -6 dB mix);
     more than two channels (mixed down: `validate` quarantines those by default, so a user who
     raised `max_channels` gets diarization rather than an error).
 
@@ -111,10 +141,10 @@ def split_roles(
         live = 0 if silent[1] else 1
         return {"mono": samples[live]}, {"mono": [live]}, "silent_channel"
     if not any(silent):
-        corr = _correlation(samples[0], samples[1])
-        if corr > CORRELATION_MONO:
+        corr, lag = _aligned_correlation(samples[0], samples[1])
+        if corr > CORRELATION_MONO and lag == 0:
             return {"mono": samples.mean(axis=0)}, {"mono": [0, 1]}, "identical_channels"
-        if corr < -CORRELATION_MONO:  # phase-inverted copy: a mix would cancel out
+        if abs(corr) > CORRELATION_MONO:  # phase-inverted or skewed: a mix would comb or cancel
             return {"mono": samples[0]}, {"mono": [0, 1]}, "identical_channels"
     by_role = {channel_roles[0]: 0, channel_roles[1]: 1}
     order = [r for r in _ROLE_ORDER if r in by_role]
