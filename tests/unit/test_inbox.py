@@ -181,6 +181,19 @@ def test_ledger_claims(tmp_path):
     assert ledger.claim("h1")[0] == "done"
 
 
+def test_scan_waits_for_a_wav_shorter_than_its_header(tmp_path, realdata):
+    """A copy that paused mid-file (older than the settle time) was scored as half a call or
+    quarantined as no_speech; a truncated WAV is left until STALLED_COPY_S has passed."""
+    cfg = _cfg(tmp_path)
+    full = (realdata / "asr" / GOOD[0]).read_bytes()
+    half = _drop(cfg, full[: len(full) // 2], "half.wav")
+    _drop(cfg, full, "whole.wav")
+    assert [p.name for p in scan(cfg)] == ["whole.wav"]
+    stale = time.time() - inbox.STALLED_COPY_S - 5  # the writer is gone: judge it now
+    os.utime(half, (stale, stale))
+    assert [p.name for p in scan(cfg)] == ["half.wav", "whole.wav"]
+
+
 def test_scan_skips_partial_hidden_and_growing(tmp_path):
     cfg = _cfg(tmp_path)
     for name in ("a.wav", "b.flac", "c.wav.part", ".d.wav", "notes.txt"):

@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 RESULTS_FILE = "results.jsonl"
 PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".filepart", ".download")
 SETTLE_S = 2.0  # a file modified more recently than this is checked for growth first
+STALLED_COPY_S = 600.0  # a WAV shorter than its header says is waited for this long
 MAX_INTERNAL_FAILURES = 3  # a file that crashes the scorer this often is quarantined
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS ledger (
@@ -178,6 +179,10 @@ def scan(cfg: FlowsConfig, settle_s: float = SETTLE_S, check_s: float = 0.5) -> 
         and not p.name.lower().endswith(PARTIAL_SUFFIXES)
         and p.suffix.lower() in SCAN_EXTENSIONS
     }
+    for p, st in list(found.items()):
+        if time.time() - st.st_mtime < STALLED_COPY_S and _short_of_header(p, st.st_size):
+            logger.info("%s: shorter than its WAV header says (a copy under way?): next pass", p)
+            found.pop(p)
     young = [p for p, st in found.items() if time.time() - st.st_mtime < settle_s]
     if young:
         time.sleep(check_s)
@@ -194,6 +199,20 @@ def scan(cfg: FlowsConfig, settle_s: float = SETTLE_S, check_s: float = 0.5) -> 
 
 
 NAME_BYTES = 240  # a file name's limit is 255 bytes; room is left for ".reason.txt"
+
+
+def _short_of_header(path: Path, size: int) -> bool:
+    """A RIFF/WAVE file whose header promises more bytes than it holds: a copy that paused
+    (a writer that streams puts 0 or 0xFFFFFFFF there, which promises nothing)."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError:
+        return False
+    if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+        return False
+    riff = int.from_bytes(head[4:8], "little")
+    return 0 < riff < 0xFFFFFFFF and riff + 8 > size
 
 
 def _destination(folder: Path, name: str, digest: str) -> Path:
