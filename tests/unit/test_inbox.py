@@ -194,13 +194,15 @@ def test_scan_waits_for_a_wav_shorter_than_its_header(tmp_path, realdata):
     assert [p.name for p in scan(cfg)] == ["half.wav", "whole.wav"]
 
 
-def test_scan_skips_partial_hidden_and_growing(tmp_path):
+def test_scan_skips_partial_hidden_and_growing(tmp_path, caplog):
     cfg = _cfg(tmp_path)
     for name in ("a.wav", "b.flac", "c.wav.part", ".d.wav", "notes.txt"):
         _drop(cfg, b"x", name)
     young = Path(cfg.inbox_dir) / "e.wav"
     young.write_bytes(b"settled but new")  # just written, unchanged over the check: taken
-    assert [p.name for p in scan(cfg)] == ["a.wav", "b.flac", "e.wav"]
+    with caplog.at_level("WARNING", logger="callqa.mlops.inbox"):
+        assert [p.name for p in scan(cfg)] == ["a.wav", "b.flac", "e.wav"]
+    assert "1 entries are not audio files" in caplog.text and "notes.txt" in caplog.text
 
     growing = Path(cfg.inbox_dir) / "f.wav"
     growing.write_bytes(b"x")

@@ -170,15 +170,19 @@ def scan(cfg: FlowsConfig, settle_s: float = SETTLE_S, check_s: float = 0.5) -> 
     without files still being written (modified in the last `settle_s` and growing)."""
     inbox = Path(cfg.inbox_dir)
     if not inbox.is_dir():
+        logger.warning("%s: no such folder (flows.inbox_dir): nothing to score", inbox)
         return []
-    found = {
-        p: p.stat()
+    entries = [
+        p
         for p in sorted(inbox.iterdir())
-        if p.is_file()
-        and not p.name.startswith(".")
-        and not p.name.lower().endswith(PARTIAL_SUFFIXES)
-        and p.suffix.lower() in SCAN_EXTENSIONS
-    }
+        if not p.name.startswith(".") and not p.name.lower().endswith(PARTIAL_SUFFIXES)
+    ]
+    found = {p: p.stat() for p in entries if p.is_file() and p.suffix.lower() in SCAN_EXTENSIONS}
+    ignored = [p.name for p in entries if p not in found]
+    if ignored:  # said every pass: they stay in the inbox until someone moves them
+        names = ", ".join(ignored[:5]) + (" ..." if len(ignored) > 5 else "")
+        logger.warning("%s: %d entries are not audio files (by extension) at its top level and "
+                       "are left there: %s", inbox, len(ignored), names)  # fmt: skip
     for p, st in list(found.items()):
         if time.time() - st.st_mtime < STALLED_COPY_S and _short_of_header(p, st.st_size):
             logger.info("%s: shorter than its WAV header says (a copy under way?): next pass", p)
