@@ -241,11 +241,13 @@ def score(
     out = out or sc.out
     if out.is_dir():
         raise _fail(f"--out {out} is a folder; give the path of a .jsonl file", 2)
+    report_dir = (report_dir or sc.report_dir) if reports else None
+    if report_dir is not None and report_dir.exists() and not report_dir.is_dir():
+        raise _fail(f"--report-dir {report_dir} is a file; give a folder (or --no-reports)", 2)
     try:
         scorer = Scorer(p.preprocess, tr, sc, p.validate_cfg)
     except ConfigError as err:
         raise _fail(str(err), 2) from None
-    report_dir = (report_dir or sc.report_dir) if reports else None
     on_result = None
     if p.review.enabled:  # every new result also goes to the review database
         from callqa.cli_review import review_store

@@ -495,10 +495,16 @@ def read_params_data(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     overlay such as demo/params.yaml names only what differs."""
     if not path.exists():
         raise ConfigError(f"{path}: file not found (run from the project root or pass --params)")
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder; give the params YAML file")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text YAML file (not UTF-8)") from None
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
     if data is None:
         return {}
     if not isinstance(data, dict):

@@ -75,3 +75,15 @@ def test_cli_sets_offline_and_no_telemetry_defaults(tmp_path):
     seen = json.loads(out.stdout)
     assert seen == {**OFFLINE_DEFAULTS, "HF_HUB_OFFLINE": "0"}
     assert seen["GX_ANALYTICS_ENABLED"] == "false"
+
+
+def test_score_with_a_file_as_report_dir_exits_2_before_scoring(tmp_path, realdata):
+    """Found from outside: the call was transcribed, then its result replaced by report_failed."""
+    not_a_folder = tmp_path / "report.html"
+    not_a_folder.write_text("x")
+    res = runner.invoke(app, [
+        "score", str(realdata / "asr" / "jfk.flac"), "--params", str(ROOT / "params.yaml"),
+        "--report-dir", str(not_a_folder), "--out", str(tmp_path / "out.jsonl"), "--no-progress",
+    ])  # fmt: skip
+    assert res.exit_code == 2 and "give a folder" in res.output
+    assert not (tmp_path / "out.jsonl").exists()

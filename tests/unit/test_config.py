@@ -71,3 +71,12 @@ def test_extends_in_a_circle_or_to_nowhere_is_a_clear_error(tmp_path):
     (tmp_path / "c.yaml").write_text("extends: missing.yaml\n")
     with pytest.raises(ConfigError, match="missing.yaml: file not found"):
         load_params(tmp_path / "c.yaml")
+
+
+def test_a_binary_file_or_a_folder_as_params_is_a_clear_error(tmp_path):
+    binary = tmp_path / "call.wav"
+    binary.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(ConfigError, match="not a text YAML file"):
+        load_params(binary)  # was a UnicodeDecodeError traceback
+    with pytest.raises(ConfigError, match="is a folder"):
+        load_params(tmp_path)

@@ -194,6 +194,14 @@ def test_bad_inputs_to_ingest_are_explained(tmp_path):
         _ingest(tmp_path, [], labels_csv=csv)
     with pytest.raises(IngestError, match="not found"):
         _ingest(tmp_path, [], labels_csv=tmp_path / "nope.csv")
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(128, 256)) * 4)
+    with pytest.raises(IngestError, match="not a text CSV"):
+        _ingest(tmp_path, [], labels_csv=binary)
+    cfg = IngestConfig(split=SplitConfig())
+    with pytest.raises(IngestError, match="is a folder"):  # was a traceback and a temp file left
+        ingest.run(cfg, sources=[tmp_path], manifest=tmp_path / "empty", progress=False)
+    assert not list(tmp_path.glob(".*tmp"))
 
 
 def test_pipes_and_devices_get_a_row_without_being_read(tmp_path, realdata):

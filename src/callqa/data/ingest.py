@@ -146,6 +146,11 @@ def read_labels_csv(csv_path: Path) -> list[Entry]:
     if not csv_path.is_file():
         raise IngestError(f"labels CSV '{csv_path}' not found: fix ingest.labels_csv or --labels")
     # utf-8-sig: spreadsheets often save a byte-order mark that would corrupt the first header.
+    try:
+        with open(csv_path, newline="", encoding="utf-8-sig") as f:
+            f.read(1 << 16)  # a binary file fails here, with a clear message
+    except UnicodeDecodeError:
+        raise IngestError(f"labels CSV '{csv_path}': not a text CSV file (not UTF-8)") from None
     with open(csv_path, newline="", encoding="utf-8-sig") as f:
         reader = csv.DictReader(f)
         header = [h.strip().lower() for h in (reader.fieldnames or [])]
@@ -310,6 +315,8 @@ def run(
     sources = list(cfg.sources if sources is None else sources)
     labels_csv = cfg.labels_csv if labels_csv is None else labels_csv
     manifest = Path(cfg.manifest if manifest is None else manifest)
+    if manifest.is_dir():
+        raise IngestError(f"--manifest {manifest} is a folder; give the path of a .parquet file")
     entries = collect_entries(sources, labels_csv)
     if not entries:
         where = ", ".join(str(s) for s in sources) or "(no sources)"
