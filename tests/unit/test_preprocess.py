@@ -397,6 +397,10 @@ def test_a_dc_offset_changes_neither_roles_nor_speech(realdata):
     assert len(shifted.speech["mono"]) == len(clean.speech["mono"]) >= 2
     for (s0, e0), (s1, e1) in zip(clean.speech["mono"], shifted.speech["mono"], strict=True):
         assert abs(s0 - s1) < 0.15 and abs(e0 - e1) < 0.15
+    # the SNR and level are of the voice: the offset read as noise (-27 dB SNR for clean speech)
+    a, b = clean.input_stats["mono"], shifted.input_stats["mono"]
+    assert abs(a["snr_db"] - b["snr_db"]) < 1.0
+    assert abs(a["rms_dbfs"] - 6.02 - b["rms_dbfs"]) < 0.1
     offset_channel = np.full_like(x, 0.2)  # DC alone, no voice
     stereo = prepare(Audio(np.stack([x, offset_channel]), sr, "PCM_16"), CFG, with_logmel=False)
     assert stereo.mono_reason == "silent_channel"

@@ -291,12 +291,13 @@ def input_stats(
         subtype: soundfile subtype (sets the quantisation step for clipping).
         speech: VAD intervals of the track, for SNR.
     """
+    ac = remove_dc(source)  # a DC offset is neither signal nor noise (it read as -27 dB SNR)
     return {
         "loudness_lufs": finite_or_none(loudness_lufs(source, sample_rate_hz), 2),
         "clipped_share": finite_or_none(max(clipped_share(r, subtype) for r in rows), 6),
-        "snr_db": finite_or_none(snr_db(source, sample_rate_hz, speech), 2),
+        "snr_db": finite_or_none(snr_db(ac, sample_rate_hz, speech), 2),
         "peak": finite_or_none(float(np.max(np.abs(rows))) if rows.size else None, 4),
-        "rms_dbfs": finite_or_none(rms_dbfs(source), 2),
+        "rms_dbfs": finite_or_none(rms_dbfs(ac), 2),
     }
 
 
