@@ -93,6 +93,8 @@ def test_queue_and_call_page(env):
     queue = client.get("/review/?critical=1&check=forbidden_language")
     assert queue.status_code == 200 and f'href="/review/calls/{sid}"' in queue.text
     assert "No calls match" in client.get("/review/?failed=0").text
+    echoed = client.get("/review/?date_from=ECHOME-1&date_to=2026-01-01")
+    assert echoed.status_code == 200 and "ECHOME" not in echoed.text and "2026-01-01" in echoed.text
     assert "script-src 'self'" in queue.headers["content-security-policy"]
     page = client.get(f"/review/calls/{sid}").text
     assert 'id="player"' in page and f"/review/calls/{sid}/audio" in page

@@ -119,6 +119,9 @@ def review_router(
             return to_login(request)
         args = {k: v[:200] for k, v in request.query_params.items()}
         filters = _filters(args)
+        for key in ("date_from", "date_to"):  # a date that does not parse is not shown back
+            if key in args and _date(args[key]) is None:
+                args.pop(key)
         order = args.get("order") if args.get("order") in ORDERS else "teach"
         page = store.queue(filters, _int(args.get("page"), 1), cfg.page_size, order)
         body = pages.queue_page(
