@@ -255,9 +255,13 @@ def score(
 
         store = review_store(p, required=False)
         on_result = file_recorder(store, "score") if store is not None else None
-    summary = scorer.score_files(
-        paths, out, report_dir=report_dir, progress=progress, resume=resume, on_result=on_result
-    )
+    try:
+        summary = scorer.score_files(
+            paths, out, report_dir=report_dir, progress=progress, resume=resume,
+            on_result=on_result,
+        )  # fmt: skip
+    except ConfigError as err:  # --resume into a file that is not a results file
+        raise _fail(str(err), 2) from None
     _print_summary("score", summary)
     if summary["failed"]:
         raise typer.Exit(1)

@@ -19,6 +19,7 @@ import numpy as np
 
 from callqa.audio.io import AudioError, load_audio, scan_folder
 from callqa.config import (
+    ConfigError,
     PreprocessConfig,
     ScoreConfig,
     TranscribeConfig,
@@ -317,18 +318,22 @@ def _existing_lines(out: Path) -> dict[str, dict]:
         return {}
     data = out.read_bytes()
     cut = data.rfind(b"\n") + 1
-    if cut < len(data):
-        logger.warning("%s: dropping a last line cut short by an interrupted run", out)
-        with open(out, "r+b") as f:
-            f.truncate(cut)
     lines: dict[str, dict] = {}
-    for raw in data[:cut].splitlines():
+    for number, raw in enumerate(data[:cut].splitlines(), 1):
         try:
             line = json.loads(raw)
         except ValueError:
-            continue
-        if isinstance(line, dict):
-            lines[line.get("call_id") or f"path:{line.get('path')}"] = line
+            line = None
+        if not isinstance(line, dict):  # not ours: never append to (or cut) someone's file
+            raise ConfigError(f"{out}: not a callqa results file (line {number} is not a JSON "
+                              "object); give another --out or move that file away")  # fmt: skip
+        lines[line.get("call_id") or f"path:{line.get('path')}"] = line
+    if cut < len(data):
+        if not lines and not data.lstrip().startswith(b"{"):
+            raise ConfigError(f"{out}: not a callqa results file; give another --out")
+        logger.warning("%s: dropping a last line cut short by an interrupted run", out)
+        with open(out, "r+b") as f:
+            f.truncate(cut)
     return lines
 
 

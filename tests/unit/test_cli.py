@@ -87,3 +87,16 @@ def test_score_with_a_file_as_report_dir_exits_2_before_scoring(tmp_path, realda
     ])  # fmt: skip
     assert res.exit_code == 2 and "give a folder" in res.output
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_resume_into_a_file_that_is_not_a_results_file_exits_2(tmp_path, realdata):
+    """Found from outside: --resume kept 50 kB of random bytes and appended a line to them."""
+    out = tmp_path / "results.jsonl"
+    junk = bytes(range(256)) * 40 + b"\n" + bytes(range(100))
+    out.write_bytes(junk)
+    res = runner.invoke(app, [
+        "score", str(realdata / "asr" / "jfk.flac"), "--params", str(ROOT / "params.yaml"),
+        "--out", str(out), "--resume", "--no-reports", "--no-progress",
+    ])  # fmt: skip
+    assert res.exit_code == 2 and "results file" in res.output
+    assert out.read_bytes() == junk  # untouched
