@@ -8,6 +8,7 @@ from typing import Annotated
 import typer
 
 from callqa.cli_common import ParamsOpt, _fail, _params, _print_summary, app, console
+from callqa.config import ConfigError
 
 
 @app.command()
@@ -103,8 +104,12 @@ def serve(
     if cfg.model_uri == "local":
         source = server.LocalSource(p)
     else:
-        from callqa.mlops.registry import RegistrySource
+        from callqa.mlops.registry import RegistrySource, check_model_uri
 
+        try:
+            check_model_uri(cfg.model_uri)
+        except ConfigError as err:
+            raise _fail(str(err), 2) from None
         source = RegistrySource(p, cfg.model_uri)
     extras: dict = {}
     if p.review.enabled:  # the review pages under /review; scored uploads go to its database

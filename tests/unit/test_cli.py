@@ -100,3 +100,10 @@ def test_resume_into_a_file_that_is_not_a_results_file_exits_2(tmp_path, realdat
     ])  # fmt: skip
     assert res.exit_code == 2 and "results file" in res.output
     assert out.read_bytes() == junk  # untouched
+
+
+@pytest.mark.parametrize("uri", ["nonexistent:/x", "no/such/model/folder"])
+def test_serve_with_a_model_uri_that_can_never_load_exits_2(tmp_path, uri):
+    """Found from outside: it answered 503 "still loading" for ever."""
+    res = runner.invoke(app, ["serve", "--model", uri, "--params", str(ROOT / "params.yaml")])
+    assert res.exit_code == 2 and "--model" in res.output

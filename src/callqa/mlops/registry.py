@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from callqa.cache import CACHE_ENV
-from callqa.config import Params
+from callqa.config import ConfigError, Params
 from callqa.mlops.calls import check_f1
 
 logger = logging.getLogger(__name__)
@@ -386,6 +386,23 @@ def rollback(params: Params) -> tuple[str, str]:
 
 
 # ---------------------------------------------------------------- what `callqa serve` serves
+
+
+URI_SCHEMES = ("models", "runs", "file", "http", "https", "s3", "gs", "wasbs", "hdfs", "dbfs",
+               "mlflow-artifacts")  # fmt: skip
+
+
+def check_model_uri(uri: str) -> None:
+    """ConfigError for a URI that can never name a model: an unknown scheme, a missing folder
+    (`serve` would otherwise answer 503 "still loading" for ever)."""
+    scheme, sep, _ = uri.partition(":")
+    if sep and len(scheme) > 1:  # "C:" is a Windows drive, not a scheme
+        if scheme.lower() not in URI_SCHEMES:
+            raise ConfigError(f"--model: unknown URI scheme {scheme!r}; use models:/NAME@alias, "
+                              "runs:/ID/PATH, a folder or 'local'")  # fmt: skip
+        return
+    if not Path(uri).is_dir():
+        raise ConfigError(f"--model {uri}: no such folder (give models:/NAME@alias or 'local')")
 
 
 class RegistrySource:
