@@ -190,6 +190,7 @@ def test_refuses_bad_requests_with_clean_errors(client):
     for resp, status, code in cases:
         _assert_clean_error(resp, status, code)
     assert client.get("/healthz").json() == {"status": "ok"}
+    assert client.head("/healthz").status_code == 200  # load balancers probe with HEAD
 
 
 def test_429_when_in_flight_is_full_with_retry_after(client, good):

@@ -224,7 +224,7 @@ def create_app(
     for router in routers:
         app.include_router(router)
 
-    @app.get("/healthz")
+    @app.api_route("/healthz", methods=["GET", "HEAD"])  # load balancers probe with HEAD too
     async def healthz() -> dict:
         return {"status": "ok"}
 
