@@ -288,3 +288,15 @@ def test_files_the_process_may_not_read_are_quarantined(tmp_path, realdata):
         assert list(row["reasons"]) == ["unreadable"], row.to_dict()
         assert "permission" in row["message"].lower()
     assert len(pd.read_parquet(acc)) == 3
+
+
+def test_only_known_companions_of_a_recording_are_left_out(tmp_path):
+    """Found from outside: `a.dat` (a recording) beside `a.wav` vanished from ingest and score
+    without a word; only sidecars, transcripts and annotations belong to the recording."""
+    from callqa.audio.io import scan_folder
+
+    for name in ("a.wav", "a.json", "a.rttm", "a.dat", "b.wave", "c.mp3.bak"):
+        (tmp_path / name).write_bytes(b"x")
+    found = scan_folder(tmp_path)
+    assert [p.name for p in found.audio] == ["a.wav", "b.wave"]
+    assert [p.name for p in found.other] == ["a.dat", "c.mp3.bak"]

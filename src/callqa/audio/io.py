@@ -15,7 +15,7 @@ import numpy as np
 
 from callqa.files import atomic_path
 
-AUDIO_EXTENSIONS = {".wav", ".flac", ".ogg", ".mp3", ".oga", ".opus"}
+AUDIO_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".mp3", ".oga", ".opus"}
 # Every extension a folder scan picks up: also other libsndfile containers, and containers
 # soundfile cannot decode (m4a, aac, wma, amr), so those end with an error that says so
 # instead of vanishing without a word.
@@ -34,12 +34,16 @@ class FolderScan:
     hidden: int = 0  # names starting with "." (temp files of interrupted writes, ._* forks)
 
 
+COMPANIONS = {".json", ".txt", ".rttm", ".csv", ".srt", ".vtt", ".lab", ".textgrid", ".html"}
+
+
 def scan_folder(folder: str | Path) -> FolderScan:
     """Walk `folder` recursively (symlinked folders are not followed, but listed in `other`).
 
-    Hidden files and folders are skipped. A non-audio file that shares its stem with an audio
-    file in the same folder (a synth sidecar `call_0001.json`, a transcript, an RTTM) belongs to
-    that recording and is not listed as an input of its own.
+    Hidden files and folders are skipped. A sidecar, transcript or annotation (COMPANIONS) that
+    shares its stem with an audio file in the same folder (`call_0001.json`, an RTTM) belongs to
+    that recording and is not listed as an input of its own; any other file is (`call.dat`
+    beside `call.wav` may be a recording too).
     """
     audio, other, hidden = [], [], 0
     for dirpath, dirnames, filenames in os.walk(folder, followlinks=False):
@@ -53,7 +57,7 @@ def scan_folder(folder: str | Path) -> FolderScan:
         for name in visible:
             if Path(name).suffix.lower() in SCAN_EXTENSIONS:
                 audio.append(base / name)
-            elif Path(name).stem not in stems:  # not a companion of a recording
+            elif Path(name).stem not in stems or Path(name).suffix.lower() not in COMPANIONS:
                 other.append(base / name)
     return FolderScan(sorted(audio), sorted(other), hidden)
 
