@@ -123,6 +123,8 @@ def test_good_bad_and_duplicates(tmp_path, realdata, scorer):
     h = sha256_file(realdata / "asr" / GOOD[1])[:12]
     assert _names(cfg.done_dir) == sorted([*GOOD[:2], "again.wav", f"{h}-{GOOD[1]}"])
     assert "garbage2.wav" in _names(cfg.quarantine_dir)
+    reason = (Path(cfg.quarantine_dir) / "garbage2.wav.reason.txt").read_text().split("\n")
+    assert re.fullmatch(r"[a-z_]+", reason[0]) and "garbage.wav" in reason[1]
 
 
 def test_crash_resumes_without_loss_or_duplicates(tmp_path, realdata, scorer):

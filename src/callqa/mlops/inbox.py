@@ -290,7 +290,13 @@ def process_one(
     verdict, row = ledger.claim(digest, path.name, str(dest))
     if verdict in ("done", "quarantined"):
         folder = done_dir if verdict == "done" else quarantine_dir
-        _move(path, _destination(folder, path.name, digest))
+        moved = _destination(folder, path.name, digest)
+        if verdict == "quarantined":  # each file in quarantine/ has its reason beside it
+            moved.parent.mkdir(parents=True, exist_ok=True)
+            moved.with_name(moved.name + ".reason.txt").write_text(
+                f"{row['code']}\n{row['message']} (same content as {row['name']})\n"
+                f"sha256 {digest}\n", encoding="utf-8")  # fmt: skip
+        _move(path, moved)
         logger.info("%s: same content as %s (%s): not scored again", path, row["name"], verdict)
         return "duplicate"
     if verdict == "busy":
