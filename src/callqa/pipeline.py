@@ -271,7 +271,12 @@ class Scorer:
         """index.html over every result line in `out` (earlier runs' lines included)."""
         from callqa.qa.index import write_index
 
-        lines = _existing_lines(out).values()
+        _existing_lines(out)  # checks the file (and drops a cut last line)
+        by_input = {}  # one row per (call, path): two copies of one recording are two rows
+        for raw in out.read_bytes().splitlines():
+            line = json.loads(raw)
+            by_input[(line.get("call_id"), line.get("path"))] = line
+        lines = by_input.values()
         try:
             parsed = [(QAError if "error" in r else QAResult).model_validate(r) for r in lines]
             write_index(parsed, report_dir)

@@ -262,3 +262,18 @@ def test_scorer_with_a_model_adds_emotion_model_and_probability_evidence(
     plain = json.loads(rules_only.model_dump_json())
     assert "emotion" not in plain and "model" not in plain
     jsonschema.validate(plain, schema)
+
+
+def test_two_copies_of_a_call_are_two_rows_of_the_index(tmp_path, realdata):
+    """Found from outside: the JSONL had both copies, index.html and summary.csv only one."""
+    calls = tmp_path / "calls"
+    calls.mkdir()
+    for name in ("a.wav", "copy of a.wav"):
+        shutil.copyfile(realdata / "asr" / "ps_goforward.wav", calls / name)
+    out, reports = tmp_path / "results.jsonl", tmp_path / "reports"
+    args = ["score", str(calls), "--out", str(out), "--report-dir", str(reports), "--no-progress"]
+    res = run_callqa(args, cwd=ROOT)
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(_lines(out)) == 2
+    summary = (reports / "summary.csv").read_text(encoding="utf-8").splitlines()
+    assert len(summary) == 3 and "copy of a.wav" in "\n".join(summary)
