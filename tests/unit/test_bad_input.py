@@ -300,3 +300,17 @@ def test_only_known_companions_of_a_recording_are_left_out(tmp_path):
     found = scan_folder(tmp_path)
     assert [p.name for p in found.audio] == ["a.wav", "b.wave"]
     assert [p.name for p in found.other] == ["a.dat", "c.mp3.bak"]
+
+
+def test_a_pipe_or_a_device_is_unreadable_not_empty(tmp_path):
+    """Found from outside: a FIFO named x.wav was reported as an empty file."""
+    import os
+
+    from callqa.audio.io import AudioError, load_audio
+
+    os.mkfifo(tmp_path / "fifo.wav")
+    (tmp_path / "urandom.wav").symlink_to("/dev/urandom")
+    for name in ("fifo.wav", "urandom.wav"):
+        with pytest.raises(AudioError) as err:
+            load_audio(tmp_path / name)
+        assert err.value.code == "unreadable" and "not a regular file" in err.value.message

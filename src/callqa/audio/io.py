@@ -8,6 +8,7 @@ torchaudio 2.9 cannot load files without TorchCodec, so it only gets tensors.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -181,11 +182,15 @@ def read_all(f, block_frames: int = 1 << 18) -> np.ndarray:
 
 def _check_exists(path: Path) -> None:
     try:
-        size = path.stat().st_size
+        st = path.stat()
     except FileNotFoundError:
         raise AudioError("missing_file", f"{path}: file not found") from None
     except OSError as err:
         raise unreadable_error(path, err) from None
+    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):  # reading may never end
+        why = "not a regular file (a pipe, device or socket)"
+        raise AudioError("unreadable", f"{path.name}: {why}")
+    size = st.st_size
     if size == 0:
         raise AudioError("empty_file", f"{path.name}: the file is empty (0 bytes)")
 
