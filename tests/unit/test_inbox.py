@@ -71,6 +71,16 @@ def _drop(cfg: FlowsConfig, src: Path | bytes, name: str) -> Path:
     return dest
 
 
+def _cli_params(root: Path) -> FlowsConfig:
+    """params.yaml in `root` for `callqa inbox` run there: rules only, the inbox under `root`."""
+    p = yaml.safe_load((ROOT / "params.yaml").read_text())
+    p["score"].update(model=None, scorecard=str(ROOT / "scorecards" / "default.yaml"))
+    p["flows"].update(inbox_dir="inbox", results_dir="results", done_dir="done",
+                      quarantine_dir="quarantine", ledger="ledger.sqlite")  # fmt: skip
+    (root / "params.yaml").write_text(yaml.safe_dump(p))
+    return _cfg(root)
+
+
 def _lines(cfg: FlowsConfig) -> list[dict]:
     path = Path(cfg.results_dir) / "results.jsonl"
     return [json.loads(x) for x in path.read_text().splitlines()] if path.exists() else []
@@ -227,12 +237,7 @@ def test_scan_skips_partial_hidden_and_growing(tmp_path, caplog):
 def test_sigkill_mid_run_then_rerun(tmp_path, realdata):
     """`callqa inbox --model local` killed with SIGKILL mid-run; the rerun accounts for every
     file exactly once (done/ or quarantine/, one result line per scored call)."""
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["score"].update(model=None, scorecard=str(ROOT / "scorecards" / "default.yaml"))
-    p["flows"].update(inbox_dir="inbox", results_dir="results", done_dir="done",
-                      quarantine_dir="quarantine", ledger="ledger.sqlite")  # fmt: skip
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-    cfg = _cfg(tmp_path)
+    cfg = _cli_params(tmp_path)
     names = ["ps_cards_001.wav", "ps_cards_002.wav", "ps_cards_003.wav", *GOOD[:2]]
     for name in names:
         _drop(cfg, realdata / "asr" / name, name)
@@ -307,12 +312,7 @@ def test_long_names_fit_and_a_later_pass_still_runs(tmp_path, realdata, scorer):
 def test_a_file_it_may_not_read_is_quarantined_with_its_reason(tmp_path, realdata):
     """Mode 000 (real, even as root): quarantined as `unreadable` with its .reason.txt, exit 0;
     before, every pass ended in a traceback and the file stayed in the inbox."""
-    p = yaml.safe_load((ROOT / "params.yaml").read_text())
-    p["score"].update(model=None, scorecard=str(ROOT / "scorecards" / "default.yaml"))
-    p["flows"].update(inbox_dir="inbox", results_dir="results", done_dir="done",
-                      quarantine_dir="quarantine", ledger="ledger.sqlite")  # fmt: skip
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(p))
-    cfg = _cfg(tmp_path)
+    cfg = _cli_params(tmp_path)
     _drop(cfg, realdata / "asr" / GOOD[0], "noread.wav").chmod(0)
     res = run_callqa(["inbox", "--model", "local"], tmp_path, obey_file_modes=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
