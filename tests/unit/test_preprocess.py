@@ -139,6 +139,9 @@ def test_a_quiet_party_who_speaks_little_keeps_its_channel(speech16k):
     assert rms_dbfs(right) < -60  # the old rule's "silent"
     tracks, _, reason = split_roles(np.stack([left, right]))
     assert reason is None and list(tracks) == ["agent", "customer"]
+    echo = np.zeros(n, np.float32)  # the other party's line echo, 40 dB down: nobody
+    echo[: x.size] = x * 10 ** (-40 / 20)
+    assert split_roles(np.stack([left, echo]))[2] == "silent_channel"
     clicks = np.zeros(n, np.float32)
     clicks[[sr, 50 * sr, 90 * sr]] = 0.5  # three one-sample clicks on a dead line
     _, _, reason = split_roles(np.stack([left, clicks]))

@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 CORRELATION_MONO = 0.99  # CONTRACTS: channels this correlated are one signal
 SILENT_CHANNEL_DBFS = -60.0  # a channel whose loudest second stays under this carries nobody
+ECHO_ONLY_DB = 35.0  # a channel this far under the other in its loudest second carries echo
 LOUD_FRAMES = 20  # 50 ms frames: the level a channel reaches in 1 s of its audio (clicks don't)
 MAX_GAIN_DB = 40.0  # loudness normalisation never lifts near-silence further than this
 _ROLE_ORDER = ("agent", "customer")
@@ -136,7 +137,10 @@ def split_roles(
         logger.warning("%d channels: mixing down to mono, roles from diarization", n_ch)
         return {"mono": samples.mean(axis=0)}, {"mono": list(range(n_ch))}, "mixdown"
     levels = [_loud_dbfs(remove_dc(ch)) for ch in samples]  # a DC offset is not a voice
-    silent = [lv is None or lv < SILENT_CHANNEL_DBFS for lv in levels]
+    top = max((lv for lv in levels if lv is not None), default=None)
+    silent = [  # under the floor, or so far under the other channel that it can only be echo
+        lv is None or lv < SILENT_CHANNEL_DBFS or lv < top - ECHO_ONLY_DB for lv in levels
+    ]
     if silent[0] != silent[1]:
         live = 0 if silent[1] else 1
         return {"mono": samples[live]}, {"mono": [live]}, "silent_channel"
