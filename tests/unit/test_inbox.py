@@ -200,6 +200,8 @@ def test_scan_waits_for_a_wav_shorter_than_its_header(tmp_path, realdata):
     full = (realdata / "asr" / GOOD[0]).read_bytes()
     half = _drop(cfg, full[: len(full) // 2], "half.wav")
     _drop(cfg, full, "whole.wav")
+    paused = time.time() - 30  # settled (no growth), but the writer may come back
+    os.utime(half, (paused, paused))
     assert [p.name for p in scan(cfg)] == ["whole.wav"]
     stale = time.time() - inbox.STALLED_COPY_S - 5  # the writer is gone: judge it now
     os.utime(half, (stale, stale))
