@@ -271,12 +271,8 @@ class Scorer:
         """index.html over every result line in `out` (earlier runs' lines included)."""
         from callqa.qa.index import write_index
 
-        _existing_lines(out)  # checks the file (and drops a cut last line)
-        by_input = {}  # one row per (call, path): two copies of one recording are two rows
-        for raw in out.read_bytes().splitlines():
-            line = json.loads(raw)
-            by_input[(line.get("call_id"), line.get("path"))] = line
-        lines = by_input.values()
+        # one row per (call, path): two copies of one recording are two rows
+        lines = {(r.get("call_id"), r.get("path")): r for r in _result_lines(out)}.values()
         try:
             parsed = [(QAError if "error" in r else QAResult).model_validate(r) for r in lines]
             write_index(parsed, report_dir)
@@ -315,24 +311,31 @@ def _load_model(path: Path | None):
 
 
 def _existing_lines(out: Path) -> dict[str, dict]:
-    """Complete JSON lines already in `out`, by call_id (or `path:<path>` when it is null).
+    """Complete result lines already in `out`, by call_id (or `path:<path>` when it is null)."""
+    return {r.get("call_id") or f"path:{r.get('path')}": r for r in _result_lines(out)}
 
-    A last line cut short by a kill is removed from the file, so appending starts clean.
+
+def _result_lines(out: Path) -> list[dict]:
+    """The complete JSON lines of `out`, in order. A last line cut short by a kill is removed
+    from the file, so appending starts clean.
+
+    Raises:
+        ConfigError: `out` is not a callqa results file (never appended to, never cut).
     """
     if not out.is_file():
-        return {}
+        return []
     data = out.read_bytes()
     cut = data.rfind(b"\n") + 1
-    lines: dict[str, dict] = {}
+    lines: list[dict] = []
     for number, raw in enumerate(data[:cut].splitlines(), 1):
         try:
             line = json.loads(raw)
         except ValueError:
             line = None
-        if not isinstance(line, dict):  # not ours: never append to (or cut) someone's file
+        if not isinstance(line, dict):
             raise ConfigError(f"{out}: not a callqa results file (line {number} is not a JSON "
                               "object); give another --out or move that file away")  # fmt: skip
-        lines[line.get("call_id") or f"path:{line.get('path')}"] = line
+        lines.append(line)
     if cut < len(data):
         if not lines and not data.lstrip().startswith(b"{"):
             raise ConfigError(f"{out}: not a callqa results file; give another --out")

@@ -187,12 +187,18 @@ def _check_exists(path: Path) -> None:
         raise AudioError("missing_file", f"{path}: file not found") from None
     except OSError as err:
         raise unreadable_error(path, err) from None
-    if not stat.S_ISREG(st.st_mode) and not stat.S_ISDIR(st.st_mode):  # reading may never end
-        why = "not a regular file (a pipe, device or socket)"
-        raise AudioError("unreadable", f"{path.name}: {why}")
+    if not stat.S_ISDIR(st.st_mode) and (err := not_regular_error(path, st)) is not None:
+        raise err  # a folder gets its own message from the decoder
     size = st.st_size
     if size == 0:
         raise AudioError("empty_file", f"{path.name}: the file is empty (0 bytes)")
+
+
+def not_regular_error(path: Path, st: os.stat_result) -> AudioError | None:
+    """`unreadable` for a pipe, device or socket (reading one may never end), else None."""
+    if stat.S_ISREG(st.st_mode):
+        return None
+    return AudioError("unreadable", f"{path.name}: not a regular file (a pipe, device or socket)")
 
 
 def unreadable_error(path: Path, err: OSError) -> AudioError:

@@ -12,15 +12,22 @@ Example:
 from __future__ import annotations
 
 import csv
+import io
 import json
 import logging
 import os
-import stat
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
-from callqa.audio.io import SCAN_EXTENSIONS, AudioError, probe, scan_folder, unreadable_error
+from callqa.audio.io import (
+    SCAN_EXTENSIONS,
+    AudioError,
+    not_regular_error,
+    probe,
+    scan_folder,
+    unreadable_error,
+)
 from callqa.config import IngestConfig, SplitConfig
 from callqa.data.labels import assign_splits, map_label, parse_corpus_name
 from callqa.files import atomic_path, content_id
@@ -147,11 +154,10 @@ def read_labels_csv(csv_path: Path) -> list[Entry]:
         raise IngestError(f"labels CSV '{csv_path}' not found: fix ingest.labels_csv or --labels")
     # utf-8-sig: spreadsheets often save a byte-order mark that would corrupt the first header.
     try:
-        with open(csv_path, newline="", encoding="utf-8-sig") as f:
-            f.read(1 << 16)  # a binary file fails here, with a clear message
+        text = csv_path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise IngestError(f"labels CSV '{csv_path}': not a text CSV file (not UTF-8)") from None
-    with open(csv_path, newline="", encoding="utf-8-sig") as f:
+    with io.StringIO(text, newline="") as f:
         reader = csv.DictReader(f)
         header = [h.strip().lower() for h in (reader.fieldnames or [])]
         missing = [c for c in ("path", "label") if c not in header]
@@ -197,9 +203,8 @@ def describe_file(path: str) -> dict:
     p = Path(path)
     try:
         st = p.stat()  # follows links: `x.wav -> /dev/urandom` is a device
-        if not stat.S_ISREG(st.st_mode):  # reading a pipe or a device never ends
-            row["probe_error"] = "unreadable"
-            row["probe_message"] = f"{p.name}: not a regular file (a pipe, device or socket)"
+        if (err := not_regular_error(p, st)) is not None:  # reading it may never end
+            row["probe_error"], row["probe_message"] = err.code, err.message
             return row
         row["size_bytes"] = st.st_size
         row["id"] = content_id(p)

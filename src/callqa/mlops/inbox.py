@@ -292,10 +292,8 @@ def process_one(
         folder = done_dir if verdict == "done" else quarantine_dir
         moved = _destination(folder, path.name, digest)
         if verdict == "quarantined":  # each file in quarantine/ has its reason beside it
-            moved.parent.mkdir(parents=True, exist_ok=True)
-            moved.with_name(moved.name + ".reason.txt").write_text(
-                f"{row['code']}\n{row['message']} (same content as {row['name']})\n"
-                f"sha256 {digest}\n", encoding="utf-8")  # fmt: skip
+            message = f"{row['message']} (same content as {row['name']})"
+            _write_reason(moved, row["code"], message, digest)
         _move(path, moved)
         logger.info("%s: same content as %s (%s): not scored again", path, row["name"], verdict)
         return "duplicate"
@@ -338,22 +336,25 @@ def process_one(
 
 def _quarantine(path, digest, ledger, cfg, code: str, message: str) -> str:
     dest = _destination(Path(cfg.quarantine_dir), path.name, digest)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    reason = dest.with_name(dest.name + ".reason.txt")
-    reason.write_text(f"{code}\n{message}\nsha256 {digest}\n", encoding="utf-8")
+    _write_reason(dest, code, message, digest)
     _move(path, dest)
     ledger.update(digest, state="quarantined", code=code, message=message, dest=str(dest))
     logger.warning("%s: quarantined (%s: %s)", path, code, message)
     return "quarantined"
 
 
+def _write_reason(dest: Path, code: str, message: str, digest: str | None = None) -> None:
+    """`<dest>.reason.txt`: the code, the message and the content hash (when known)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    text = f"{code}\n{message}\n" + (f"sha256 {digest}\n" if digest else "")
+    dest.with_name(dest.name + ".reason.txt").write_text(text, encoding="utf-8")
+
+
 def _set_aside(path: Path, cfg: FlowsConfig, err: AudioError) -> str:
     """Quarantine a file this process cannot read (no content hash, so no ledger row)."""
     stamp = hashlib.sha256(f"{path}:{time.time_ns()}".encode()).hexdigest()
     dest = _destination(Path(cfg.quarantine_dir), path.name, stamp)
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    reason = dest.with_name(dest.name + ".reason.txt")
-    reason.write_text(f"{err.code}\n{err.message}\n", encoding="utf-8")
+    _write_reason(dest, err.code, err.message)
     _move(path, dest)
     logger.warning("%s: quarantined (%s: %s)", path, err.code, err.message)
     return "quarantined"
