@@ -63,7 +63,7 @@ def main() -> None:
         nargs="*",
         default=[],
         metavar="KEY=VALUE",
-        help="train params to override, e.g. emotion_skip=true head_lr=3e-4",
+        help="train params to override, e.g. emotion_linear=false head_lr=3e-4",
     )
     ap.add_argument(
         "--fine-labels",

@@ -260,6 +260,7 @@ class TrainConfig(Section):
     epochs: int = Field(6, ge=1)
     patience: int = Field(2, ge=1)  # early stopping on validation macro-F1
     modality_dropout: float = Field(0.15, ge=0, lt=1)  # train-time masking of whole modalities
+    emotion_linear: bool = True  # a linear emotion path from the audio + prosody vectors
     max_train_rows: int | None = None
     seed: int = 0
     device: Literal["auto", "cpu", "cuda"] = "auto"

@@ -96,6 +96,7 @@ def build_model(
         top_k_layers=cfg.top_k_layers,
         lora_rank=cfg.lora_rank,
         emotion_fine=dict(fine or {}),
+        emotion_linear=cfg.emotion_linear,
     )
     return QAModel(spec)
 
