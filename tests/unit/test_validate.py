@@ -132,3 +132,23 @@ def test_run_fails_after_writing_outputs(tmp_path, small_corpus, realdata):
     edited = q.loc[df.loc[tampered, "path"].iloc[0]]
     assert list(edited["reasons"]) == ["too_short"]
     assert len(pd.read_parquet(tmp_path / "a.parquet")) + len(q) == 9
+
+
+def test_a_file_replaced_after_ingest_is_quarantined_not_accepted_under_its_old_id(
+    tmp_path, small_corpus
+):
+    folder = tmp_path / "in"
+    shutil.copytree(small_corpus, folder)
+    manifest = tmp_path / "manifest.parquet"
+    ingest.run(IngestConfig(), [folder], manifest=manifest, progress=False)
+    sad = sorted(folder.glob("03-01-04-*"))
+    shutil.copyfile(sad[1], sad[0])  # valid audio, other bytes: the manifest's id is stale
+    summary = validate.run(ValidateConfig(min_accepted_share=0.0), manifest,
+                           tmp_path / "a.parquet", tmp_path / "q.parquet", tmp_path / "docs",
+                           progress=False)  # fmt: skip
+    q = pd.read_parquet(tmp_path / "q.parquet").set_index("path")
+    changed = q.loc[str(sad[0])]
+    assert list(changed["reasons"]) == ["content_changed"]
+    assert "run `callqa ingest` again" in changed["message"]
+    acc = pd.read_parquet(tmp_path / "a.parquet")
+    assert str(sad[0]) not in set(acc["path"]) and summary["by_reason"]["content_changed"] == 1

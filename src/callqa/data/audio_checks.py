@@ -239,13 +239,19 @@ def stats_cache(
     )
 
 
-def cached_measure(path: str, cache: StageCache | None, vad: VadConfig) -> AudioStats:
-    """measure_audio through the stats cache (None: no cache), keyed by the bytes read now."""
+def cached_measure(
+    path: str, cache: StageCache | None, vad: VadConfig, content: str | None = None
+) -> AudioStats:
+    """measure_audio through the stats cache (None: no cache), keyed by the bytes read now
+    (`content`: their `content_id` when the caller has it already)."""
     header = probe(path)  # always: the file may have gone or changed since ingest
-    try:
-        content = content_id(path) if cache is not None else None
-    except OSError:
-        content = None  # measure_audio says what is wrong with the file
+    if content is None and cache is not None:
+        try:
+            content = content_id(path)
+        except OSError:
+            pass  # measure_audio says what is wrong with the file
+    if cache is None:
+        content = None
     if content is not None:
         data = cache.get_json(content)
         if data is not None:

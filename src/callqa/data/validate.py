@@ -25,13 +25,14 @@ from callqa.audio.io import AudioError, probe
 from callqa.cache import StageCache
 from callqa.config import VadConfig, ValidateConfig
 from callqa.data.audio_checks import AudioStats, cached_measure, file_reasons, stats_cache
-from callqa.files import atomic_path
+from callqa.files import atomic_path, content_id
 
 logger = logging.getLogger(__name__)
 
 # Quarantine codes in CONTRACTS.md order; a file's reasons are always listed in this order.
 CODES = [
-    "missing_file", "empty_file", "not_audio", "unreadable", "too_short", "too_long",
+    "missing_file", "empty_file", "not_audio", "unreadable", "content_changed", "too_short",
+    "too_long",
     "too_many_channels", "sample_rate_too_low", "nan_samples", "silent", "clipped", "no_speech",
     "unknown_label", "label_out_of_scope", "duplicate_content",
 ]  # fmt: skip
@@ -287,12 +288,29 @@ def check_row(
             h = probe(row["path"])
             stats = AudioStats(h["frames"], h["sample_rate_hz"], h["channels"], h["subtype"])
         else:
-            stats = cached_measure(row["path"], cache, vad)
+            probe(row["path"])  # a missing file, a pipe or a device: never hashed
+            content = _changed_since_ingest(row, reasons)
+            stats = cached_measure(row["path"], cache, vad, content)
         reasons.update(file_reasons(stats, cfg))
     except AudioError as err:
         reasons.setdefault(err.code, err.message)
     reasons.update(label_reasons(row, cfg))
     return reasons
+
+
+def _changed_since_ingest(row: dict, reasons: dict[str, str]) -> str | None:
+    """The file's content id now (None when it cannot be read); `content_changed` when it is
+    not the id ingest gave it (the file was edited or replaced after ingest)."""
+    try:
+        content = content_id(row["path"])
+    except OSError:
+        return None  # probe / decoding say what is wrong with the file
+    if row.get("id") and content != row["id"]:
+        reasons["content_changed"] = (
+            f"changed after ingest: its content id is now {content}, the manifest says "
+            f"{row['id']}; run `callqa ingest` again"
+        )
+    return content
 
 
 def run(
