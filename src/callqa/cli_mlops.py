@@ -123,7 +123,11 @@ def serve(
             "on_scored": api_recorder(store, p.review),
             "api_token": api_token(p.review),
         }
+    try:
+        sock = server.listen(cfg.host, cfg.port)
+    except OSError as err:
+        raise _fail(str(err), 3) from None
     console.print(f"callqa serve: {cfg.model_uri} on http://{cfg.host}:{cfg.port} "
                   "(POST /v1/score; GET /healthz /readyz /metrics"
                   + (", /review/" if extras else "") + ")")  # fmt: skip
-    server.run(server.create_app(source, cfg, **extras), cfg.host, cfg.port)
+    server.run(server.create_app(source, cfg, **extras), sock)

@@ -107,3 +107,18 @@ def test_serve_with_a_model_uri_that_can_never_load_exits_2(tmp_path, uri):
     """Found from outside: it answered 503 "still loading" for ever."""
     res = runner.invoke(app, ["serve", "--model", uri, "--params", str(ROOT / "params.yaml")])
     assert res.exit_code == 2 and "--model" in res.output
+
+
+def test_serve_on_a_port_already_taken_says_so_before_any_banner():
+    """Found from outside: it printed "callqa serve: ... on http://..." and then uvicorn's error."""
+    import socket
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = str(taken.getsockname()[1])
+        res = runner.invoke(app, ["serve", "--model", "local", "--port", port,
+                                  "--params", str(ROOT / "params.yaml")])  # fmt: skip
+    assert res.exit_code == 3, res.output
+    assert f"cannot listen on 127.0.0.1:{port}" in res.output
+    assert "callqa serve:" not in res.output

@@ -295,13 +295,13 @@ def _free_port() -> int:
 SERVER = """
 import logging, sys
 from callqa.config import load_params
-from callqa.mlops.serve import LocalSource, create_app, run
+from callqa.mlops.serve import LocalSource, create_app, listen, run
 logging.basicConfig(level=logging.INFO)
 p = load_params("params.yaml")
 p = p.model_copy(update={"score": p.score.model_copy(update={"model": None})})
 cfg = p.serve.model_copy(update={"port": int(sys.argv[1]), "max_body_mb": 1,
                                  "max_duration_s": 20, "max_in_flight": 1, "body_timeout_s": 3})
-run(create_app(LocalSource(p), cfg), cfg.host, cfg.port)
+run(create_app(LocalSource(p), cfg), listen(cfg.host, cfg.port))
 """
 
 

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import io
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable
@@ -402,8 +403,28 @@ def _audio_error(err: AudioError) -> ApiError:
     return ApiError(status, err.code, err.message.removeprefix(f"{UPLOAD_NAME}: "))
 
 
-def run(app: FastAPI, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve `app` with uvicorn: one worker (one copy of the models), no access log."""
+def listen(host: str, port: int) -> socket.socket:
+    """A bound listening socket, so a taken port or a bad address is a clear error before the
+    server starts (raises OSError with a sentence)."""
+    try:
+        family, kind, proto, _, addr = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        sock = socket.socket(family, kind, proto)
+    except OSError as err:
+        raise OSError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+        sock.listen(128)
+    except OSError as err:
+        sock.close()
+        raise OSError(f"cannot listen on {host}:{port}: {err.strerror or err}") from None
+    return sock
+
+
+def run(app: FastAPI, sock: socket.socket) -> None:
+    """Serve `app` with uvicorn on `sock` (from `listen`): one worker (one copy of the
+    models), no access log."""
     import uvicorn
 
-    uvicorn.run(app, host=host, port=port, log_level="warning", access_log=False)
+    config = uvicorn.Config(app, log_level="warning", access_log=False)
+    uvicorn.Server(config).run(sockets=[sock])
