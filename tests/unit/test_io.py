@@ -49,3 +49,34 @@ def test_random_bytes_and_text_are_not_audio(tmp_path):
         with pytest.raises(AudioError) as err:
             load_audio(path)
         assert err.value.code == "not_audio" and name in err.value.message
+
+
+@pytest.mark.parametrize(("from_hz", "to_hz"), [(8000, 16000), (16000, 8000), (44100, 16000)])
+def test_resample_in_pieces_equals_one_pass(from_hz, to_hz):
+    """Long signals are resampled piece by piece (memory): the samples must be the ones a
+    single torchaudio call gives, bit for bit, pieces' edges and the ragged end included."""
+    import torch
+    import torchaudio.functional as AF
+
+    from callqa.audio.io import resample
+
+    rng = np.random.default_rng(0)
+    x = (0.1 * rng.standard_normal((2, 5 * 40_000 + 1234))).astype(np.float32)
+    whole = AF.resample(torch.from_numpy(x), from_hz, to_hz).numpy()
+    pieces = resample(x, from_hz, to_hz, chunk=40_000)
+    assert pieces.shape == whole.shape and np.array_equal(pieces, whole)
+    assert np.array_equal(resample(x[0], from_hz, to_hz, chunk=40_000), whole[0])
+
+
+def test_stereo_read_block_by_block_equals_whole_read(tmp_path):
+    from callqa.audio.io import read_planar
+
+    rng = np.random.default_rng(1)
+    x = (0.3 * rng.standard_normal((10_007, 2))).astype(np.float32)
+    sf.write(tmp_path / "s.wav", x, 8000, subtype="ULAW")
+    with sf.SoundFile(tmp_path / "s.wav") as f:
+        whole = f.read(dtype="float32", always_2d=True).T
+    with sf.SoundFile(tmp_path / "s.wav") as f:
+        blocks = read_planar(f, block_frames=1000)
+    assert blocks.flags.c_contiguous and np.array_equal(blocks, whole)
+    assert np.array_equal(load_audio(tmp_path / "s.wav").samples, whole)

@@ -7,6 +7,7 @@ torchaudio 2.9 cannot load files without TorchCodec, so it only gets tensors.
 
 from __future__ import annotations
 
+import math
 import os
 import stat
 from dataclasses import dataclass
@@ -15,6 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from callqa.files import atomic_path
+
+_LOWPASS_WIDTH, _ROLLOFF = 6, 0.99  # torchaudio.functional.resample defaults
 
 AUDIO_EXTENSIONS = {".wav", ".wave", ".flac", ".ogg", ".mp3", ".oga", ".opus"}
 # Every extension a folder scan picks up: also other libsndfile containers, and containers
@@ -122,14 +125,14 @@ def load_audio(path: str | Path, max_duration_s: float | None = None) -> Audio:
                     f"{path.name}: {f.frames / sr:.0f} s is longer than the limit of "
                     f"{max_duration_s:.0f} s",
                 )
-            data = read_all(f)
+            data = read_planar(f)
     except AudioError:
         raise
     except Exception as err:  # noqa: BLE001
         raise _decode_error(path, err) from None
-    if data.shape[0] == 0:
+    if data.shape[1] == 0:
         raise AudioError("unreadable", f"{path.name}: the file decodes to no samples")
-    return Audio(np.ascontiguousarray(data.T), sr, subtype)
+    return Audio(data, sr, subtype)
 
 
 def decode_bytes(data: bytes, name: str = "upload", max_duration_s: float | None = None) -> Audio:
@@ -151,16 +154,16 @@ def decode_bytes(data: bytes, name: str = "upload", max_duration_s: float | None
                     f"{name}: {f.frames / sr:.0f} s is longer than the limit of "
                     f"{max_duration_s:.0f} s",
                 )
-            samples = read_all(f)
+            samples = read_planar(f)
     except AudioError:
         raise
     except Exception:  # noqa: BLE001
         raise AudioError(
             "not_audio", f"{name}: not a readable audio file (wav, flac, ogg or mp3)"
         ) from None
-    if samples.shape[0] == 0:
+    if samples.shape[1] == 0:
         raise AudioError("unreadable", f"{name}: the file decodes to no samples")
-    return Audio(np.ascontiguousarray(samples.T), sr, subtype)
+    return Audio(samples, sr, subtype)
 
 
 def read_all(f, block_frames: int = 1 << 18) -> np.ndarray:
@@ -178,6 +181,25 @@ def read_all(f, block_frames: int = 1 << 18) -> np.ndarray:
             break
         blocks.append(block)
     return np.concatenate(blocks) if blocks else np.zeros((0, f.channels), np.float32)
+
+
+def read_planar(f, block_frames: int = 1 << 18) -> np.ndarray:
+    """Every frame of an open `soundfile.SoundFile` as contiguous float32 (channels, n).
+
+    A multichannel file is read block by block into its place: reading it whole gives
+    (n, channels), and its transpose would be a second copy of the call.
+    """
+    if f.channels == 1 or not f.seekable():
+        return np.ascontiguousarray(read_all(f, block_frames).T)
+    out = np.empty((f.channels, f.frames), np.float32)
+    done = 0
+    while done < f.frames:
+        block = f.read(min(block_frames, f.frames - done), dtype="float32", always_2d=True)
+        if block.shape[0] == 0:
+            break
+        out[:, done : done + block.shape[0]] = block.T
+        done += block.shape[0]
+    return out if done == f.frames else np.ascontiguousarray(out[:, :done])
 
 
 def _check_exists(path: Path) -> None:
@@ -247,15 +269,39 @@ def to_mono(samples: np.ndarray) -> np.ndarray:
     return samples.mean(axis=0) if samples.ndim == 2 else samples
 
 
-def resample(x: np.ndarray, from_hz: int, to_hz: int) -> np.ndarray:
-    """Band-limited resampling (torchaudio sinc) of (..., n) float32 arrays."""
+def resample(x: np.ndarray, from_hz: int, to_hz: int, chunk: int = 1 << 20) -> np.ndarray:
+    """Band-limited resampling (torchaudio sinc) of (..., n) float32 arrays.
+
+    A signal longer than 2 x `chunk` samples goes through `torchaudio.functional.resample` in
+    pieces of `chunk` to 2 x `chunk` samples, each with the neighbouring samples its filter
+    reaches: torchaudio's conv1d unfolds its whole input into (frames, filter taps), 3-6 GB for
+    a 2-hour call. The result is the whole-array one bit for bit (conv1d takes another code
+    path, a last float32 bit apart, only on inputs under ~30 000 samples: keep `chunk` large).
+    """
     if from_hz == to_hz:
         return x.astype(np.float32, copy=False)
     import torch
     import torchaudio.functional as AF
 
-    y = AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), from_hz, to_hz)
-    return y.numpy()
+    g = math.gcd(int(from_hz), int(to_hz))
+    up, down = to_hz // g, from_hz // g  # `up` output samples per `down` input samples
+    n = x.shape[-1]
+    step = max(1, chunk // down) * down
+    starts = list(range(0, max(1, n - step + 1), step))  # the last piece takes the remainder
+    if len(starts) == 1:
+        y = AF.resample(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)), from_hz, to_hz)
+        return y.numpy()
+    # torchaudio pads `width` zeros each side and its filter reaches that far (its formula)
+    width = math.ceil(_LOWPASS_WIDTH * down / (min(up, down) * _ROLLOFF))
+    margin = (width // down + 2) * down
+    out = np.empty((*x.shape[:-1], -(-up * n // down)), np.float32)
+    for a, b in zip(starts, [*starts[1:], n], strict=True):
+        s, e = max(0, a - margin), min(n, b + margin)  # s, like a, a multiple of `down`
+        piece = torch.from_numpy(np.ascontiguousarray(x[..., s:e], dtype=np.float32))
+        y = AF.resample(piece, from_hz, to_hz).numpy()
+        lo, hi = a * up // down, min(out.shape[-1], -(-b * up // down))
+        out[..., lo:hi] = y[..., lo - s * up // down : hi - s * up // down]
+    return out
 
 
 def write_audio(
