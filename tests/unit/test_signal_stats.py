@@ -134,3 +134,43 @@ def test_pitch_on_real_male_speech(realdata):
     # a male reader: mean well inside the male range, spread of natural intonation
     assert 80 < stats["pitch_mean_hz"] < 160
     assert 3 < stats["pitch_std_hz"] < 40
+
+
+def test_whole_call_measures_in_pieces_equal_one_pass():
+    """Frame power, RMS and loudness go through long calls piece by piece (memory); each must
+    give what one float64 pass over the whole signal gives, bit for bit."""
+    from scipy.signal import sosfilt
+
+    from callqa.audio.signal_stats import (
+        CHUNK,
+        _k_weighted_squares,
+        _k_weighting,
+        cumsum_at,
+        frame_power,
+        rms_dbfs,
+    )
+
+    rng = np.random.default_rng(0)
+    x = (0.05 * rng.standard_normal(2 * CHUNK + 12_345)).astype(np.float32)
+    x[CHUNK // 2 : CHUNK + 999] = 0.0  # digital silence across a piece boundary
+    x64 = x.astype(np.float64)
+    frames = x64[: x.size // 320 * 320].reshape(-1, 320)
+    assert np.array_equal(frame_power(x, 320), np.mean(frames * frames, axis=1))
+    assert rms_dbfs(x) == 10 * math.log10(float(np.mean(x64 * x64)))
+
+    two = np.stack([x, x[::-1]])
+    tone = np.where(np.arange(x.size) % 2 == 0, 1e-12, -1e-12)
+    y = sosfilt(_k_weighting(SR), two.astype(np.float64) + tone, axis=-1)
+    idx = np.array([x.size, 0, 5, 70_000, CHUNK, CHUNK + 1, 123_456])
+    got = cumsum_at(_k_weighted_squares(two, SR, chunk=70_000), idx)
+    assert np.array_equal(got, np.c_[np.zeros(2), np.cumsum(y * y, axis=-1)][:, idx])
+
+
+def test_clipping_run_across_a_piece_boundary(monkeypatch):
+    import callqa.audio.signal_stats as ss
+
+    monkeypatch.setattr(ss, "CHUNK", 100)
+    x = np.zeros(1000, np.float32)
+    x[98:101] = 1.0  # one run of 3 over the boundary at 100
+    x[300:302] = -1.0  # too short
+    assert clipped_share(x, "PCM_16") == pytest.approx(3 / 1000)

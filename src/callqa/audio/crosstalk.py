@@ -24,7 +24,7 @@ import math
 import numpy as np
 from scipy.ndimage import maximum_filter1d
 
-from callqa.audio.signal_stats import frame_power
+from callqa.audio.signal_stats import CHUNK, frame_power
 
 logger = logging.getLogger(__name__)
 
@@ -115,8 +115,10 @@ def suppress_crosstalk(
         gain = voice.astype(np.float32)
         # Sample-level gain: frame values joined by linear ramps (no clicks at the edges).
         centres = (np.arange(gain.size) + 0.5) * frame
-        per_sample = np.interp(np.arange(len(x)), centres, gain).astype(np.float32)
-        out[own] = (x * per_sample).astype(x.dtype, copy=False)
+        out[own] = np.empty_like(x)
+        for i in range(0, len(x), CHUNK):  # piece by piece: an hour holds 58M samples
+            per_sample = np.interp(np.arange(i, min(i + CHUNK, len(x))), centres, gain)
+            out[own][i : i + CHUNK] = x[i : i + CHUNK] * per_sample.astype(np.float32)
         found[own] = round(coupling, 1)
         logger.info(
             "%s channel carries the %s at %.1f dB (correlation %.2f): %.0f%% of it silenced",

@@ -17,6 +17,7 @@ import numpy as np
 from callqa.audio.crosstalk import suppress_crosstalk
 from callqa.audio.io import Audio, AudioError, resample
 from callqa.audio.signal_stats import (
+    CHUNK,
     clipped_share,
     finite_or_none,
     frame_power,
@@ -159,6 +160,12 @@ def split_roles(
     )
 
 
+def _rows(x: np.ndarray, rows: list[int]) -> np.ndarray:
+    """`x[rows]`, as a view (not a copy of the call) when the rows are consecutive."""
+    a, b = rows[0], rows[-1] + 1
+    return x[a:b] if list(rows) == list(range(a, b)) else x[rows]
+
+
 def _loud_dbfs(x: np.ndarray, frame: int = 800) -> float | None:
     """The power of a channel's LOUD_FRAMES-th loudest 50 ms frame (at 16 kHz; shorter frames
     at lower rates), in dBFS: a party who speaks for 2 s of a 2-hour call is live, a channel
@@ -171,11 +178,19 @@ def _loud_dbfs(x: np.ndarray, frame: int = 800) -> float | None:
 
 
 def quantise_pcm16(x: np.ndarray) -> np.ndarray:
-    """Round float audio onto the 16-bit grid (k / 32768), so the stored FLAC reads back equal."""
-    q = np.clip(np.round(np.asarray(x, dtype=np.float64) * 32768.0), -32768, 32767)
-    # + 0.0 turns the -0.0 that rounding leaves into 0.0, as a FLAC read-back has it: the ASR
-    # cache hashes the bytes, and `callqa score` must find what `callqa transcribe` stored.
-    return (q / 32768.0 + 0.0).astype(np.float32)
+    """Round float audio onto the 16-bit grid (k / 32768), so the stored FLAC reads back equal.
+
+    Sample by sample, in pieces of `CHUNK` (the float64 temporaries of a whole 4-hour track
+    would take GBs)."""
+    x = np.asarray(x)
+    out = np.empty(x.shape, np.float32)
+    flat_in, flat_out = x.reshape(-1), out.reshape(-1)
+    for i in range(0, flat_in.size, CHUNK):
+        q = np.clip(np.round(flat_in[i : i + CHUNK].astype(np.float64) * 32768.0), -32768, 32767)
+        # + 0.0 turns the -0.0 that rounding leaves into 0.0, as a FLAC read-back has it: the
+        # ASR cache hashes the bytes, and `callqa score` must find what `callqa transcribe` stored.
+        flat_out[i : i + CHUNK] = q / 32768.0 + 0.0
+    return out
 
 
 def spectral_gate(
@@ -300,7 +315,8 @@ def input_stats(
         "loudness_lufs": finite_or_none(loudness_lufs(source, sample_rate_hz), 2),
         "clipped_share": finite_or_none(max(clipped_share(r, subtype) for r in rows), 6),
         "snr_db": finite_or_none(snr_db(ac, sample_rate_hz, speech), 2),
-        "peak": finite_or_none(float(np.max(np.abs(rows))) if rows.size else None, 4),
+        # max |x| without an |x| copy of the call
+        "peak": finite_or_none(max(np.max(rows), -np.min(rows)) if rows.size else None, 4),
         "rms_dbfs": finite_or_none(rms_dbfs(ac), 2),
     }
 
@@ -331,7 +347,7 @@ def prepare(audio: Audio, cfg: PreprocessConfig, with_logmel: bool = True) -> Pr
         for name, intervals in zip(tracks, found, strict=True)
     }
     stats = {
-        name: input_stats(sources[name], x[rows[name]], sr, audio.subtype, speech[name])
+        name: input_stats(sources[name], _rows(x, rows[name]), sr, audio.subtype, speech[name])
         for name in tracks
     }
     logmel = None

@@ -39,6 +39,9 @@ _DEFAULT_PEAK_TOLERANCE = 1 / 32768
 _LOSSY_SUBTYPES = {"MPEG_LAYER_I", "MPEG_LAYER_II", "MPEG_LAYER_III", "VORBIS", "OPUS"}
 _LOSSY_CLIP_LEVEL = 0.95
 _CLIP_RUN = 3
+# Samples per piece where a whole-call computation goes piece by piece (float64 temporaries of
+# a 4-hour call would take GBs); every such function returns what one whole-array pass does.
+CHUNK = 1 << 20
 
 
 def finite_or_none(value, ndigits: int | None = 3) -> float | None:
@@ -82,22 +85,26 @@ def clipped_share(x: np.ndarray, subtype: str = "") -> float:
     rows = x.reshape(-1, x.shape[-1])
     n_clipped = 0
     for row in rows:
-        near = np.zeros(row.shape, dtype=bool)
-        if hi > tol:
-            near |= row >= hi - tol
-        if lo < -tol:
-            near |= row <= lo + tol
-        n_clipped += _samples_in_runs(near, _CLIP_RUN)
+        at = []  # where the samples near a peak are, found piece by piece
+        for i in range(0, row.size, CHUNK):
+            piece = row[i : i + CHUNK]
+            near = np.zeros(piece.shape, dtype=bool)
+            if hi > tol:
+                near |= piece >= hi - tol
+            if lo < -tol:
+                near |= piece <= lo + tol
+            at.append(np.flatnonzero(near) + i)
+        n_clipped += _samples_in_runs(np.concatenate(at), _CLIP_RUN)
     return n_clipped / x.size
 
 
-def _samples_in_runs(mask: np.ndarray, min_run: int) -> int:
-    """Number of True samples that belong to runs of at least `min_run` consecutive Trues."""
-    if not mask.any():
+def _samples_in_runs(at: np.ndarray, min_run: int) -> int:
+    """How many of the sorted sample indices `at` belong to runs of at least `min_run`
+    consecutive indices."""
+    if at.size == 0:
         return 0
-    edges = np.diff(np.concatenate(([0], mask.astype(np.int8), [0])))
-    starts, ends = np.flatnonzero(edges == 1), np.flatnonzero(edges == -1)
-    lengths = ends - starts
+    breaks = np.flatnonzero(np.diff(at) != 1) + 1
+    lengths = np.diff(np.r_[0, breaks, at.size])
     return int(lengths[lengths >= min_run].sum())
 
 
@@ -112,25 +119,20 @@ def loudness_lufs(x: np.ndarray, sample_rate_hz: int) -> float | None:
     Returns None when undefined: shorter than one 0.4 s gating block, or nothing above the
     -70 LUFS absolute gate (silence).
     """
-    from scipy.signal import sosfilt
-
-    x = np.ascontiguousarray(x, dtype=np.float64)  # filtering a strided view is 3x slower
+    x = np.asarray(x)
     if x.ndim == 1:
         x = x[None, :]
-    if x.shape[-1] < int(LOUDNESS_MIN_S * sample_rate_hz) + 1 or not np.any(x) or len(x) > 5:
+    n = x.shape[-1]
+    if n < int(LOUDNESS_MIN_S * sample_rate_hz) + 1 or not np.any(x) or len(x) > 5:
         return None
-    # Digital silence makes the IIR state decay into subnormal floats, which are ~10x slower
-    # to compute with; a -240 dB tone at Nyquist keeps it normal and changes no figure.
-    nyquist_tone = np.where(np.arange(x.shape[-1]) % 2 == 0, 1e-12, -1e-12)
-    y = sosfilt(_k_weighting(sample_rate_hz), x + nyquist_tone, axis=-1)
     block = int(round(LOUDNESS_MIN_S * sample_rate_hz))
     step = int(round(block * 0.25))
-    n_blocks = 1 + (y.shape[-1] - block) // step
-    # Mean square per 400 ms block (75% overlap) from a running sum: O(n), not O(n * block).
-    csum = np.concatenate([np.zeros((len(y), 1)), np.cumsum(y * y, axis=-1)], axis=-1)
+    n_blocks = 1 + (n - block) // step
     starts = np.arange(n_blocks) * step
-    energy = (csum[:, starts + block] - csum[:, starts]) / block  # (channels, blocks)
-    g = np.array([1.0, 1.0, 1.0, 1.41, 1.41])[: len(y), None]
+    # Mean square per 400 ms block (75% overlap) from a running sum: O(n), not O(n * block).
+    csum = cumsum_at(_k_weighted_squares(x, sample_rate_hz), np.r_[starts, starts + block])
+    energy = (csum[:, n_blocks:] - csum[:, :n_blocks]) / block  # (channels, blocks)
+    g = np.array([1.0, 1.0, 1.0, 1.41, 1.41])[: len(x), None]
     with np.errstate(divide="ignore"):
         block_lufs = -0.691 + 10 * np.log10(np.sum(g * energy, axis=0))
         gated = block_lufs > -70.0
@@ -161,20 +163,81 @@ def _k_weighting(sample_rate_hz: int) -> np.ndarray:
                      ((shelf_b, shelf_a), (hp_b, hp_a))])  # fmt: skip
 
 
+def _k_weighted_squares(x: np.ndarray, sample_rate_hz: int, chunk: int = CHUNK):
+    """The squared K-weighted signal of (channels, n) audio, in float64 pieces of `chunk`
+    samples (the filter state carried over: the values of one whole-array `sosfilt`)."""
+    from scipy.signal import sosfilt
+
+    sos = _k_weighting(sample_rate_hz)
+    state = np.zeros((sos.shape[0], x.shape[0], 2))
+    for i in range(0, x.shape[-1], chunk):
+        # filtering a strided view is 3x slower: a contiguous float64 copy of the piece
+        piece = np.ascontiguousarray(x[:, i : i + chunk], dtype=np.float64)
+        # Digital silence makes the IIR state decay into subnormal floats, which are ~10x
+        # slower to compute with; a -240 dB tone at Nyquist keeps it normal, changes no figure.
+        piece += np.where(np.arange(i, i + piece.shape[-1]) % 2 == 0, 1e-12, -1e-12)
+        y, state = sosfilt(sos, piece, axis=-1, zi=state)
+        yield y * y
+
+
+def cumsum_at(pieces, idx: np.ndarray) -> np.ndarray:
+    """`np.r_[0, np.cumsum(whole)][idx]` along the last axis, where `whole` is the
+    concatenation of `pieces` ((..., m) float64 arrays), without building either array.
+
+    Bit for bit the same: each piece's running sum starts from the last value of the one
+    before, exactly as one cumsum adds it.
+    """
+    idx = np.asarray(idx, dtype=np.int64)
+    order = np.argsort(idx, kind="stable")
+    sorted_idx = idx[order]
+    out, carry, done = None, None, 0
+    for piece in pieces:
+        if out is None:
+            out = np.zeros((*piece.shape[:-1], idx.size))
+        if carry is not None:
+            piece[..., 0] += carry
+        run = np.cumsum(piece, axis=-1)
+        carry, end = run[..., -1], done + piece.shape[-1]
+        lo, hi = np.searchsorted(sorted_idx, [done, end], side="right")
+        out[..., order[lo:hi]] = run[..., sorted_idx[lo:hi] - done - 1]
+        done = end
+    return out if out is not None else np.zeros(idx.size)
+
+
 def rms_dbfs(x: np.ndarray) -> float | None:
     """RMS level in dB relative to full scale; None for silence or empty input."""
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x).reshape(-1)
     if x.size == 0:
         return None
-    ms = float(np.mean(x * x))
+    ms = float(_sum_squares(x, 0, x.size)) / x.size
     return 10.0 * math.log10(ms) if ms > 0 else None
 
 
+def _sum_squares(x: np.ndarray, lo: int, hi: int, chunk: int = CHUNK) -> np.float64:
+    """`np.sum(x[lo:hi].astype(np.float64) ** 2)` without the float64 copy of it all.
+
+    numpy sums pairwise: halves (the first a multiple of 8 long) summed on their own, then
+    added. Splitting the same way down to pieces of `chunk` gives the same tree, the same bits.
+    """
+    n = hi - lo
+    if n <= chunk:
+        piece = x[lo:hi].astype(np.float64)
+        return np.sum(piece * piece)
+    half = n // 2 - (n // 2) % 8
+    return _sum_squares(x, lo, lo + half, chunk) + _sum_squares(x, lo + half, hi, chunk)
+
+
 def frame_power(x: np.ndarray, frame: int) -> np.ndarray:
-    """Mean power of each whole frame of `frame` samples (float64)."""
+    """Mean power of each whole frame of `frame` samples (float64), in pieces of about
+    `CHUNK` samples (each frame's mean is its own: the same values as in one go)."""
     n = x.size // frame
-    f = np.asarray(x[: n * frame], dtype=np.float64).reshape(n, frame)
-    return np.mean(f * f, axis=1)
+    out = np.empty(n)
+    step = max(1, CHUNK // frame)
+    for f0 in range(0, n, step):
+        f1 = min(n, f0 + step)
+        f = np.asarray(x[f0 * frame : f1 * frame], dtype=np.float64).reshape(f1 - f0, frame)
+        out[f0:f1] = np.mean(f * f, axis=1)
+    return out
 
 
 def _frames_in(intervals: list[Interval], centers_s: np.ndarray) -> np.ndarray:
@@ -243,7 +306,7 @@ def pitch_track(
 
         x = resample(np.asarray(x, dtype=np.float32), sample_rate_hz, PITCH_SAMPLE_RATE_HZ)
         sample_rate_hz = PITCH_SAMPLE_RATE_HZ
-    x = np.asarray(x, dtype=np.float64)
+    x = np.asarray(x)  # frames are cut out of it, then made float64
     window = int(round(window_s * sample_rate_hz))
     hop = max(1, int(round(hop_s * sample_rate_hz)))
     tau_min = max(2, int(math.floor(sample_rate_hz / fmax_hz)))
@@ -262,7 +325,7 @@ def pitch_track(
     chunk = 2048  # frames per batch: bounds memory on hour-long calls
     for c0 in range(0, starts.size, chunk):
         idx = starts[c0 : c0 + chunk, None] + np.arange(span)[None, :]
-        frames = x[idx]
+        frames = x[idx].astype(np.float64)
         frames = frames - frames.mean(axis=1, keepdims=True)
         head = np.fft.rfft(frames[:, :window], n_fft)
         full = np.fft.rfft(frames, n_fft)

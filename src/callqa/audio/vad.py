@@ -56,8 +56,11 @@ def _window(sample_rate_hz: int) -> int:
     return 512 if sample_rate_hz == SAMPLE_RATE_HZ else 256
 
 
-def _has_speech_candidate(x: np.ndarray, sample_rate_hz: int) -> bool:
-    return x.size >= sample_rate_hz // 10 and bool(np.any(np.abs(x) > 1e-4))
+def _has_speech_candidate(x: np.ndarray, sample_rate_hz: int, chunk: int = 1 << 20) -> bool:
+    if x.size < sample_rate_hz // 10:
+        return False
+    # piece by piece: |x| of a whole 4-hour track would be another copy of it
+    return any(bool(np.any(np.abs(x[i : i + chunk]) > 1e-4)) for i in range(0, x.size, chunk))
 
 
 def speech_probs(tracks: list[np.ndarray], sample_rate_hz: int) -> list[np.ndarray]:
