@@ -144,3 +144,28 @@ def test_degenerate_inputs(conversation):
         diarize(np.stack([x, x]), [(0.0, 1.0)])
     with pytest.raises(ValueError, match="unknown clustering"):
         diarize(x, detect_speech(x, SR), options=DiarizeOptions(clusterings=("kmedoids",)))
+
+
+def test_mel_front_end_in_pieces_equals_whole_call(monkeypatch):
+    """The speaker embeddings' mel spectrogram and frame powers are computed piece by piece on
+    long calls (memory): the same values as librosa on the whole call, ends included."""
+    import librosa
+
+    from callqa.asr import speakers
+
+    rng = np.random.default_rng(0)
+    x = (0.05 * rng.standard_normal(16000 * 40 + 123)).astype(np.float32)
+    x[16000:48000] = 0.0
+    whole = librosa.feature.melspectrogram(
+        y=x, sr=16000, n_fft=speakers.MEL_WIN, hop_length=speakers.MEL_HOP, n_mels=40
+    ).T
+    pieces = speakers.mel_spectrogram(x, chunk_frames=1000)
+    assert pieces.shape == whole.shape and np.array_equal(pieces, whole)
+
+    monkeypatch.setattr(speakers, "CHUNK", 50_000)  # samples per piece of the running sum
+    padded = np.pad(x.astype(np.float64), speakers.MEL_WIN // 2)
+    csum = np.r_[0.0, np.cumsum(padded**2)]
+    starts = np.arange(len(whole)) * speakers.MEL_HOP
+    ends = np.minimum(starts + speakers.MEL_WIN, padded.size)
+    expected = (csum[ends] - csum[starts]) / speakers.MEL_WIN
+    assert np.array_equal(speakers.frame_power(x, len(whole)), expected)

@@ -8,9 +8,11 @@ computed once per call, exactly as resemblyzer computes it.
 from __future__ import annotations
 
 from functools import lru_cache
+from itertools import chain
 
 import numpy as np
 
+from callqa.audio.signal_stats import CHUNK, cumsum_at
 from callqa.schemas import SAMPLE_RATE_HZ
 
 # resemblyzer's mel front end: 25 ms windows every 10 ms, 40 bands (resemblyzer/hparams.py).
@@ -34,21 +36,42 @@ def load_voice_encoder():
 
 def frame_power(x: np.ndarray, n_frames: int) -> np.ndarray:
     """Mean square of the samples in each mel frame's 25 ms window (frames centred as librosa)."""
-    padded = np.pad(x.astype(np.float64), MEL_WIN // 2)
-    csum = np.r_[0.0, np.cumsum(padded**2)]
+    pad = MEL_WIN // 2
+    size = x.size + 2 * pad  # of x zero-padded by `pad` each side
     starts = np.arange(n_frames) * MEL_HOP
-    ends = np.minimum(starts + MEL_WIN, padded.size)
-    return (csum[ends] - csum[starts]) / MEL_WIN
+    ends = np.minimum(starts + MEL_WIN, size)
+    # the running sum of the squared padded signal, piece by piece (no float64 copy of it all)
+    squares = (x[None, i : i + CHUNK].astype(np.float64) ** 2 for i in range(0, x.size, CHUNK))
+    pieces = chain([np.zeros((1, pad))], squares, [np.zeros((1, pad))])
+    csum = cumsum_at(pieces, np.r_[ends, starts])[0]
+    return (csum[:n_frames] - csum[n_frames:]) / MEL_WIN
 
 
-def mel_spectrogram(x: np.ndarray) -> np.ndarray:
-    """(frames, 40) power mel spectrogram exactly as resemblyzer computes it, for the whole call."""
+def mel_spectrogram(x: np.ndarray, chunk_frames: int = 1 << 14) -> np.ndarray:
+    """(frames, 40) power mel spectrogram exactly as resemblyzer computes it, for the whole call.
+
+    A call longer than 2 x `chunk_frames` frames goes in pieces of `chunk_frames` to twice
+    that (the last takes the remainder): librosa's whole-call STFT took GBs on a 2-hour call.
+    Each frame sees the same samples (zeros past the ends, as librosa pads), and the values are
+    the same bit for bit (a piece of very few frames would not be: BLAS takes another path).
+    """
     import librosa
 
-    mel = librosa.feature.melspectrogram(
-        y=x, sr=SAMPLE_RATE_HZ, n_fft=MEL_WIN, hop_length=MEL_HOP, n_mels=MEL_BANDS
-    )
-    return np.ascontiguousarray(mel.T, dtype=np.float32)
+    def mel(y, center=True):
+        kw = {"sr": SAMPLE_RATE_HZ, "n_fft": MEL_WIN, "hop_length": MEL_HOP, "n_mels": MEL_BANDS}
+        return librosa.feature.melspectrogram(y=y, center=center, **kw).T
+
+    n_frames = 1 + x.size // MEL_HOP
+    starts = list(range(0, max(1, n_frames - chunk_frames + 1), chunk_frames))
+    if len(starts) == 1:
+        return np.ascontiguousarray(mel(x), dtype=np.float32)
+    out = np.empty((n_frames, MEL_BANDS), np.float32)
+    for f0, f1 in zip(starts, [*starts[1:], n_frames], strict=True):
+        a, b = f0 * MEL_HOP - MEL_WIN // 2, (f1 - 1) * MEL_HOP - MEL_WIN // 2 + MEL_WIN
+        piece = np.zeros(b - a, np.float32)
+        piece[max(a, 0) - a : min(b, x.size) - a] = x[max(a, 0) : min(b, x.size)]
+        out[f0:f1] = mel(piece, center=False)
+    return out
 
 
 def embed_windows(
