@@ -112,16 +112,23 @@ class Scorer:
 
     def score_path(self, path: Path) -> Scored:
         """Score one file; raises AudioError for input that cannot be scored."""
-        audio = load_audio(path, max_duration_s=self.limits.max_duration_s)
-        return self.score_audio(audio, Path(path), content_id(path))
+        # passed on, not held here: score_audio frees the decoded samples once they are prepared
+        return self.score_audio(
+            load_audio(path, max_duration_s=self.limits.max_duration_s),
+            Path(path),
+            content_id(path),
+        )
 
     def score_bytes(self, data: bytes, name: str = "upload") -> QAResult:
         """Score in-memory audio (the model server); raises AudioError for what cannot be
         scored. `name` stands in for a path in messages and in the result's `path`."""
         from callqa.audio.io import decode_bytes
 
-        audio = decode_bytes(data, name, max_duration_s=self.limits.max_duration_s)
-        return self.score_audio(audio, Path(name), bytes_id(data)).result
+        return self.score_audio(
+            decode_bytes(data, name, max_duration_s=self.limits.max_duration_s),
+            Path(name),
+            bytes_id(data),
+        ).result
 
     def score_audio(self, audio, path: Path, call_id: str) -> Scored:
         """Score decoded audio; `path` names it in messages and in the result."""
@@ -134,6 +141,7 @@ class Scorer:
         # The trained model reads its mel images out of the call's log-mel (as featurize does);
         # without one nothing does (reports draw their own spectrogram), so it is skipped.
         prep = prepare(audio, self.pre_cfg, with_logmel=self.predictor is not None)
+        del audio  # the decoded samples (as large as the role tracks): nothing reads them now
         _check_speech(prep.speech, path, self.limits)
         tr = transcribe_prepared(
             prep, self.asr, self.agent_likeness, self.tr_cfg.diarization_speakers

@@ -87,7 +87,7 @@ class CachedAsr:
     @staticmethod
     def content(x: np.ndarray, speech: list[Interval]) -> str:
         """Content hash of one track: its float32 samples and its speech intervals."""
-        h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32).tobytes())
+        h = hashlib.sha256(np.ascontiguousarray(x, dtype=np.float32))  # its buffer: no copy
         h.update(json.dumps([[float(s), float(e)] for s, e in speech]).encode())
         return h.hexdigest()[:32]
 
