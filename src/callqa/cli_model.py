@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Annotated
@@ -42,13 +41,25 @@ def featurize(
 
 
 def apply_best_params(cfg, path: Path | None):
-    """TrainConfig with `callqa tune`'s best params (if that file exists) applied."""
+    """TrainConfig with `callqa tune`'s best params (if that file exists) applied: only the
+    searched keys (`tune.load_best` checks them); command-line options are applied after."""
     if path is None or not Path(path).exists():
         return cfg
-    best = json.loads(Path(path).read_text(encoding="utf-8"))
-    values = {k: v for k, v in best.get("params", {}).items() if k in type(cfg).model_fields}
+    from pydantic import ValidationError
+
+    from callqa.config import format_validation_error
+    from callqa.model.tune import load_best
+
+    try:
+        values = load_best(path)["params"]
+        cfg = type(cfg).model_validate({**cfg.model_dump(), **values})
+    except ValidationError as err:
+        raise _fail(format_validation_error(err, str(path), type(cfg)), 2) from None
+    except (OSError, ValueError) as err:  # unreadable, not JSON, not a best-params file
+        msg = str(err) if str(path) in str(err) else f"{path}: {err}"
+        raise _fail(f"train.best_params: {msg}", 2) from None
     console.print(f"train: using tuned params from {path}: {values}")
-    return _override(cfg, values)
+    return cfg
 
 
 @app.command()
@@ -64,15 +75,17 @@ def train(
 ) -> None:
     """Fine-tune the multimodal QA model; writes one model folder (safetensors + JSON)."""
     p = _params(params)
-    cfg = _override(p.train, {"features_dir": features, "out_dir": out, "epochs": epochs})
-    cfg = apply_best_params(cfg, cfg.best_params)
-    cfg = _override(cfg, {"progress": progress and cfg.progress or None})
+    cfg = apply_best_params(p.train, p.train.best_params)
+    cfg = _override(cfg, {"features_dir": features, "out_dir": out, "epochs": epochs,
+                          "progress": None if progress else False})  # fmt: skip
     from callqa import tracking
+    from callqa.model import modeldir
     from callqa.model.dataset import TrainData
     from callqa.model.metrics import write_curves
     from callqa.model.train import fit
 
     try:
+        modeldir.check_replaceable(cfg.out_dir)  # before any work
         data = TrainData.load(cfg.features_dir)
     except (FileNotFoundError, ValueError) as err:
         raise _fail(str(err), 2) from None

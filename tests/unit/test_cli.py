@@ -122,3 +122,43 @@ def test_serve_on_a_port_already_taken_says_so_before_any_banner():
     assert res.exit_code == 3, res.output
     assert f"cannot listen on 127.0.0.1:{port}" in res.output
     assert "callqa serve:" not in res.output
+
+
+@pytest.mark.parametrize("command", [["train", "--features", "no/such/features"],
+                                     ["models", "convert-whisper"]])  # fmt: skip
+def test_a_folder_holding_other_files_is_never_replaced_by_a_model(tmp_path, command):
+    """Found from outside: `train --out DIR` / `convert-whisper --out DIR` deleted DIR's files."""
+    mine = tmp_path / "my_notes"
+    mine.mkdir()
+    (mine / "thesis.txt").write_text("months of work")
+    res = runner.invoke(app, [*command, "--out", str(mine)])
+    assert res.exit_code == 2, res.output
+    assert "thesis.txt" in res.output or "not a checkpoint callqa converted" in res.output
+    assert (mine / "thesis.txt").read_text() == "months of work"
+
+
+def test_a_best_params_file_is_checked_and_sets_only_searched_keys(tmp_path):
+    from callqa.cli_model import apply_best_params
+    from callqa.config import TrainConfig
+
+    best = tmp_path / "best.json"
+    cfg = TrainConfig()
+    best.write_text(json.dumps({"params": {"dropout": 0.3, "batch_size": 16}}))
+    assert apply_best_params(cfg, best).model_dump() == {
+        **cfg.model_dump(), "dropout": 0.3, "batch_size": 16
+    }  # fmt: skip
+    for text in ("not json {", "[1, 2]", '{"params": "x"}',
+                 '{"params": {"out_dir": "/elsewhere", "epochs": 1}}',
+                 '{"params": {"dropout": 7}}'):  # fmt: skip
+        best.write_text(text)
+        res = runner.invoke(app, ["train", "--features", "no/such/features", "--params",
+                                  str(_params_with(tmp_path, best))])  # fmt: skip
+        assert res.exit_code == 2 and str(best) in res.output and "Traceback" not in res.output, (
+            text, res.output,
+        )  # fmt: skip
+
+
+def _params_with(tmp_path, best) -> object:
+    p = tmp_path / "params.yaml"
+    p.write_text(f"extends: {ROOT / 'params.yaml'}\ntrain: {{best_params: {best}}}\n")
+    return p

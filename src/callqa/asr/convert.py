@@ -327,6 +327,9 @@ def _make_readable(folder: Path) -> None:
         path.chmod(0o666 & ~umask)
 
 
+SOURCE_MARKER = "callqa_source.json"  # written into every checkpoint callqa converts
+
+
 def convert_whisper(src_dir: Path | None = None, out_dir: Path = DEFAULT_HF_DIR) -> Path:
     """Convert a CTranslate2 Whisper model directory into a transformers checkpoint.
 
@@ -350,6 +353,11 @@ def convert_whisper(src_dir: Path | None = None, out_dir: Path = DEFAULT_HF_DIR)
 
     src_dir = Path(src_dir) if src_dir is not None else bundled_ct2_dir()
     out_dir = Path(out_dir)
+    if out_dir.exists() and not (out_dir / SOURCE_MARKER).is_file():
+        if not out_dir.is_dir() or any(out_dir.iterdir()):  # never delete what callqa did not write
+            raise ConversionError(
+                f"{out_dir} exists and is not a checkpoint callqa converted; choose another --out"
+            )
     variables, ct2_config, tokenizer_json = _load_source(src_dir)
     token_ids = _token_ids(tokenizer_json)
     config = _whisper_config(variables, token_ids)
@@ -375,7 +383,7 @@ def convert_whisper(src_dir: Path | None = None, out_dir: Path = DEFAULT_HF_DIR)
         processor.save_pretrained(tmp)
         # preprocessor_config.json too, for readers that load the feature extractor alone.
         processor.feature_extractor.save_pretrained(tmp)
-        (tmp / "callqa_source.json").write_text(
+        (tmp / SOURCE_MARKER).write_text(
             json.dumps({"converted_from": str(src_dir.resolve())}, indent=2) + "\n",
             encoding="utf-8",
         )

@@ -38,11 +38,29 @@ class SavedModel:
         return list(self.data.get("licenses", []))
 
 
+def check_replaceable(out: Path) -> None:
+    """Raise ValueError unless `out` is absent, empty or a folder of model files: a model
+    folder is replaced whole, and files callqa did not write there must never go with it."""
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if not out.is_dir():
+        raise ValueError(f"{out} is a file, not a model folder; write the model elsewhere (--out)")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in FILES)
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
+        raise ValueError(
+            f"{out} holds files that are not part of a callqa model ({shown}); write the model "
+            "elsewhere (--out) or empty that folder"
+        )
+
+
 def save(model, features: FeatureSpec, thresholds: dict, config: dict, data: dict, out: Path):
-    """Write a model directory at `out` (replacing it atomically)."""
+    """Write a model directory at `out` (replacing it atomically; `check_replaceable`)."""
     from safetensors.torch import save_file
 
     out = Path(out)
+    check_replaceable(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_path(out.parent, out.name)
     tmp.mkdir()
