@@ -93,7 +93,7 @@ def train(
     rank = int(os.environ.get("RANK", "0"))
     if rank == 0:
         _guard_model_dir(cfg.out_dir, data, force)
-    tracking.configure(p.mlflow if rank == 0 else p.mlflow.model_copy(update={"enabled": False}))
+    _configure_tracking(p.mlflow if rank == 0 else p.mlflow.model_copy(update={"enabled": False}))
     with tracking.run(
         "train", tags={"callqa.stage": "train", "licenses": "; ".join(data.licenses)}
     ):
@@ -118,6 +118,17 @@ def train(
         "thresholds": result.thresholds, "out_dir": str(cfg.out_dir),
         "licenses": data.licenses,
     })  # fmt: skip
+
+
+def _configure_tracking(cfg) -> None:
+    """tracking.configure, with a store that cannot be used as one line and exit 2."""
+    from callqa import tracking
+    from callqa.config import ConfigError
+
+    try:
+        tracking.configure(cfg)
+    except ConfigError as err:
+        raise _fail(str(err), 2) from None
 
 
 def _guard_model_dir(out: Path, data, force: bool) -> None:
@@ -157,7 +168,7 @@ def evaluate(
     from callqa import tracking
     from callqa.model import evaluate as stage
 
-    tracking.configure(p.mlflow)
+    _configure_tracking(p.mlflow)
     try:
         with tracking.run("evaluate", tags={"callqa.stage": "evaluate"}):
             if manifest is not None:

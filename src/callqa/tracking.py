@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from callqa.cache import weights_id
-from callqa.config import MlflowConfig
+from callqa.config import ConfigError, MlflowConfig
 from callqa.files import sha256_file
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,11 @@ MAX_TAG_VALUE_CHARS = 8000
 MAX_KEY_CHARS = 250
 
 _enabled = False  # set by configure(); off until then
+REACH_TIMEOUT_S = 5  # a tracking server that does not answer /health this fast is down
+
+
+class TrackingError(ConfigError):
+    """The tracking store cannot be used (a server that is down, a URI MLflow refuses)."""
 
 
 def configure(cfg: MlflowConfig) -> None:
@@ -45,7 +50,7 @@ def configure(cfg: MlflowConfig) -> None:
     location (made absolute: MLflow fixes it at creation) and made the active one.
     """
     global _enabled
-    _enabled = cfg.enabled
+    _enabled = False  # until the store is known to work
     if not cfg.enabled:
         logger.debug("tracking disabled (mlflow.enabled = false)")
         return
@@ -53,6 +58,45 @@ def configure(cfg: MlflowConfig) -> None:
 
     env = os.environ.get(URI_ENV)
     uri = env or cfg.tracking_uri
+    where = f"{'$' + URI_ENV if env else 'mlflow.tracking_uri'} = {_no_credentials(uri)}"
+    _check_reachable(uri, where)
+    try:
+        _configure(mlflow, cfg, uri, env)
+    except mlflow.exceptions.MlflowException as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TrackingError(
+            f"{where}: MLflow cannot use it ({first[:300]}); fix it, or set "
+            "mlflow.enabled: false to run without tracking"
+        ) from None
+    _enabled = True
+
+
+def _no_credentials(uri: str) -> str:
+    """The URI without a user:password@ part (never printed)."""
+    scheme, sep, rest = uri.partition("://")
+    return f"{scheme}{sep}{rest.split('@', 1)[1]}" if sep and "@" in rest.split("/", 1)[0] else uri
+
+
+def _check_reachable(uri: str, where: str) -> None:
+    """A tracking server that is down is one clear error, not minutes of MLflow's retries."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import urllib.error
+    import urllib.request
+
+    try:
+        urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=REACH_TIMEOUT_S).close()
+    except urllib.error.HTTPError:
+        return  # something answers: MLflow itself says what it thinks of it
+    except (OSError, ValueError) as err:
+        why = getattr(err, "reason", None) or err
+        raise TrackingError(
+            f"{where}: the tracking server cannot be reached ({why}); start it, point "
+            "the URI at a running one, or set mlflow.enabled: false to run without tracking"
+        ) from None
+
+
+def _configure(mlflow, cfg: MlflowConfig, uri: str, env: str | None) -> None:
     make_sqlite_dir(uri)
     mlflow.set_tracking_uri(uri)
     # set_tracking_uri also exports $MLFLOW_TRACKING_URI; put back the user's value (or none),

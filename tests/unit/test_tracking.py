@@ -188,3 +188,27 @@ def test_existing_experiment_keeps_its_artifact_location_with_a_warning(store, c
 def test_import_loads_no_mlflow():
     code = "import sys, callqa.tracking; assert 'mlflow' not in sys.modules, 'mlflow imported'"
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_a_tracking_server_that_is_down_is_one_clear_error_in_seconds(monkeypatch):
+    """Found from outside: MLflow's retries held `train` for minutes before it started."""
+    import socket
+    import time
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://user:s3cret@127.0.0.1:{port}")
+    t0 = time.monotonic()
+    with pytest.raises(tracking.TrackingError, match="cannot be reached") as err:
+        tracking.configure(MlflowConfig())
+    assert time.monotonic() - t0 < tracking.REACH_TIMEOUT_S + 5
+    assert "s3cret" not in str(err.value) and "$MLFLOW_TRACKING_URI" in str(err.value)
+    assert not tracking._enabled
+
+
+@pytest.mark.parametrize("uri", ["garbage", "foo://bar"])
+def test_a_uri_mlflow_refuses_is_one_clear_error(monkeypatch, uri):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    with pytest.raises(tracking.TrackingError, match="mlflow.enabled: false"):
+        tracking.configure(MlflowConfig())
