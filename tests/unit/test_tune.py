@@ -164,3 +164,18 @@ def test_search_space_and_storage_url_checks():
     url = "postgresql://tuner:s3cret@db:5432/optuna"
     assert tune.redact(url) == "postgresql://tuner:***@db:5432/optuna"
     assert tune.redact("sqlite:///data/tune/optuna.db") == "sqlite:///data/tune/optuna.db"
+
+
+@pytest.mark.parametrize("url, says", [
+    ("garbage", "cannot open the study"), ("foo://bar", "cannot open the study"),
+    ("postgresql://tuner:s3cret@127.0.0.1:1/optuna", "cannot open the study"),
+    ("sqlite:///", "needs a file path"),
+])  # fmt: skip
+def test_a_storage_url_that_cannot_hold_a_study_is_one_clear_error(url, says):
+    """Found from outside: sqlalchemy / driver tracebacks, or a throwaway in-memory study."""
+    from callqa.config import TuneConfig
+
+    cfg = TuneConfig(storage=url)
+    with pytest.raises(ValueError, match=says) as err:
+        tune._open_study(cfg, optuna.pruners.NopPruner())
+    assert "tune.storage" in str(err.value) and "s3cret" not in str(err.value)

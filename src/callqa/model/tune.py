@@ -92,6 +92,30 @@ def load_best(path: str | Path) -> dict:
     return doc
 
 
+def _open_study(tune_cfg: TuneConfig, pruner):
+    """The study in `tune.storage` (created on first use); a URL that cannot hold one is a
+    ValueError naming the setting (password hidden), not a database library's traceback."""
+    import optuna
+
+    url = tune_cfg.storage
+    where = f"tune.storage = {redact(url)}"
+    if url.startswith("sqlite://") and not url.removeprefix("sqlite:///").strip("/"):
+        raise ValueError(f"{where}: a sqlite:/// URL needs a file path (sqlite:///data/tune/x.db)")
+    tracking.make_sqlite_dir(url)
+    try:
+        return optuna.create_study(
+            study_name=tune_cfg.study_name, storage=url, load_if_exists=True,
+            direction="maximize", pruner=pruner,
+        )  # fmt: skip
+    except Exception as err:  # noqa: BLE001 - sqlalchemy / drivers raise many types
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0]
+        first = first.replace(url, redact(url))[:300]
+        raise ValueError(
+            f"{where}: cannot open the study ({type(err).__name__}: {first}); use a "
+            "sqlite:///path or a postgresql://user@host/db URL (PostgreSQL needs psycopg2)"
+        ) from None
+
+
 def _objective(trial, tune_cfg: TuneConfig, train_cfg: TrainConfig, data, fit: Callable):
     import optuna
 
@@ -177,18 +201,11 @@ def run(
         from callqa.model.train import fit
     t0 = time.perf_counter()
     tracking.configure(mlflow_cfg)
-    tracking.make_sqlite_dir(tune_cfg.storage)
     pruner = optuna.pruners.MedianPruner(
         n_startup_trials=tune_cfg.pruner_startup_trials,
         n_warmup_steps=tune_cfg.pruner_warmup_epochs,
     )
-    study = optuna.create_study(
-        study_name=tune_cfg.study_name,
-        storage=tune_cfg.storage,
-        load_if_exists=True,
-        direction="maximize",
-        pruner=pruner,
-    )
+    study = _open_study(tune_cfg, pruner)
     if study.direction != optuna.study.StudyDirection.MAXIMIZE:
         raise ValueError(
             f"study {tune_cfg.study_name!r} in {redact(tune_cfg.storage)} minimises; "
