@@ -141,6 +141,21 @@ def test_a_killed_run_resumes_from_its_last_checkpoint(data, trained, tmp_path):
     )
 
 
+@pytest.mark.parametrize("damage", [b"", b"garbage\n", b"PK\x03\x04 cut short"])
+def test_a_damaged_checkpoint_is_ignored_and_training_starts_afresh(data, tmp_path, damage, caplog):
+    """Found from outside: an empty last.pt printed only "Aborted!", a garbage one a ValueError
+    naming no file; training could not start until the user found and deleted it."""
+    out = tmp_path / "model"
+    partial = tmp_path / "model.partial"
+    partial.mkdir()
+    (partial / "last.pt").write_bytes(damage)
+    epochs = []
+    fit(CFG.model_copy(update={"out_dir": out, "epochs": 1}), data, out,
+        on_epoch=lambda e, m: epochs.append(e))  # fmt: skip
+    assert epochs == [1] and (out / "model.safetensors").is_file()
+    assert "ignoring the damaged checkpoint" in caplog.text
+
+
 def test_a_damaged_model_folder_is_a_clear_error(tmp_path, trained):
     from callqa.model.predict import Predictor
 
@@ -154,6 +169,21 @@ def test_a_damaged_model_folder_is_a_clear_error(tmp_path, trained):
     (bad / "config.json").write_text("{not json")
     with pytest.raises(ValueError, match="damaged model directory"):
         Predictor.load(bad)
+    # found from outside: tracebacks from safetensors / torch, or a message naming no file
+    weights = (out / "model.safetensors").read_bytes()
+    config = json.loads((out / "config.json").read_text())
+    damage = {
+        "model.safetensors": [weights[: len(weights) // 2], b"", b"\x00" * 7],
+        "thresholds.json": [b'{"greeting": "high"}', b"[1, 2]"],
+        "config.json": [json.dumps({**config, "model": {**config["model"], "hidden": 8}}).encode()],
+    }
+    for name, variants in damage.items():
+        for content in variants:
+            for f in modeldir.FILES:
+                (bad / f).write_bytes((out / f).read_bytes())
+            (bad / name).write_bytes(content)
+            with pytest.raises(ValueError, match=f"{bad}: damaged model directory"):
+                Predictor.load(bad)
 
 
 DDP_SCRIPT = """

@@ -96,9 +96,10 @@ def read(path: Path) -> SavedModel:
         data = json.loads((path / "data.json").read_text(encoding="utf-8"))
         spec = ModelSpec.from_dict(cfg["model"])
         features = FeatureSpec.from_dict(cfg["features"])
-    except (ValueError, KeyError, TypeError) as err:
+        thresholds = {str(k): float(v) for k, v in thresholds.items()}
+    except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: damaged model directory ({type(err).__name__}: {err})") from None
-    return SavedModel(spec, features, {k: float(v) for k, v in thresholds.items()}, cfg, data, path)
+    return SavedModel(spec, features, thresholds, cfg, data, path)
 
 
 INPUT_STATS = ("audio_shift", "audio_scale", "prosody_shift", "prosody_scale")
@@ -112,8 +113,12 @@ def load(path: Path, device: str = "cpu"):
 
     saved = read(path)
     model = QAModel(saved.spec)
-    state = load_file(str(Path(path) / "model.safetensors"))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        state = load_file(str(Path(path) / "model.safetensors"))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except Exception as err:  # noqa: BLE001 - safetensors' errors, torch's size mismatches
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise ValueError(f"{path}: damaged model directory (model.safetensors: {first})") from None
     # saved before the input standardisation existed: those buffers stay the identity
     missing = [k for k in missing if k not in INPUT_STATS]
     if missing or unexpected:

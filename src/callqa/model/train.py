@@ -197,6 +197,26 @@ def _loss_weights(train: TrainData, emotions: list[str], fine: list[str]):
     return torch.tensor(pos_weight, dtype=torch.float32), torch.tensor(w, dtype=torch.float32)
 
 
+def _read_checkpoint(ckpt_dir: Path, device: str) -> tuple[dict, dict] | None:
+    """(the last epoch's checkpoint, the best weights) to resume from; None when there is
+    none or it is damaged (cut short by a full disk, say): training starts afresh, saying so."""
+    import torch
+
+    last = ckpt_dir / "last.pt"
+    if not last.exists():
+        return None
+    try:
+        ck = torch.load(last, map_location=device, weights_only=False)
+        best = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)
+        if not isinstance(ck, dict) or not {"model", "opt", "sched", "state"} <= set(ck):
+            raise ValueError("not a callqa checkpoint")
+        return ck, best
+    except Exception as err:  # noqa: BLE001 - torch.load raises many types on a damaged file
+        logger.warning("train: ignoring the damaged checkpoint %s (%s); starting afresh", last,
+                       type(err).__name__)  # fmt: skip
+        return None
+
+
 def fit(
     cfg: TrainConfig,
     data: TrainData,
@@ -269,15 +289,16 @@ def fit(
     fp = _fingerprint(cfg, data)
     state = {"epoch": 0, "best": -1.0, "best_epoch": 0, "bad": 0, "history": []}
     best_state = None
-    if ckpt_dir is not None and (ckpt_dir / "last.pt").exists():
-        ck = torch.load(ckpt_dir / "last.pt", map_location=device, weights_only=False)
+    found = _read_checkpoint(ckpt_dir, device) if ckpt_dir is not None else None
+    if found is not None:
+        ck, best = found
         if ck.get("fingerprint") == fp:
             model.load_state_dict(ck["model"])
             opt.load_state_dict(ck["opt"])
             sched.load_state_dict(ck["sched"])
             state = ck["state"]
             torch.set_rng_state(ck["torch_rng"])  # dropout draws continue as if never stopped
-            best_state = torch.load(ckpt_dir / "best.pt", map_location="cpu", weights_only=False)
+            best_state = best
             logger.info("train: resumed after epoch %d from %s", state["epoch"], ckpt_dir)
         else:
             logger.info("train: %s holds another run's checkpoint; starting afresh", ckpt_dir)
