@@ -311,3 +311,32 @@ def test_fit_trains_the_linear_emotion_path(data, tmp_path):
     loaded, _ = modeldir.load(out)
     assert loaded.spec.emotion_linear
     assert torch.equal(loaded.emotion_wide[1].weight, model.emotion_wide[1].weight.cpu())
+
+
+def test_thin_data_warns_writes_strict_json_and_evaluate_counts_unknown_emotions_as_errors(
+    tmp_path, caplog
+):
+    """Found from outside: a model trained without an emotion class was evaluated on the rows
+    it could label only (macro-F1 1.0 over 6 of 21 rows), and config.json held NaN."""
+    from callqa.model.evaluate import feature_metrics
+    from callqa.model.predict import Predictor
+
+    data = tiny_data()
+    t = data.table
+    t["source"] = "synth"
+    t.loc[t["emotion"] == "angry", "emotion"] = "neutral"  # no angry row to learn from
+    t["has_intents"] = False  # and no intent labels at all
+    out = tmp_path / "model"
+    fit(CFG.model_copy(update={"out_dir": out, "epochs": 1}), data, out)
+    assert "intent head learns nothing" in caplog.text
+    for f in ("config.json", "thresholds.json", "data.json", "labels.json"):
+        json.loads((out / f).read_text(), parse_constant=lambda c, f=f: pytest.fail(f"{f}: {c}"))
+    predictor = Predictor.load(out)
+    assert "angry" not in predictor.emotions
+    val = t["split"] == "val"
+    t.loc[val & (t.index % 2 == 0), "emotion"] = "angry"  # rows the model cannot label
+    metrics = feature_metrics(predictor, data, "val", None)
+    emo = metrics["emotion"]
+    assert emo["n"] == int(val.sum()) and emo["per_class"]["angry"]["recall"] == 0.0
+    assert emo["per_class"]["angry"]["support"] == int((val & (t.index % 2 == 0)).sum())
+    assert metrics["emotions_unknown_to_model"] == ["angry"] and emo["macro_f1"] < 0.7

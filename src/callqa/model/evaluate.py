@@ -35,12 +35,20 @@ def feature_metrics(predictor, data, split: str, plots_dir: Path | None) -> dict
     """Intent and emotion metrics on featurize rows of `split`, with the ablation."""
     rows = data.subset(data.indices(split))
     t = rows.table
-    emotions = predictor.emotions
+    # labels the model cannot output (trained without them) count as errors, never dropped
+    seen = {e for e in t["emotion"] if isinstance(e, str)}
+    unknown = sorted(seen - set(predictor.emotions))
+    if unknown:
+        logger.warning(
+            "evaluate: %d %s rows carry emotions the model cannot output (%s); they count as "
+            "errors", int(t["emotion"].isin(unknown).sum()), split, ", ".join(unknown),
+        )  # fmt: skip
+    emotions = list(predictor.emotions) + unknown
     lab = rows.labels(emotions)
     base = rows.present()
     call_turns = (t["source"] == "synth").to_numpy()
     intent_rows = np.flatnonzero(lab["intent_mask"] & call_turns)
-    out: dict = {"n": int(len(t)), "ablation": {}}
+    out: dict = {"n": int(len(t)), "ablation": {}, "emotions_unknown_to_model": unknown}
     for name, allowed in ABLATION.items():
         pres = base & np.array(allowed)[None, :]
         pi, pe = predictor.predict_arrays(rows.arrays, pres)

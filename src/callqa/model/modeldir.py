@@ -14,6 +14,7 @@ Written into a temporary folder and renamed into place, so a reader never sees h
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -78,7 +79,19 @@ def save(model, features: FeatureSpec, thresholds: dict, config: dict, data: dic
 
 
 def _write(path: Path, value) -> None:
-    path.write_text(json.dumps(value, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    """Strict JSON: a metric that could not be computed (NaN: no rows for it) is null."""
+    text = json.dumps(_finite(value), indent=1, sort_keys=True, allow_nan=False)
+    path.write_text(text + "\n", encoding="utf-8")
+
+
+def _finite(value):
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
 
 
 def read(path: Path) -> SavedModel:

@@ -197,6 +197,21 @@ def _loss_weights(train: TrainData, emotions: list[str], fine: list[str]):
     return torch.tensor(pos_weight, dtype=torch.float32), torch.tensor(w, dtype=torch.float32)
 
 
+def _warn_thin(train: TrainData, emotions: list[str]) -> None:
+    """Say so when a head has little or nothing to learn from (it still trains)."""
+    t = train.table
+    if not t["has_intents"].any():
+        logger.warning("train: no agent turns with intent labels in the train split; the "
+                       "intent head learns nothing (synth or label more calls)")  # fmt: skip
+    counts = t["emotion"].value_counts()
+    if len(counts) < 2:
+        logger.warning("train: %s in the train split; the emotion head learns nothing useful",
+                       "one emotion class" if len(counts) else "no emotion labels")  # fmt: skip
+    elif missing := [e for e in emotions if counts.get(e, 0) == 0]:
+        logger.warning("train: no train rows of %s (only validation rows); the model will not "
+                       "predict it", ", ".join(missing))  # fmt: skip
+
+
 def _read_checkpoint(ckpt_dir: Path, device: str) -> tuple[dict, dict] | None:
     """(the last epoch's checkpoint, the best weights) to resume from; None when there is
     none or it is damaged (cut short by a full disk, say): training starts afresh, saying so."""
@@ -257,6 +272,7 @@ def fit(
     train, val = data.subset(train_idx), data.subset(val_idx)
     emotions = emotions_of(data)
     fine = fine_emotions_of(data, emotions)
+    _warn_thin(train, emotions)
     model = build_model(cfg, data, emotions, fine)
     heard = train.table["has_audio"].to_numpy(bool)
     model.set_input_stats(train.arrays["audio"][heard], train.arrays["prosody"][heard])
