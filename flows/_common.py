@@ -13,7 +13,14 @@ import sys
 from functools import lru_cache
 from pathlib import Path
 
+from callqa.cli import OFFLINE_DEFAULTS
+
 ROOT = Path(__file__).resolve().parents[1]
+
+# No telemetry, no hub: set before any flow module imports Prefect (its temporary server reads
+# PREFECT_SERVER_ANALYTICS_ENABLED when it starts); a user's own values win.
+for _var, _value in OFFLINE_DEFAULTS.items():
+    os.environ.setdefault(_var, _value)
 
 logging.getLogger("callqa").setLevel(logging.INFO)
 
@@ -26,18 +33,13 @@ if str(ROOT / "flows") not in _path.split(os.pathsep):
 @lru_cache(maxsize=8)
 def load(params: str):
     """params.yaml (cached per process: Dask workers load it once)."""
-    from callqa.cli import OFFLINE_DEFAULTS
     from callqa.config import load_params
 
-    for var, value in OFFLINE_DEFAULTS.items():
-        os.environ.setdefault(var, value)
     return load_params(Path(params))
 
 
 def subprocess_env() -> dict[str, str]:
     """The flow's environment, offline, with this interpreter's bin (callqa, dvc) on PATH."""
-    from callqa.cli import OFFLINE_DEFAULTS
-
     env = {**OFFLINE_DEFAULTS, **os.environ}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env

@@ -16,11 +16,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load, subprocess_env  # noqa: E402
+from _common import load, subprocess_env  # noqa: E402  (first: it sets the offline defaults)
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
 
 # Stages downstream of `export` (reviews -> labels): the review database is not a DVC dep, so
 # the flow forces the export first; featurize reruns only when the labels changed.

@@ -18,12 +18,11 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from prefect import flow, get_run_logger, task
-from prefect.artifacts import create_markdown_artifact
-from prefect.task_runners import ThreadPoolTaskRunner
-
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import load  # noqa: E402
+from _common import load  # noqa: E402  (first: it sets the offline defaults)
+from prefect import flow, get_run_logger, task  # noqa: E402
+from prefect.artifacts import create_markdown_artifact  # noqa: E402
+from prefect.task_runners import ThreadPoolTaskRunner  # noqa: E402
 
 _SCORERS: dict = {}  # (params, model) -> Scorer, one per worker process
 _SINKS: dict = {}  # params -> the review database's on_result (or None), one per process

@@ -133,3 +133,19 @@ def test_retrain_flow(prefect_server, tmp_path):
     md = _artifact("callqa-retrain")
     assert "promoted" in md and "| f1 | 0.5 |" in md
     assert "Reviewed calls in the labels: 1" in md
+
+
+def test_the_flow_modules_turn_telemetry_off_before_prefect_reads_its_settings():
+    """Found from outside: `python flows/score_inbox.py ...` (the README's way) started Prefect's
+    temporary server with analytics on: the offline defaults came only when params loaded."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("PREFECT_SERVER_ANALYTICS_ENABLED", "DO_NOT_TRACK")}  # fmt: skip
+    env["PYTHONPATH"] = str(ROOT / "src")
+    code = (
+        "import sys; sys.path.insert(0, 'flows'); import score_inbox, retrain; "
+        "from prefect.settings import PREFECT_SERVER_ANALYTICS_ENABLED as A; print(A.value())"
+    )
+    res = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True,
+                         text=True, timeout=300)  # fmt: skip
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert res.stdout.strip() == "False"
