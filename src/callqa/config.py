@@ -487,10 +487,14 @@ def parse_params(data: dict | None, source: str = "params.yaml") -> Params:
 
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml (or an overlay of it: see `read_params_data`)."""
-    return parse_params(read_params_data(Path(path)), str(path))
+    chain: list[Path] = []
+    data = read_params_data(Path(path), chain=chain)
+    # an overlay's error may sit in the file it extends: name every file of the chain
+    source = " extending ".join(str(p) for p in [Path(path), *chain[1:]])
+    return parse_params(data, source)
 
 
-def read_params_data(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
+def read_params_data(path: Path, _seen: tuple[Path, ...] = (), chain: list | None = None) -> dict:
     """The mapping in `path`. A file with `extends: <other params file>` (relative to itself)
     is that file with this one's keys laid over it, section by section and key by key, so an
     overlay such as demo/params.yaml names only what differs."""
@@ -506,6 +510,8 @@ def read_params_data(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
         raise ConfigError(f"{path}: not a text YAML file (not UTF-8)") from None
     except OSError as err:
         raise ConfigError(f"{path}: cannot be read ({err.strerror})") from None
+    if chain is not None:
+        chain.append(path)
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -516,7 +522,7 @@ def read_params_data(path: Path, _seen: tuple[Path, ...] = ()) -> dict:
     base_path = (path.parent / str(base_name)).resolve()
     if base_path in _seen or base_path == path.resolve():
         raise ConfigError(f"{path}: 'extends' goes round in a circle ({base_name})")
-    return _overlay(read_params_data(base_path, (*_seen, path.resolve())), data)
+    return _overlay(read_params_data(base_path, (*_seen, path.resolve()), chain), data)
 
 
 def _overlay(base: dict, top: dict) -> dict:

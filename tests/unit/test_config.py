@@ -80,3 +80,13 @@ def test_a_binary_file_or_a_folder_as_params_is_a_clear_error(tmp_path):
         load_params(binary)  # was a UnicodeDecodeError traceback
     with pytest.raises(ConfigError, match="is a folder"):
         load_params(tmp_path)
+
+
+def test_a_bad_value_in_an_extended_file_names_that_file_too(tmp_path):
+    """Found from outside: the error blamed the overlay only (demo/params.yaml), not the file
+    it extends where the bad value was."""
+    (tmp_path / "base.yaml").write_text("synth:\n  channels: quadraphonic\n")
+    (tmp_path / "top.yaml").write_text("extends: base.yaml\nsynth:\n  n_calls: 3\n")
+    with pytest.raises(ConfigError, match="synth.channels") as err:
+        load_params(tmp_path / "top.yaml")
+    assert str(tmp_path / "base.yaml") in str(err.value)
