@@ -94,37 +94,43 @@ def import_results(
     ] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Load result lines into the review database (calls it holds already are skipped)."""
+    """Load result lines into the review database (calls it holds already are skipped).
+
+    A line that is not a QA result with a 16-hex-digit call_id and the path of an audio file
+    that is there is skipped with a warning naming its line number (exit 1)."""
     import json
 
-    from callqa.review.sinks import record
+    from callqa.review.sinks import record, result_problem
 
     p = _params(params)
     store = review_store(p)
     report_dir = report_dir or p.score.report_dir
-    counts = {"stored": 0, "errors_skipped": 0, "failed": 0}
+    counts = {"stored": 0, "errors_skipped": 0, "invalid_skipped": 0, "failed": 0}
     try:
         lines = results.read_text(encoding="utf-8").splitlines()
     except OSError as err:
         raise _fail(f"{results}: {err.strerror}", 2) from None
-    for line in filter(str.strip, lines):
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
         try:
             data = json.loads(line)
         except ValueError:
-            data = None
+            data = None  # not JSON: "not a JSON object" below
         if isinstance(data, dict) and "error" in data:
             counts["errors_skipped"] += 1
             continue
-        if not isinstance(data, dict) or not isinstance(data.get("path"), str):
-            counts["failed"] += 1  # not a result line (counted, never echoed)
+        problem = result_problem(data)
+        if problem is not None:  # named by its number: the line itself is never echoed
+            console.print(f"[yellow]warning:[/yellow] {results} line {number}: {problem}; skipped")
+            counts["invalid_skipped"] += 1
             continue
-        audio = Path(data["path"])
         report = Path(report_dir) / f"{data['call_id']}.html" if report_dir else None
-        ok = record(store, data, source, audio if audio.is_file() else None,
+        ok = record(store, data, source, Path(data["path"]),
                     report if report is not None and report.is_file() else None)  # fmt: skip
         counts["stored" if ok is not None else "failed"] += 1
     _print_summary("review import", counts)
-    if counts["failed"]:
+    if counts["invalid_skipped"] or counts["failed"]:
         raise typer.Exit(1)
 
 

@@ -154,7 +154,10 @@ def test_cli_import_skips_error_lines_counts_garbage_then_export(tmp_path):
         "review": {"db_url": f"sqlite:///{db}", "labels_out": str(tmp_path / "labels.parquet")},
         "score": {"scorecard": str(ROOT / "scorecards" / "default.yaml")},
     }))  # fmt: skip
-    lines = [json.dumps(make_result("good1")), json.dumps({"path": "x.wav", "error": "bad"}),
+    good = "600d" * 4
+    call = write_call(tmp_path / "call.wav")
+    lines = [json.dumps(make_result(good, path=str(call))),
+             json.dumps({"path": "x.wav", "error": "bad"}),
              "SECRET-GARBAGE {", json.dumps(["no", "dict"])]  # fmt: skip
     (tmp_path / "results.jsonl").write_text("\n".join(lines) + "\n")
     res = run_callqa(["review", "import", "results.jsonl", "--params", str(params)], tmp_path)
@@ -162,8 +165,8 @@ def test_cli_import_skips_error_lines_counts_garbage_then_export(tmp_path):
     assert "SECRET-GARBAGE" not in res.stdout + res.stderr
     store = ReviewStore(f"sqlite:///{db}")
     page = store.queue()
-    assert [c.call_id for c in page.rows] == ["good1"]
+    assert [c.call_id for c in page.rows] == [good]
     store.add_review(page.rows[0].id, "greeting", "ana", "agree")
     res = run_callqa(["review", "export", "--params", str(params)], tmp_path)
     assert res.returncode == 0, res.stderr
-    assert list(pd.read_parquet(tmp_path / "labels.parquet")["call_id"]) == ["good1"]
+    assert list(pd.read_parquet(tmp_path / "labels.parquet")["call_id"]) == [good]

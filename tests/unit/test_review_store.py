@@ -178,6 +178,42 @@ def test_users(store):
     assert "correct horse" not in store.get_user("ana").password_hash
 
 
+def test_user_names_are_trimmed_printable_and_unique_without_case(store):
+    store.add_user("ana", "correct horse")
+    for bad in ("", " ", "\t", " ana2", "ana2 ", "an\na", "an\x1ba", "x" * 101):
+        with pytest.raises(ValueError, match="no leading or trailing spaces"):
+            store.add_user(bad, "correct horse")
+    for twin in ("ANA", "Ana"):
+        with pytest.raises(ValueError, match="'ana' exists already"):
+            store.add_user(twin, "correct horse")
+    store.add_user("Bo Li", "correct horse")  # inner spaces and capitals are fine
+    assert store.authenticate("Bo Li", "correct horse") is not None
+
+
+def test_a_locked_sqlite_write_waits_the_busy_timeout_and_hides_the_values(tmp_path, monkeypatch):
+    """One busy timeout on every connection; the error (logged by `callqa score`) carries no
+    bound values: a reviewer's text never reaches a log."""
+    import sqlite3
+
+    from callqa.review import store as store_module
+
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.2)
+    store = ReviewStore(f"sqlite:///{tmp_path / 'review.db'}")
+    store.upgrade()
+    sid = store.add_scored(make_result("c" * 16), source="score")
+    with store.engine.connect() as conn:
+        assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 200
+    holder = sqlite3.connect(tmp_path / "review.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        with pytest.raises(sa.exc.OperationalError, match="database is locked") as err:
+            store.add_correction(sid, 0, "PRIVATE-WORDS", "ana")
+    finally:
+        holder.rollback()
+        holder.close()
+    assert "PRIVATE" not in str(err.value) and "hidden" in str(err.value)
+
+
 def test_verdict_figures_priority_and_random_share():
     assert model_figures("greeting p=0.81 >= threshold 0.50 (model) at 3.2 s") == (0.81, 0.5)
     assert model_figures("no segment with greeting p >= threshold 0.40 (scorecard); "

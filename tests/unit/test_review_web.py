@@ -163,6 +163,20 @@ def test_scoring_api_token_and_uploads_reach_the_store(env):
     (row,) = [c for c in store.queue().rows if c.source == "api"]
     assert row.call_id == "9" * 16 and row.audio_path.endswith(".wav")
     assert open(row.audio_path, "rb").read() == wav
+    _login(client)
+    assert client.get(f"/review/calls/{row.id}/audio").content == wav
+
+
+def test_kept_uploads_have_a_name_the_player_and_the_audio_check_accept(tmp_path):
+    from callqa.review.sinks import _keep_upload, audio_problem
+
+    kinds = [("WAV", "PCM_24", ".wav"), ("WAVEX", "PCM_16", ".wav"),
+             ("AIFF", "PCM_16", ".aiff"), ("FLAC", "PCM_16", ".flac")]  # fmt: skip
+    for fmt, subtype, suffix in kinds:
+        buf = io.BytesIO()
+        sf.write(buf, np.zeros((800, 2), np.float32), 8000, format=fmt, subtype=subtype)
+        path = _keep_upload(tmp_path, buf.getvalue())
+        assert path.suffix == suffix and audio_problem(path) is None, fmt
 
 
 def test_file_recorder_reads_the_sidecar_agent(tmp_path):
@@ -172,3 +186,74 @@ def test_file_recorder_reads_the_sidecar_agent(tmp_path):
     file_recorder(store, "score")(make_result("b" * 16), audio, None)
     (row,) = store.queue().rows
     assert (row.agent, row.source, row.audio_path) == ("agent-042", "score", str(audio))
+
+
+def test_audio_is_served_only_while_it_is_audio(env, tmp_path):
+    client, store, sid = env
+    _login(client)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("TOP-SECRET-KEY\n")
+    fake = tmp_path / "fake.wav"
+    fake.write_text("TOP-SECRET-KEY\n")
+    (tmp_path / "folder.wav").mkdir()
+    bad = [store.add_scored(make_result(f"{i:016x}"), "import", path)
+           for i, path in enumerate((secret, fake, tmp_path / "folder.wav"))]  # fmt: skip
+    for bad_sid in bad:
+        for url in (f"/review/calls/{bad_sid}/audio", f"/review/calls/{bad_sid}/figure/agent.png"):
+            r = client.get(url)
+            assert r.status_code == 404 and r.json()["error"]["code"] == "not_found", url
+            assert b"TOP-SECRET" not in r.content
+    assert client.get(f"/review/calls/{sid}/audio").status_code == 200
+    audio = store.get_scored(sid).audio_path  # the recording is replaced after it was stored
+    open(audio, "w").write("TOP-SECRET-KEY\n")
+    r = client.get(f"/review/calls/{sid}/audio")
+    assert r.status_code == 404 and b"TOP-SECRET" not in r.content
+
+
+def test_too_long_text_is_refused_with_its_limit(env):
+    client, store, sid = env
+    csrf = _login(client)
+    longest = "\U0001f600" * 5000  # at the limit, every character 4 bytes: stored
+    fix = {"segment": "1", "text": longest, "csrf": csrf}
+    assert client.post(f"/review/calls/{sid}/transcript", data=fix).status_code == 200
+    assert store.corrections(sid)[0].corrected_text == longest
+    for text in ("x" * 5001, "\U0001f600" * 100_000, "y" * 5_000_000):
+        r = client.post(f"/review/calls/{sid}/transcript", data={**fix, "text": text})
+        assert r.status_code == 413, len(text)
+        error = r.json()["error"]
+        assert error["code"] == "text_too_long" and "5000 characters" in error["message"]
+        assert "xxxx" not in r.text and "yyyy" not in r.text
+    form = {"check": "greeting", "answer": "agree", "comment": "z" * 5001, "csrf": csrf}
+    r = client.post(f"/review/calls/{sid}/review", data=form)
+    assert r.status_code == 413 and r.json()["error"]["code"] == "text_too_long"
+    assert len(store.corrections(sid)) == 1 and not store.review_history(sid)
+
+
+def test_a_locked_database_answers_503_db_busy(env, tmp_path, monkeypatch, caplog):
+    import sqlite3
+
+    from callqa.review import store as store_module
+
+    client, store, sid = env
+    csrf = _login(client)
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT_S", 0.3)
+    store.engine.dispose()  # new connections wait BUSY_TIMEOUT_S
+    holder = sqlite3.connect(tmp_path / "review.db", isolation_level=None)
+    holder.execute("BEGIN EXCLUSIVE")  # another process writing
+    fix = {"segment": "1", "text": "PRIVATE-WORDS of the reviewer", "csrf": csrf}
+    answer = {"check": "greeting", "answer": "agree", "comment": "PRIVATE-NOTE", "csrf": csrf}
+    try:
+        for url, form in (("transcript", fix), ("review", answer)):
+            t0 = time.monotonic()
+            r = client.post(f"/review/calls/{sid}/{url}", data=form, follow_redirects=False)
+            assert r.status_code == 503 and time.monotonic() - t0 < 10, url
+            assert r.json()["error"]["code"] == "db_busy" and "try again" in r.text
+            assert int(r.headers["retry-after"]) > 0 and "PRIVATE" not in r.text
+    finally:
+        holder.rollback()
+        holder.close()
+    assert "PRIVATE" not in caplog.text
+    assert "database busy" in caplog.text
+    # the same client goes on: the fix saved once the lock is gone
+    r = client.post(f"/review/calls/{sid}/transcript", data=fix, follow_redirects=False)
+    assert r.status_code == 303 and store.corrections(sid)[0].corrected_text == fix["text"]

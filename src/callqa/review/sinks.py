@@ -10,18 +10,24 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
 
+from callqa.audio.io import SCAN_EXTENSIONS, AudioError, probe
 from callqa.config import ReviewConfig
 from callqa.files import atomic_path, bytes_id
 from callqa.review.store import ReviewStore
 
 logger = logging.getLogger(__name__)
 
-# soundfile's format names -> the extension the browser's player sniffs the type from
-UPLOAD_SUFFIX = {"WAV": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3"}
+# soundfile's format names -> the extension the browser's player sniffs the type from (and
+# `audio_problem` asks for; an upload of another format is kept but not played)
+UPLOAD_SUFFIX = {
+    "WAV": ".wav", "WAVEX": ".wav", "FLAC": ".flac", "OGG": ".ogg", "MP3": ".mp3",
+    "AIFF": ".aiff", "AU": ".au", "CAF": ".caf", "W64": ".w64", "RF64": ".rf64",
+}  # fmt: skip
 
 
 def open_store(cfg: ReviewConfig, url: str | None = None) -> ReviewStore:
@@ -29,6 +35,50 @@ def open_store(cfg: ReviewConfig, url: str | None = None) -> ReviewStore:
     store = ReviewStore(url or cfg.db_url, cfg.random_seed, cfg.random_share)
     store.upgrade()
     return store
+
+
+CALL_ID = re.compile(r"[0-9a-f]{16}")  # the first 16 hex digits of the audio's SHA-256
+
+
+def result_problem(data: object) -> str | None:
+    """Why a parsed results line brought from elsewhere (`callqa review import`) cannot be
+    stored, or None: it must be a QA result with a proper call_id whose `path` is an audio
+    file (`audio_problem`). The answer never quotes the line."""
+    from pydantic import ValidationError
+
+    from callqa.schemas import QAResult
+
+    if not isinstance(data, dict):
+        return "not a JSON object"
+    try:
+        QAResult.model_validate(data)
+    except ValidationError as err:
+        return f"not a QA result ({err.error_count()} field(s) do not match the schema)"
+    if not CALL_ID.fullmatch(data["call_id"]):
+        return "call_id is not 16 lowercase hex digits"
+    problem = audio_problem(data["path"])
+    return f"path: {problem}" if problem else None
+
+
+def audio_problem(path: str | Path) -> str | None:
+    """Why `path` is not a recording the review app may serve, or None when it is one: a
+    regular file with an extension callqa scores that soundfile reads as audio. Checked when
+    result lines are imported and again before every answer with the file, so a stored path
+    to anything else (a key, the database, /etc/passwd) is never served."""
+    path = Path(path)
+    if path.suffix.lower() not in SCAN_EXTENSIONS:
+        return "not an audio file name"
+    try:
+        regular = path.is_file()  # not missing, a folder, a pipe or a device
+    except OSError:
+        regular = False
+    if not regular:
+        return "not a regular file"
+    try:
+        probe(path)
+    except AudioError as err:
+        return f"not readable as audio ({err.code})"
+    return None
 
 
 @lru_cache(maxsize=32)

@@ -55,6 +55,9 @@ logger = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 ORDERS = ("teach", "newest", "oldest", "score")
 MAX_PAGE_SIZE = 200
+# How long a SQLite write waits for another writer's lock before "database is locked": one
+# value for every connection (the web app answers 503 db_busy after it, scoring logs and goes on).
+BUSY_TIMEOUT_S = 10.0
 
 
 def human_label(review: Review) -> bool | None:
@@ -349,9 +352,13 @@ class ReviewStore:
 
         if role not in ROLES:
             raise ValueError(f"role {role!r}: use one of {', '.join(ROLES)}")
-        if not username or len(username) > 100 or not username.isprintable():
-            raise ValueError("username: 1-100 printable characters")
+        printable = 0 < len(username) <= 100 and username.isprintable()
+        if not printable or username.strip() != username:
+            raise ValueError("user name: 1-100 printable characters, no leading or trailing spaces")
         with self.session() as s:
+            taken = _same_name(s, username)
+            if taken is not None:  # names differ in case only: one person, or a typo
+                raise ValueError(f"user {taken!r} exists already (names are not case-sensitive)")
             user = User(username=username, password_hash=hash_password(password), role=role)
             s.add(user)
             try:
@@ -391,6 +398,13 @@ def _find_scored(s: Session, call_id: str, version: str, sha: str) -> int | None
     ))  # fmt: skip
 
 
+def _same_name(s: Session, username: str) -> str | None:
+    """An existing user name equal to `username` but for case (compared here: SQLite's lower()
+    knows ASCII only)."""
+    wanted = username.casefold()
+    return next((n for n in s.scalars(select(User.username)) if n.casefold() == wanted), None)
+
+
 def _conditions(f: QueueFilters) -> list:
     C, where = ScoredCall, []
     if f.failed is not None:
@@ -422,7 +436,8 @@ def _engine(url: str) -> Engine:
     the scoring writer)."""
     if url.startswith("sqlite:///") and url != "sqlite:///:memory:":
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"))
+    # hide_parameters: an error's message never carries the values (a reviewer's text) to a log
+    engine = create_engine(url, pool_pre_ping=not url.startswith("sqlite"), hide_parameters=True)
     if engine.dialect.name == "sqlite":
 
         @event.listens_for(engine, "connect")
@@ -430,7 +445,7 @@ def _engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
             cur.close()
 
     return engine

@@ -3,7 +3,9 @@
 Pages are server-rendered (`pages.py`); the only script besides the report's seek lines is
 `static/review.js` (keyboard shortcuts), served from the package. Every page needs a logged-in
 user (signed session cookie), every POST a CSRF token. Audio and figures are looked up by the
-scored call's row id, from paths the scoring code stored; no client value reaches a path.
+scored call's row id, from paths the scoring code stored; no client value reaches a path, and a
+stored file is served only while it is still audio (`sinks.audio_problem`). A write that finds
+the database locked answers 503 `db_busy`; text past MAX_TEXT answers 413 `text_too_long`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,8 @@ import logging
 import mimetypes
 import secrets
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated
@@ -20,12 +24,16 @@ from urllib.parse import quote
 from fastapi import APIRouter, Form, HTTPException, Request
 from fastapi import Path as PathParam
 from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, RedirectResponse, Response
+from fastapi.routing import APIRoute
+from sqlalchemy.exc import OperationalError
 
 from callqa.config import ReviewConfig
+from callqa.mlops.serve import ApiError
 from callqa.review import pages
 from callqa.review.auth import SESSION_COOKIE, Sessions, load_secret, login_csrf
 from callqa.review.figures import ROLES, figure_png
 from callqa.review.models import HUMAN_ANSWERS
+from callqa.review.sinks import audio_problem
 from callqa.review.store import ORDERS, QueueFilters, ReviewStore
 from callqa.schemas import QAResult
 
@@ -39,6 +47,12 @@ CSP = (
     "script-src 'self' 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'"
 )
 Text = Annotated[str, Form(max_length=5000)]
+MAX_TEXT = 5000  # characters of a corrected transcript line or a review comment
+LongText = Annotated[str, Form()]  # checked in the route: 413 `text_too_long` past MAX_TEXT
+# A review form with MAX_TEXT characters of 4-byte UTF-8, percent-encoded, fits; a bigger body
+# is refused before parsing (the form parser's own limit answers a bare 400).
+MAX_FORM_BYTES = 128 * 1024
+RETRY_AFTER_S = 5
 INT_LIMIT = 2**31 - 1  # ids, pages and segment numbers; beyond SQLite's range was a 500
 Sid = Annotated[int, PathParam(ge=0, le=INT_LIMIT)]
 
@@ -50,7 +64,7 @@ def review_router(
     secret = load_secret(cfg.secret_file)
     sessions = Sessions(secret, cfg.session_max_age_s)
     draw_lock = threading.Lock()  # figures are CPU-heavy: draw one call at a time
-    router = APIRouter(prefix="/review")
+    router = APIRouter(prefix="/review", route_class=_FormLimit)
 
     def html(text: str, status: int = 200) -> HTMLResponse:
         headers = {"Content-Security-Policy": CSP, "Cache-Control": "no-store"}
@@ -170,13 +184,15 @@ def review_router(
 
     @router.post("/calls/{sid}/review")
     def review(
-        request: Request, sid: Sid, check: Text, answer: Text, csrf: Text, comment: Text = ""
+        request: Request, sid: Sid, check: Text, answer: Text, csrf: Text, comment: LongText = ""
     ) -> Response:
         _, user = posted(request, csrf)
         if answer not in HUMAN_ANSWERS:
             raise HTTPException(422)
+        comment = _limited(comment.strip())
         try:
-            rid = store.add_review(sid, check, user, answer, comment.strip())
+            with _writing():
+                rid = store.add_review(sid, check, user, answer, comment)
         except LookupError:
             raise HTTPException(404) from None
         if request.headers.get("x-requested-with") == "fetch":
@@ -184,10 +200,12 @@ def review_router(
         return RedirectResponse(f"/review/calls/{sid}#check-{quote(check)}", status_code=303)
 
     @router.post("/calls/{sid}/transcript")
-    def correct(request: Request, sid: Sid, segment: Text, text: Text, csrf: Text) -> Response:
+    def correct(request: Request, sid: Sid, segment: Text, text: LongText, csrf: Text) -> Response:
         _, user = posted(request, csrf)
+        text = _limited(text.strip())
         try:
-            store.add_correction(sid, _int(segment, -1), text.strip(), user)
+            with _writing():
+                store.add_correction(sid, _int(segment, -1), text, user)
         except LookupError:
             raise HTTPException(404) from None
         return RedirectResponse(f"/review/calls/{sid}", status_code=303)
@@ -196,10 +214,57 @@ def review_router(
 
 
 def _stored_audio(store: ReviewStore, sid: int) -> Path:
+    """The call's recording, only while it is still an audio file (whatever path a results
+    line brought in, nothing else is ever served); 404 otherwise."""
     row = store.get_scored(sid)
-    if row is None or not row.audio_path or not Path(row.audio_path).is_file():
+    if row is None or not row.audio_path:
+        raise HTTPException(404)
+    problem = audio_problem(row.audio_path)
+    if problem is not None:
+        logger.warning("review: scored call %d: stored audio is %s; not served", sid, problem)
         raise HTTPException(404)
     return Path(row.audio_path)
+
+
+class _FormLimit(APIRoute):
+    """A route whose POST body is refused with 413 `text_too_long` past MAX_FORM_BYTES."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def limited(request: Request) -> Response:
+            length = request.headers.get("content-length", "")
+            if request.method == "POST" and length.isdigit() and int(length) > MAX_FORM_BYTES:
+                raise _too_long()
+            return await handler(request)
+
+        return limited
+
+
+def _too_long() -> ApiError:
+    return ApiError(413, "text_too_long", f"the text is too long: at most {MAX_TEXT} characters")
+
+
+def _limited(text: str) -> str:
+    """`text` when it is at most MAX_TEXT characters; 413 (never echoing it) otherwise."""
+    if len(text) > MAX_TEXT:
+        raise _too_long()
+    return text
+
+
+@contextmanager
+def _writing() -> Iterator[None]:
+    """A write to the review database; another writer holding it past the busy timeout (or a
+    server that is away) -> 503 `db_busy`. Only the error's class is logged: its message
+    could carry what the reviewer typed."""
+    try:
+        yield
+    except OperationalError as err:
+        logger.warning("review: database busy, write refused (%s)", type(err.orig).__name__)
+        raise ApiError(
+            503, "db_busy", "the review database is busy; nothing was saved, try again in a "
+            "few seconds", {"Retry-After": str(RETRY_AFTER_S)},
+        ) from None  # fmt: skip
 
 
 def _local(target: str) -> str:
