@@ -96,11 +96,12 @@ def import_results(
 ) -> None:
     """Load result lines into the review database (calls it holds already are skipped).
 
-    A line that is not a QA result with a 16-hex-digit call_id and the path of an audio file
-    that is there is skipped with a warning naming its line number (exit 1)."""
+    A line that is not a QA result with a 16-hex-digit call_id is skipped with a warning naming
+    its line number (exit 1); a result whose path is not an audio file here is stored without
+    its recording (the app never serves that path)."""
     import json
 
-    from callqa.review.sinks import record, result_problem
+    from callqa.review.sinks import audio_problem, record, result_problem
 
     p = _params(params)
     store = review_store(p)
@@ -125,8 +126,13 @@ def import_results(
             console.print(f"[yellow]warning:[/yellow] {results} line {number}: {problem}; skipped")
             counts["invalid_skipped"] += 1
             continue
+        audio: Path | None = Path(data["path"])
+        if (why := audio_problem(audio)) is not None:  # stored, but nothing is ever served
+            console.print(f"[yellow]warning:[/yellow] {results} line {number}: its path is "
+                          f"{why}; stored without a player")  # fmt: skip
+            audio = None
         report = Path(report_dir) / f"{data['call_id']}.html" if report_dir else None
-        ok = record(store, data, source, Path(data["path"]),
+        ok = record(store, data, source, audio,
                     report if report is not None and report.is_file() else None)  # fmt: skip
         counts["stored" if ok is not None else "failed"] += 1
     _print_summary("review import", counts)

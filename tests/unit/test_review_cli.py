@@ -28,7 +28,7 @@ def _store(tmp_path) -> ReviewStore:
     return ReviewStore(f"sqlite:///{tmp_path / 'review.db'}")
 
 
-def test_import_stores_only_audio_results(tmp_path, params):
+def test_import_checks_each_line_and_keeps_only_audio_paths(tmp_path, params):
     secret = tmp_path / "secret.txt"
     secret.write_text("TOP-SECRET-KEY\n")
     fake = tmp_path / "fake.wav"  # an audio name, not audio
@@ -55,10 +55,14 @@ def test_import_stores_only_audio_results(tmp_path, params):
     out = " ".join(res.output.split())
     for number in range(1, 9):
         assert f"line {number}:" in out
-    assert "line 9:" not in out and "invalid_skipped │ 8" in res.output
+    assert "line 9:" not in out and "invalid_skipped │ 3" in res.output
+    assert "stored without a player" in out
     assert "TOP-SECRET" not in res.output and "secret.txt" not in res.output
-    rows = _store(tmp_path).queue().rows
-    assert [(r.call_id, r.audio_path) for r in rows] == [(good, str(call))]
+    # results whose path is not audio here are kept (no result lost), with nothing to serve
+    rows = sorted(_store(tmp_path).queue().rows, key=lambda r: r.call_id)
+    assert [(r.call_id, r.audio_path) for r in rows] == [
+        (good, str(call)), *((f"deadbeefdeadbee{c}", None) for c in "0123f"),
+    ]  # fmt: skip
 
 
 def test_add_user_refuses_blank_padded_and_case_twin_names(tmp_path, params, monkeypatch):

@@ -42,8 +42,8 @@ CALL_ID = re.compile(r"[0-9a-f]{16}")  # the first 16 hex digits of the audio's 
 
 def result_problem(data: object) -> str | None:
     """Why a parsed results line brought from elsewhere (`callqa review import`) cannot be
-    stored, or None: it must be a QA result with a proper call_id whose `path` is an audio
-    file (`audio_problem`). The answer never quotes the line."""
+    stored, or None: it must be a QA result with a proper call_id (whether its `path` may be
+    played is `audio_problem`'s question). The answer never quotes the line."""
     from pydantic import ValidationError
 
     from callqa.schemas import QAResult
@@ -56,8 +56,7 @@ def result_problem(data: object) -> str | None:
         return f"not a QA result ({err.error_count()} field(s) do not match the schema)"
     if not CALL_ID.fullmatch(data["call_id"]):
         return "call_id is not 16 lowercase hex digits"
-    problem = audio_problem(data["path"])
-    return f"path: {problem}" if problem else None
+    return None
 
 
 def audio_problem(path: str | Path) -> str | None:
