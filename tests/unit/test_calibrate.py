@@ -202,7 +202,7 @@ def test_review_agreement_of_two_scorers_on_a_toy_db(tmp_path):
     from types import SimpleNamespace
 
     from callqa.cache import CACHE_ENV
-    from callqa.mlops.registry import agreement_metrics
+    from callqa.mlops.gate import agreement_metrics
 
     seen = []
 
@@ -220,7 +220,7 @@ def test_review_agreement_of_two_scorers_on_a_toy_db(tmp_path):
 
 
 def test_gate_refuses_a_candidate_that_loses_agreement():
-    from callqa.mlops.registry import judge
+    from callqa.mlops.gate import judge
 
     params = Params()
     gate = params.registry.gate.model_copy(update={"review_agreement": True,
@@ -238,7 +238,7 @@ def test_gate_refuses_a_candidate_that_loses_agreement():
 
 
 def test_gate_refuses_a_slower_candidate_and_names_the_growth():
-    from callqa.mlops.registry import judge
+    from callqa.mlops.gate import judge
 
     params = Params()  # max_x_real_time_growth 0.25
     prod = {"check_macro_f1": 0.8, "x_real_time": 0.10}
