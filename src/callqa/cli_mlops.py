@@ -24,7 +24,10 @@ def register(
 
     if model is not None and not (model / "model.safetensors").is_file():
         raise _fail(f"{model}: not a trained model folder (no model.safetensors)", 2)
-    version = registry.register(p, model)
+    try:
+        version = registry.register(p, model)
+    except ConfigError as err:  # the model folder does not load
+        raise _fail(str(err), 2) from None
     shipped = model or p.registry.model_dir
     has_model = shipped is not None and (Path(shipped) / "model.safetensors").is_file()
     _print_summary("register", {
@@ -52,8 +55,11 @@ def promote(
         review_url = review_store(p).url  # opened here: a bad URL fails before any scoring
     try:
         d = registry.promote(p, version, review_url)
-    except LookupError as err:
+    except LookupError as err:  # not registered, or a version that does not load
         raise _fail(str(err), 2) from None
+    if d.unchanged:
+        console.print(f"promote {p.registry.name}: version {d.candidate} is already production")
+        return
     verdict = "[green]promoted[/green]" if d.promoted else "[yellow]refused[/yellow]"
     console.print(f"promote {p.registry.name} version {d.candidate}: {verdict} "
                   f"(production was {d.production or 'none'})")  # fmt: skip
@@ -108,9 +114,10 @@ def serve(
 
         try:
             check_model_uri(cfg.model_uri)
+            source = RegistrySource(p, cfg.model_uri)
+            source.check_exists()
         except ConfigError as err:
             raise _fail(str(err), 2) from None
-        source = RegistrySource(p, cfg.model_uri)
     extras: dict = {}
     if p.review.enabled:  # the review pages under /review; scored uploads go to its database
         from callqa.cli_review import review_store

@@ -42,6 +42,21 @@ class Decision:
     candidate_metrics: dict = field(default_factory=dict)
     production_metrics: dict = field(default_factory=dict)
 
+    @property
+    def unchanged(self) -> bool:
+        """The candidate was production already: no gate ran, nothing moved."""
+        return self.candidate == self.production
+
+
+class VersionError(LookupError):
+    """A version that cannot be promoted: not a version number, not registered, or one whose
+    pipeline does not load."""
+
+
+def _first_line(err: BaseException, limit: int = 300) -> str:
+    text = (str(err).strip().splitlines() or [type(err).__name__])[0]
+    return text if len(text) <= limit else text[:limit] + " ..."
+
 
 def _client(params: Params):
     import mlflow
@@ -59,8 +74,10 @@ def register(params: Params, model_dir: Path | None = None) -> str:
     from callqa import tracking
     from callqa.mlops import pyfunc
 
-    tracking.configure(params.mlflow)
     model_dir = model_dir if model_dir is not None else params.registry.model_dir
+    if model_dir is not None and (Path(model_dir) / "model.safetensors").is_file():
+        check_model_dir(Path(model_dir))
+    tracking.configure(params.mlflow)
     with tempfile.TemporaryDirectory(prefix="callqa-register-") as tmp:
         arts = pyfunc.artifacts(params, model_dir, Path(tmp))
         data = {}
@@ -96,6 +113,19 @@ def register(params: Params, model_dir: Path | None = None) -> str:
     return version
 
 
+def check_model_dir(model_dir: Path) -> None:
+    """ConfigError unless the trained model at `model_dir` loads (weights that fit their
+    config), so a broken folder never becomes a version that fails in promote or serve."""
+    from callqa.model import modeldir
+
+    try:
+        modeldir.load(model_dir)
+    except Exception as err:  # noqa: BLE001 - whatever the cause, it is not a model to ship
+        raise ConfigError(
+            f"{model_dir}: the model does not load ({_first_line(err)}); nothing registered"
+        ) from None
+
+
 def pyfunc_params(params: Params) -> dict:
     from callqa import tracking
     from callqa.mlops.pyfunc import scoring_params
@@ -111,10 +141,16 @@ def _requirements() -> list[str]:
 
 
 def _load(params: Params, version: str):
+    """The version's pipeline; VersionError (one line) when it does not load."""
     import mlflow
 
-    model = mlflow.pyfunc.load_model(f"models:/{params.registry.name}/{version}")
-    return model.unwrap_python_model()
+    try:
+        model = mlflow.pyfunc.load_model(f"models:/{params.registry.name}/{version}")
+        return model.unwrap_python_model()
+    except Exception as err:  # noqa: BLE001 - a broken copy, a missing file, a bad model
+        raise VersionError(
+            f"{params.registry.name} version {version} does not load: {_first_line(err)}"
+        ) from None
 
 
 @contextmanager
@@ -137,13 +173,29 @@ def production_version(params: Params) -> str | None:
     import mlflow
 
     try:
-        return (
-            _client(params)
-            .get_model_version_by_alias(params.registry.name, ALIAS_PRODUCTION)
-            .version
-        )
+        version = _client(params).get_model_version_by_alias(params.registry.name, ALIAS_PRODUCTION)
     except mlflow.exceptions.MlflowException:
         return None
+    return str(version.version)  # an int from a SQL store: "1" == 1 is False
+
+
+def registered_version(params: Params, version: str) -> str:
+    """`version` as the registry spells it ("01" -> "1"); VersionError when it is not a
+    version number or no such version is registered."""
+    import mlflow
+
+    name = params.registry.name
+    if not (version.isascii() and version.isdigit() and int(version) > 0):
+        raise VersionError(f"{name} version {version!r}: give a version number (1, 2, ...), "
+                           "as `callqa register` printed it")  # fmt: skip
+    try:
+        _client(params).get_model_version(name, str(int(version)))
+    except mlflow.exceptions.MlflowException as err:
+        if err.error_code != "RESOURCE_DOES_NOT_EXIST":
+            raise
+        raise VersionError(f"{name} has no version {int(version)}: see `callqa register` "
+                           "or the MLflow UI for the registered ones") from None  # fmt: skip
+    return str(int(version))
 
 
 def latest_version(params: Params) -> str:
@@ -165,10 +217,10 @@ def promote(params: Params, version: str | None = None, review_url: str | None =
 
     client = _client(params)
     name = params.registry.name
-    candidate = version or latest_version(params)
+    candidate = registered_version(params, version) if version else latest_version(params)
     current = production_version(params)
     if current == candidate:
-        return Decision(candidate, current, False, ["the candidate is already in production"])
+        return Decision(candidate, current, False, [f"version {current} is already production"])
     calls = eval_calls(params)
     with _loaded(params, [candidate, current] if current else [candidate]) as loaded:
         metrics = evaluate_versions(loaded, calls)
@@ -177,6 +229,11 @@ def promote(params: Params, version: str | None = None, review_url: str | None =
             metrics = [{**m, **x} for m, x in zip(metrics, extra, strict=True)]
     cand_metrics, prod_metrics = metrics[0], (metrics[1] if current else None)
     ok, reasons = judge(cand_metrics, prod_metrics, params)
+    now = production_version(params)
+    if ok and now != current:  # another promote or a rollback moved it while the gate ran
+        ok = False
+        reasons.append(f"production changed from {current or 'none'} to {now} while the gate "
+                       "ran: nothing moved; promote again to compare against it")  # fmt: skip
     decision = Decision(candidate, current, ok, reasons, cand_metrics, prod_metrics or {})
     if ok:
         _move(client, name, candidate, current)
@@ -214,8 +271,16 @@ def rollback(params: Params) -> tuple[str, str]:
     if current is None:
         raise LookupError(f"{name} has no production version to roll back")
     previous = client.get_model_version(name, current).tags.get(PREVIOUS_TAG)
-    if previous is None:
-        raise LookupError(f"{name} version {current} replaced no earlier production version")
+    if previous is None or previous == current:
+        raise LookupError(f"{name} version {current} replaced no earlier production version: "
+                          "nothing different to roll back to")  # fmt: skip
+    try:
+        client.get_model_version(name, previous)
+    except mlflow.exceptions.MlflowException:
+        gone = f"there is no version {previous} any more: nothing to roll back to"
+        raise LookupError(
+            f"{name} version {current} replaced version {previous}, but {gone}"
+        ) from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         client.transition_model_version_stage(name, previous, "Production",
@@ -257,6 +322,27 @@ class RegistrySource:
         name, sep, alias = self.uri.removeprefix("models:/").partition("@")
         self.name, self.alias = (name, alias) if self.uri.startswith("models:/") and sep else (
             None, None)  # fmt: skip
+
+    def check_exists(self) -> None:
+        """ConfigError when a fixed URI (`runs:/ID/...`, `models:/NAME/N`) names a run or a
+        version the tracking store says does not exist: it could never load. An alias, a stage
+        or a folder is not checked here, nor is anything when the store does not answer."""
+        import mlflow
+
+        scheme, _, rest = self.uri.partition(":/")
+        parts = rest.strip("/").split("/")
+        if scheme == "runs" and not parts[0]:
+            raise ConfigError(f"--model {self.uri}: no run id; give runs:/RUN_ID/PATH")
+        try:
+            if scheme == "runs":
+                self.client.get_run(parts[0])
+            elif scheme == "models" and self.alias is None and parts[-1].isdigit():
+                self.client.get_model_version("/".join(parts[:-1]), parts[-1])
+        except mlflow.exceptions.MlflowException as err:
+            if err.error_code == "RESOURCE_DOES_NOT_EXIST":
+                raise ConfigError(f"--model {self.uri}: {_first_line(err)} (the "
+                                  "tracking store says it does not exist)") from None  # fmt: skip
+            logger.warning("cannot check %s now: %s", self.uri, _first_line(err))
 
     def current_version(self) -> str | None:
         if self.alias is None:
