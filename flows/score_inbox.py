@@ -107,6 +107,8 @@ def summary_markdown(cfg, counts: dict, model: str) -> str:
 @flow(name="score_inbox", log_prints=True)
 def score_inbox(params: str = "params.yaml", model: str | None = None) -> dict:
     """Scan the inbox and score each new file once (flows section of params.yaml)."""
+    from callqa.mlops.inbox import OUTCOMES
+
     params = str(Path(params).resolve())
     cfg = load(params).flows
     model = model or cfg.model_uri
@@ -115,8 +117,7 @@ def score_inbox(params: str = "params.yaml", model: str | None = None) -> dict:
     if paths:
         sub = fan_out.with_options(task_runner=task_runner(cfg))
         outcomes = sub(paths, params, model, cfg.retries, cfg.retry_delay_s)
-    keys = ("scored", "quarantined", "duplicate", "resumed", "busy", "failed")
-    counts = {k: 0 for k in keys} | dict(Counter(outcomes))
+    counts = dict.fromkeys(OUTCOMES, 0) | dict(Counter(outcomes))
     create_markdown_artifact(
         markdown=summary_markdown(cfg, counts, model),
         key="callqa-score-inbox",

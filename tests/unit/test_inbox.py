@@ -322,3 +322,51 @@ def test_a_file_it_may_not_read_is_quarantined_with_its_reason(tmp_path, realdat
     assert _names(cfg.quarantine_dir) == ["noread.wav", "noread.wav.reason.txt"]
     code, message = (Path(cfg.quarantine_dir) / "noread.wav.reason.txt").read_text().split("\n")[:2]
     assert code == "unreadable" and "permissions" in message
+
+
+def test_a_file_gone_before_it_was_hashed_is_gone_not_failed(
+    tmp_path, realdata, monkeypatch, caplog
+):
+    """Found from outside: a second run found a file the first had just quarantined, raised
+    FileNotFoundError, and said "1 file(s) failed; left in the inbox", which was false."""
+    cfg = _cfg(tmp_path)
+    kept = _drop(cfg, realdata / "asr" / GOOD[0], GOOD[0])
+    taken = Path(cfg.inbox_dir) / "taken.wav"  # listed by the scan, then moved by another run
+    monkeypatch.setattr(inbox, "scan", lambda cfg: [taken, kept])
+
+    def never():
+        raise AssertionError("nothing is scored: the ledger holds the other file as done")
+
+    ledger = Ledger(cfg.ledger)
+    ledger.claim(sha256_file(kept))
+    ledger.update(sha256_file(kept), state="done")
+    with caplog.at_level("INFO", logger="callqa.mlops.inbox"):
+        summary = run_inbox(cfg, never)
+    assert (summary["gone"], summary["duplicate"], summary["failed"]) == (1, 1, 0)
+    assert "left in the inbox" not in caplog.text and "another run took it" in caplog.text
+
+
+@pytest.mark.parametrize("state", ["done", "quarantined"])
+def test_a_file_another_run_moved_between_hash_and_claim_is_gone(tmp_path, realdata, monkeypatch,
+                                                                 state):  # fmt: skip
+    """The other run finished the same file after this run hashed it: the ledger says done (or
+    quarantined) and the file is no longer in the inbox. No error, no stray .reason.txt."""
+    cfg = _cfg(tmp_path)
+    path = _drop(cfg, realdata / "asr" / GOOD[0], GOOD[0])
+    digest = sha256_file(path)
+    folder = Path(cfg.done_dir if state == "done" else cfg.quarantine_dir)
+    ledger = Ledger(cfg.ledger)
+    ledger.claim(digest, path.name)
+    ledger.update(digest, state=state, code="no_speech", message="no speech")
+
+    def hash_then_the_other_run_moves_it(p):
+        folder.mkdir(parents=True, exist_ok=True)
+        os.replace(p, folder / p.name)
+        if state == "quarantined":
+            (folder / f"{p.name}.reason.txt").write_text("no_speech\nno speech\n")
+        return digest
+
+    monkeypatch.setattr(inbox, "sha256_file", hash_then_the_other_run_moves_it)
+    assert process_one(path, lambda: None, cfg, ledger) == "gone"
+    other = [path.name] + ([f"{path.name}.reason.txt"] if state == "quarantined" else [])
+    assert _names(folder) == other and _names(cfg.inbox_dir) == []

@@ -37,6 +37,7 @@ PARTIAL_SUFFIXES = (".part", ".partial", ".tmp", ".crdownload", ".filepart", ".d
 SETTLE_S = 2.0  # a file modified more recently than this is checked for growth first
 STALLED_COPY_S = 600.0  # a WAV shorter than its header says is waited for this long
 MAX_INTERNAL_FAILURES = 3  # a file that crashes the scorer this often is quarantined
+OUTCOMES = ("scored", "quarantined", "duplicate", "resumed", "busy", "gone", "failed")
 
 _SCHEMA = """CREATE TABLE IF NOT EXISTS ledger (
     hash TEXT PRIMARY KEY, state TEXT NOT NULL, name TEXT, dest TEXT, pid INTEGER, host TEXT,
@@ -271,9 +272,10 @@ def process_one(
     report path)` is called once the line is written (the review database; errors logged).
 
     Returns "scored", "quarantined", "duplicate" (its content was already handled; the file is
-    moved aside), "resumed" (a dead run's claim was finished) or "busy" (another live run holds
-    it). Errors other than AudioError give the claim back and raise (the next pass retries;
-    after MAX_INTERNAL_FAILURES the file is quarantined as `internal_error`).
+    moved aside), "resumed" (a dead run's claim was finished), "busy" (another live run holds
+    it) or "gone" (it left the inbox after the scan: another run took it). Errors other than
+    AudioError give the claim back and raise (the next pass retries; after
+    MAX_INTERNAL_FAILURES the file is quarantined as `internal_error`).
     """
     from callqa.qa.report import write_report
     from callqa.schemas import SAMPLE_RATE_HZ
@@ -283,7 +285,7 @@ def process_one(
     try:
         digest = sha256_file(path)
     except FileNotFoundError:
-        raise
+        return _gone(path)
     except OSError as err:  # no content, no ledger key: set it aside with its reason
         return _set_aside(path, cfg, unreadable_error(path, err))
     dest = _destination(done_dir, path.name, digest)
@@ -294,7 +296,12 @@ def process_one(
         if verdict == "quarantined":  # each file in quarantine/ has its reason beside it
             message = f"{row['message']} (same content as {row['name']})"
             _write_reason(moved, row["code"], message, digest)
-        _move(path, moved)
+        try:
+            _move(path, moved)
+        except FileNotFoundError:  # the run that handled it moved it after our scan
+            if verdict == "quarantined" and not moved.exists():
+                moved.with_name(moved.name + ".reason.txt").unlink(missing_ok=True)
+            return _gone(path)
         logger.info("%s: same content as %s (%s): not scored again", path, row["name"], verdict)
         return "duplicate"
     if verdict == "busy":
@@ -332,6 +339,11 @@ def process_one(
     _move(path, dest)
     ledger.update(digest, state="done", dest=str(dest))
     return "resumed" if resumed else "scored"
+
+
+def _gone(path: Path) -> str:
+    logger.info("%s: no longer in the inbox (another run took it): nothing to do", path)
+    return "gone"
 
 
 def _quarantine(path, digest, ledger, cfg, code: str, message: str) -> str:
@@ -388,7 +400,7 @@ def run_inbox(cfg: FlowsConfig, scorer_factory, on_result=None) -> dict:
             cache.append(scorer_factory())
         return cache[0]
 
-    counts = dict.fromkeys(("scored", "quarantined", "duplicate", "resumed", "busy", "failed"), 0)
+    counts = dict.fromkeys(OUTCOMES, 0)
     counts["resumed"] += recover(cfg, ledger)
     for path in scan(cfg):
         try:
