@@ -169,3 +169,12 @@ def json_schema() -> dict:
 
 def json_schema_text() -> str:
     return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+class ApiError(Exception):
+    """An HTTP answer other than 200 (`{"error": {"code", "message"}}`, as QAError): its
+    message is ours, never the client's input. Raised by the scoring API and the review app."""
+
+    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers

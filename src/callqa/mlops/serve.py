@@ -27,6 +27,7 @@ from starlette.exceptions import HTTPException
 
 from callqa.audio.io import AudioError
 from callqa.config import ServeConfig
+from callqa.schemas import ApiError
 
 if TYPE_CHECKING:
     from callqa.config import Params
@@ -83,14 +84,6 @@ class LocalSource:
             return Scorer(p.preprocess, p.transcribe, p.score, p.validate_cfg)
 
         return ScorerLoaded(build, version, p.serve.scorecards_dir)
-
-
-class ApiError(Exception):
-    """An answer other than 200; its message is ours, never the client's input."""
-
-    def __init__(self, status: int, code: str, message: str, headers: dict | None = None):
-        super().__init__(message)
-        self.status, self.code, self.message, self.headers = status, code, message, headers
 
 
 class Metrics:

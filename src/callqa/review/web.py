@@ -28,14 +28,13 @@ from fastapi.routing import APIRoute
 from sqlalchemy.exc import OperationalError
 
 from callqa.config import ReviewConfig
-from callqa.mlops.serve import ApiError
 from callqa.review import pages
 from callqa.review.auth import SESSION_COOKIE, Sessions, load_secret, login_csrf
 from callqa.review.figures import ROLES, figure_png
 from callqa.review.models import HUMAN_ANSWERS
 from callqa.review.sinks import audio_problem
 from callqa.review.store import ORDERS, QueueFilters, ReviewStore
-from callqa.schemas import QAResult
+from callqa.schemas import ApiError, QAResult
 
 logger = logging.getLogger(__name__)
 
