@@ -134,7 +134,8 @@ def serve(
         sock = server.listen(cfg.host, cfg.port)
     except OSError as err:
         raise _fail(str(err), 3) from None
-    console.print(f"callqa serve: {cfg.model_uri} on http://{cfg.host}:{cfg.port} "
+    host = f"[{cfg.host}]" if ":" in cfg.host else cfg.host  # an IPv6 address in a URL
+    console.print(f"callqa serve: {cfg.model_uri} on http://{host}:{cfg.port} "
                   "(POST /v1/score; GET /healthz /readyz /metrics"
                   + (", /review/" if extras else "") + ")")  # fmt: skip
     server.run(server.create_app(source, cfg, **extras), sock)
