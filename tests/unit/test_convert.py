@@ -9,7 +9,13 @@ import json
 import numpy as np
 import pytest
 
-from callqa.asr.convert import ConversionError, bundled_ct2_dir, convert_whisper, read_ct2_model
+from callqa.asr.convert import (
+    SOURCE_MARKER,
+    ConversionError,
+    bundled_ct2_dir,
+    convert_whisper,
+    read_ct2_model,
+)
 
 
 @pytest.fixture(scope="session")
@@ -164,9 +170,15 @@ def test_rejects_a_file_that_is_not_ctranslate2(tmp_path):
         read_ct2_model(bad)
 
 
-def test_reconverting_replaces_the_old_checkpoint(tmp_path):
+def test_reconverting_replaces_the_old_checkpoint_and_nothing_else(tmp_path):
     out = tmp_path / "hf"
     out.mkdir()
+    (out / "notes.txt").write_text("not a checkpoint")
+    with pytest.raises(ConversionError, match="not a checkpoint callqa converted"):
+        convert_whisper(bundled_ct2_dir(), out)  # a folder callqa did not write stays
+    assert (out / "notes.txt").read_text() == "not a checkpoint"
+    (out / "notes.txt").unlink()
+    (out / SOURCE_MARKER).write_text("{}")  # an older conversion, with a file it left
     (out / "stale.txt").write_text("from an older conversion")
     convert_whisper(bundled_ct2_dir(), out)
     assert not (out / "stale.txt").exists()
