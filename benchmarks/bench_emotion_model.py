@@ -11,7 +11,7 @@ mean +- std over the 4 folds, beside the floors of `bench_emotion_floors.py`, an
 the early-stopping actor: compare settings (`--set`) by that figure, never by the test folds'.
 
     python benchmarks/bench_emotion_model.py [--epochs 30] [--tasks 8-class 4-class] \
-        [--fine-labels off]
+        [--fine-labels off] [--speeds 0.9 1.1]
 """
 
 from __future__ import annotations
@@ -47,6 +47,17 @@ def clip_table(clips, arrays, labels, split, fine=None):
     return TrainData(table, arrays, {"bench": "ravdess"}, [])
 
 
+def at_speed(audio, speed: float):
+    """`audio` played `speed` times as fast (pitch, formants and tempo together), mono."""
+    from callqa.audio.io import Audio, resample, to_mono
+
+    if speed == 1.0:
+        return audio
+    sr = audio.sample_rate_hz
+    x = resample(to_mono(audio.samples), round(sr * speed), sr)
+    return Audio(x[None, :].astype(np.float32), sr, audio.subtype)
+
+
 def _override(kv: str) -> tuple[str, object]:
     import yaml
 
@@ -72,6 +83,14 @@ def main() -> None:
         help="train the 4-class task on RAVDESS's own 8 labels too "
         "(featurize.clip_fine_labels; default: as params.yaml says)",
     )
+    ap.add_argument(
+        "--speeds",
+        nargs="*",
+        type=float,
+        default=[],
+        help="training actors' clips also at these speeds (e.g. 0.9 1.1), each a voice of "
+        "its own (tried 2026-12-04: not adopted, docs/benchmarks.md)",
+    )
     args = ap.parse_args()
 
     from ravdess_cv import RAVDESS, folds, load_clips, scores, task_labels
@@ -88,17 +107,25 @@ def main() -> None:
     t0 = time.perf_counter()
     feat = params.featurize
     ext = FeatureExtractor(feature_spec(feat), "cpu")
-    parts = []
-    # groups of 8 share encoder windows: a random order, so a group is never one emotion
-    order = np.random.default_rng(0).permutation(len(clips))
-    for s in range(0, len(clips), 8):
-        preps = [prepare(load_audio(RAVDESS / clips[i].name), params.preprocess, with_logmel=True)
-                 for i in order[s : s + 8]]  # fmt: skip
-        parts.append(ext.clip_features(preps))
-    arrays = {k: np.concatenate([p[k] for p in parts]) for k in ("audio", "mel", "prosody")}
-    back = np.argsort(order)
-    arrays = {k: v[back] for k, v in arrays.items()}
-    print(f"features of {len(clips)} clips: {time.perf_counter() - t0:.0f} s", flush=True)
+    speeds = args.speeds
+
+    def features(speed: float) -> dict[str, np.ndarray]:
+        parts = []
+        # groups of 8 share encoder windows: a random order, so a group is never one emotion
+        order = np.random.default_rng(0).permutation(len(clips))
+        for s in range(0, len(clips), 8):
+            preps = [prepare(at_speed(load_audio(RAVDESS / clips[i].name), speed),
+                             params.preprocess, with_logmel=True)
+                     for i in order[s : s + 8]]  # fmt: skip
+            parts.append(ext.clip_features(preps))
+        arrays = {k: np.concatenate([p[k] for p in parts]) for k in ("audio", "mel", "prosody")}
+        back = np.argsort(order)
+        return {k: v[back] for k, v in arrays.items()}
+
+    arrays = features(1.0)
+    sped = {f: features(f) for f in speeds}
+    print(f"features of {len(clips)} clips at speeds {[1.0, *speeds]}: "
+          f"{time.perf_counter() - t0:.0f} s", flush=True)  # fmt: skip
     actors = np.array([c.actor for c in clips])
     cfg = TrainConfig(epochs=args.epochs, patience=8, progress=False, device="cpu",
                       batch_size=32, head_lr=1e-3, modality_dropout=0.0,
@@ -126,7 +153,19 @@ def main() -> None:
             own_keep = list(own[keep]) if fine else None
             data = clip_table([clips[i] for i in keep], ext.with_context(raw, speaker),
                               list(labels[keep]), list(split[keep]), own_keep)  # fmt: skip
-            result_model = fit(cfg, data, None).model
+            train_data = data
+            if speeds:  # the training actors' clips at other speeds, each a voice of its own
+                tr = np.flatnonzero(split == "train")
+                extra = {k: np.concatenate([sped[f][k][tr] for f in speeds]) for k in raw}
+                groups = [f"speaker:{actors[i]}@{f}" for f in speeds for i in tr]
+                extra = ext.with_context(extra, groups)
+                both = {k: np.concatenate([data.arrays[k], extra[k]]) for k in extra}
+                n_extra = len(groups)
+                idx = np.concatenate([keep, np.tile(tr, len(speeds))])
+                split_all = list(split[keep]) + ["train"] * n_extra
+                train_data = clip_table([clips[i] for i in idx], both, list(labels[idx]),
+                                        split_all, list(own[idx]) if fine else None)  # fmt: skip
+            result_model = fit(cfg, train_data, None).model
             names = result_model.spec.emotions
             # "alone": each test clip scored without the rest of its speaker's clips
             alone = [None if split[i] == "test" else g for i, g in zip(keep, speaker, strict=True)]

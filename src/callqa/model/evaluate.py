@@ -65,7 +65,7 @@ def feature_metrics(predictor, data, split: str, plots_dir: Path | None) -> dict
         if name != "fused":
             continue
         out["intents"] = ints
-        out["emotion"] = emo
+        out["emotion"] = {**emo, "calibration": _calibration(predictor, pe[e], lab["emotion"][e])}
         clips = (t["source"] == "emotion_clip").to_numpy()
         channel = np.full(len(t), "clean", dtype=object)
         if "channel" in t:
@@ -162,9 +162,10 @@ def run_manifest(
     else:
         pe = np.zeros((0, len(index)))
     y_arr = np.array(y, dtype=int)
+    emotion = emotion_report(y_arr, pe.argmax(1) if len(pe) else y_arr, predictor.emotions)
     metrics = {
         "n": int(len(y_arr)),
-        "emotion": emotion_report(y_arr, pe.argmax(1) if len(pe) else y_arr, predictor.emotions),
+        "emotion": {**emotion, "calibration": _calibration(predictor, pe, y_arr)},
         "intents": None,
         "model": {"path": str(cfg.model), "sha256": predictor.sha256},
         "skipped": skipped,
@@ -183,6 +184,16 @@ def run_manifest(
     return _summary(metrics, cfg.metrics_out)
 
 
+def _calibration(predictor, pe: np.ndarray, y: np.ndarray) -> dict:
+    """How far the emotion probabilities can be trusted: NLL and ECE with the model's saved
+    temperature, and (`at_t1`) as the network gave them."""
+    from callqa.model.metrics import calibration, with_temperature
+
+    raw = with_temperature(pe, 1.0 / predictor.temperature)  # undo the saved temperature
+    return {**calibration(pe, y), "temperature": predictor.temperature,
+            "at_t1": calibration(raw, y)}  # fmt: skip
+
+
 def _write(path: Path, metrics: dict) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -196,6 +207,9 @@ def _flat_scores(metrics: dict) -> dict:
     for k in ("macro_f1", "accuracy"):
         if emo.get(k) is not None:
             out[f"emotion_{k}"] = emo[k]
+    for k in ("nll", "ece"):
+        if (emo.get("calibration") or {}).get(k) is not None:
+            out[f"emotion_{k}"] = emo["calibration"][k]
     for name, v in (metrics.get("intents") or {}).items():
         out[f"intent_f1_{name}"] = v["f1"]
     for name, v in (metrics.get("ablation") or {}).items():

@@ -44,6 +44,42 @@ def scores(data: TrainData, pi, pe, emotions, thresholds: dict | None = None) ->
     }
 
 
+TEMPERATURES = np.round(np.geomspace(0.25, 8.0, 61), 4)
+
+
+def with_temperature(probs: np.ndarray, t: float) -> np.ndarray:
+    """softmax(log p / t): the same ranking, softer (t > 1) or sharper (t < 1)."""
+    z = np.log(np.clip(probs, 1e-12, 1.0)) / t
+    z = np.exp(z - z.max(axis=1, keepdims=True))
+    return z / z.sum(axis=1, keepdims=True)
+
+
+def nll(probs: np.ndarray, y: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true labels."""
+    return float(-np.mean(np.log(np.clip(probs[np.arange(len(y)), y], 1e-12, 1.0))))
+
+
+def fit_temperature(probs: np.ndarray, y: np.ndarray) -> float:
+    """The emotion temperature: the t of `TEMPERATURES` whose `with_temperature(probs, t)`
+    fits labels `y` best (least NLL; temperature scaling, Guo et al. 2017). A model that is
+    sure of itself on speakers it trained on is softened on ones it did not; argmax (the
+    label) never moves. 1 with fewer than 10 labelled rows."""
+    if len(y) < 10:
+        return 1.0
+    return float(min(TEMPERATURES, key=lambda t: nll(with_temperature(probs, t), y)))
+
+
+def calibration(probs: np.ndarray, y: np.ndarray, bins: int = 10) -> dict:
+    """NLL and expected calibration error (top label, `bins` equal-width confidence bins)."""
+    if len(y) == 0:
+        return {"nll": None, "ece": None}
+    conf, hit = probs.max(axis=1), probs.argmax(axis=1) == y
+    which = np.minimum((conf * bins).astype(int), bins - 1)
+    ece = sum(abs(hit[which == b].mean() - conf[which == b].mean()) * (which == b).mean()
+              for b in range(bins) if (which == b).any())  # fmt: skip
+    return {"nll": round(nll(probs, y), 4), "ece": round(float(ece), 4)}
+
+
 GRID = np.round(np.arange(0.05, 0.96, 0.05), 2)
 MIN_CALLS = 10  # fewer validation calls than this: choose thresholds per utterance instead
 

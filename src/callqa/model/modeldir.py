@@ -38,6 +38,12 @@ class SavedModel:
     def licenses(self) -> list[str]:
         return list(self.data.get("licenses", []))
 
+    @property
+    def emotion_temperature(self) -> float:
+        """Emotion probabilities are softmax(logits / this) (fitted on the validation split;
+        1 for models saved before it); `read` has checked it."""
+        return float(self.config.get("emotion_temperature", 1.0))
+
 
 def check_replaceable(out: Path) -> None:
     """Raise ValueError unless `out` is absent, empty or a folder of model files: a model
@@ -110,6 +116,9 @@ def read(path: Path) -> SavedModel:
         spec = ModelSpec.from_dict(cfg["model"])
         features = FeatureSpec.from_dict(cfg["features"])
         thresholds = {str(k): float(v) for k, v in thresholds.items()}
+        t = cfg.get("emotion_temperature", 1.0)
+        if isinstance(t, bool) or not isinstance(t, int | float) or not 0 < t < float("inf"):
+            raise ValueError("config.json: emotion_temperature is not a positive number")
     except (ValueError, KeyError, TypeError, AttributeError) as err:
         raise ValueError(f"{path}: damaged model directory ({type(err).__name__}: {err})") from None
     return SavedModel(spec, features, thresholds, cfg, data, path)

@@ -33,6 +33,8 @@ class Predictor:
         self.intents = list(saved.spec.intents)
         self.emotions = list(saved.spec.emotions)
         self.thresholds = dict(saved.thresholds)
+        # emotion probabilities: softmax(logits / temperature) (`metrics.fit_temperature`)
+        self.temperature = saved.emotion_temperature
         self.licenses = saved.licenses
         self.features = FeatureExtractor(saved.features, device)
         self._sha256: str | None = None
@@ -71,7 +73,7 @@ class Predictor:
                 li, le = self.model(batch_tensors(data, idx, self.device, present[idx]))
                 le = reported_logits(self.model.spec, le)
                 pi.append(torch.sigmoid(li.float()).cpu().numpy())
-                pe.append(torch.softmax(le.float(), dim=1).cpu().numpy())
+                pe.append(torch.softmax(le.float() / self.temperature, dim=1).cpu().numpy())
         return np.concatenate(pi), np.concatenate(pe)
 
     def predict_call(self, prep: Prepared, segments: list) -> CallPrediction:

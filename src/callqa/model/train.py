@@ -28,7 +28,7 @@ import numpy as np
 
 from callqa.config import INTENTS, TrainConfig
 from callqa.model.dataset import TrainData, batch_tensors
-from callqa.model.metrics import choose_thresholds, scores
+from callqa.model.metrics import choose_thresholds, fit_temperature, scores
 
 logger = logging.getLogger(__name__)
 
@@ -399,6 +399,9 @@ def fit(
     pi, pe = predict_probs(model, val, device)
     thresholds = choose_thresholds(val, pi)
     val_metrics = scores(val, pi, pe, emotions, thresholds)
+    y = val.labels(emotions)["emotion"]
+    temperature = fit_temperature(pe[y >= 0], y[y >= 0])
+    val_metrics["emotion_temperature"] = temperature
     result = FitResult(
         state["best_epoch"],
         state["best"],
@@ -445,6 +448,8 @@ def _save(cfg: TrainConfig, model, data: TrainData, result: FitResult, train_idx
         "train": cfg.model_dump(mode="json"),
         "best_epoch": result.best_epoch,
         "val": result.val_metrics,
+        # emotion probabilities are softmax(logits / this), fitted on the validation split
+        "emotion_temperature": result.val_metrics.get("emotion_temperature", 1.0),
         "history": result.history,
     }
     info = {
