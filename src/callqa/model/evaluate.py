@@ -186,9 +186,12 @@ def run_manifest(
 
 def _calibration(predictor, pe: np.ndarray, y: np.ndarray) -> dict:
     """How far the emotion probabilities can be trusted: NLL and ECE with the model's saved
-    temperature, and (`at_t1`) as the network gave them."""
+    temperature, and (`at_t1`) as the network gave them; over the rows whose label the model
+    can output."""
     from callqa.model.metrics import calibration, with_temperature
 
+    known = y < pe.shape[1]
+    pe, y = pe[known], y[known]
     raw = with_temperature(pe, 1.0 / predictor.temperature)  # undo the saved temperature
     return {**calibration(pe, y), "temperature": predictor.temperature,
             "at_t1": calibration(raw, y)}  # fmt: skip
