@@ -112,6 +112,9 @@ def test_fit_learns_writes_one_model_folder_and_thresholds(data, trained):
     assert all(0.05 <= t <= 0.95 for t in result.thresholds.values())
     saved = modeldir.read(out)
     assert saved.thresholds == pytest.approx(result.thresholds)
+    # the emotion temperature: fitted on the validation split, saved with the model
+    t = result.val_metrics["emotion_temperature"]
+    assert 0.25 <= t <= 8.0 and saved.emotion_temperature == t
     assert json.loads((out / "labels.json").read_text())["intents"] == list(INTENTS)
 
 
@@ -175,7 +178,11 @@ def test_a_damaged_model_folder_is_a_clear_error(tmp_path, trained):
     damage = {
         "model.safetensors": [weights[: len(weights) // 2], b"", b"\x00" * 7],
         "thresholds.json": [b'{"greeting": "high"}', b"[1, 2]"],
-        "config.json": [json.dumps({**config, "model": {**config["model"], "hidden": 8}}).encode()],
+        "config.json": [json.dumps({**config, "model": {**config["model"], "hidden": 8}}).encode()]
+        + [
+            json.dumps({**config, "emotion_temperature": t}).encode()
+            for t in ("hot", 0, -1, True, float("nan"), float("inf"))
+        ],
     }
     for name, variants in damage.items():
         for content in variants:
