@@ -135,7 +135,11 @@ def test_evaluate_on_features_calls_and_a_manifest(project, tmp_path):
     _ok(["evaluate", "--no-progress"], params)
     m = json.loads((d / "eval" / "metrics.json").read_text())
     assert set(m["ablation"]) == {"fused", "text_only", "audio_only"}
-    assert set(m["emotion"]) >= {"macro_f1", "accuracy", "per_class", "labels"}
+    assert set(m["emotion"]) >= {"macro_f1", "accuracy", "per_class", "labels", "calibration"}
+    cal = m["emotion"]["calibration"]  # with the saved temperature, and as the network gave it
+    config = json.loads((d / "models" / "qa" / "config.json").read_text())
+    assert cal["temperature"] == config["emotion_temperature"] > 0
+    assert cal["nll"] > 0 and 0 <= cal["ece"] <= 1 and set(cal["at_t1"]) == {"nll", "ece"}
     assert (d / "eval" / "confusion_emotion.png").exists()
     assert set(m["calls"]["f1"]) == {"rules", "rules_model"}
     # a RAVDESS folder ingested with `callqa ingest`, evaluated with --split all
@@ -146,6 +150,7 @@ def test_evaluate_on_features_calls_and_a_manifest(project, tmp_path):
     r = json.loads(out.read_text())
     assert r["n"] == 6 * 5  # 5 emotions (calm maps to neutral) of one statement per actor
     assert r["skipped"] == 0 and set(r["emotion"]["per_class"]) == set(EMOTIONS)
+    assert r["emotion"]["calibration"]["temperature"] == config["emotion_temperature"]
 
 
 def test_score_uses_the_model_with_no_flag(project, tmp_path):
