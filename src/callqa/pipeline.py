@@ -220,8 +220,16 @@ class Scorer:
         t0 = time.perf_counter()
         hits_before = self.asr.hits
         out = Path(out)
+        _check_out(out, paths)
+        if report_dir is not None:
+            from callqa.qa.index import check_report_dir
+
+            try:
+                check_report_dir(Path(report_dir))
+            except ValueError as err:
+                raise ConfigError(str(err)) from None
         out.parent.mkdir(parents=True, exist_ok=True)
-        done = _existing_lines(out) if resume else {}
+        done = self._resumable(out) if resume else {}
         counts = {"scored": 0, "failed": 0, "resumed": 0}
         new_ok: list[QAResult] = []
         with open(out, "a" if resume else "w", encoding="utf-8") as f:
@@ -258,6 +266,28 @@ class Scorer:
             summary["reports"] = self._write_index(out, Path(report_dir))
         logger.debug("score: %s", json.dumps(summary))
         return summary
+
+    def _resumable(self, out: Path) -> dict[tuple, dict]:
+        """`out`'s lines by (call_id, path), when this scorecard and model made them.
+
+        Raises:
+            ConfigError: a line was scored with another scorecard or model (resuming would
+                mix the two in one file).
+        """
+        model = str(self.predictor.sha256) if self.predictor is not None else None
+        lines = _result_lines(out)
+        for r in lines:
+            if "error" in r:
+                continue
+            card = (r.get("scorecard") or {}).get("sha256")
+            made_by = (r.get("model") or {}).get("sha256")
+            if card != self.scorecard.sha256 or made_by != model:
+                what = "scorecard" if card != self.scorecard.sha256 else "model"
+                raise ConfigError(
+                    f"{out}: its results were made with another {what} than this run's; "
+                    "score into a new --out, or drop --resume to start the file again"
+                )
+        return {(r.get("call_id"), r.get("path")): r for r in lines}
 
     def _score_and_report(self, path: Path, report_dir: Path | None) -> QAResult | QAError:
         res, tracks = self._score_one(path)
@@ -318,9 +348,21 @@ def _load_model(path: Path | None):
     return predictor
 
 
-def _existing_lines(out: Path) -> dict[str, dict]:
-    """Complete result lines already in `out`, by call_id (or `path:<path>` when it is null)."""
-    return {r.get("call_id") or f"path:{r.get('path')}": r for r in _result_lines(out)}
+def _check_out(out: Path, paths: list[Path]) -> None:
+    """Refuse an `--out` that would destroy something: one of the inputs, or an existing file
+    that is not a callqa results file (it is replaced, or appended to with --resume).
+
+    Raises:
+        ConfigError: with what to do instead.
+    """
+    if not out.exists():
+        return
+    if out.is_dir():
+        raise ConfigError(f"{out}: is a folder; --out takes a results file (.jsonl)")
+    target = out.resolve()
+    if any(Path(p).resolve() == target for p in paths):
+        raise ConfigError(f"{out}: --out is one of the inputs; give another results file")
+    _result_lines(out)  # raises unless every line is a JSON object
 
 
 def _result_lines(out: Path) -> list[dict]:
@@ -353,13 +395,16 @@ def _result_lines(out: Path) -> list[dict]:
     return lines
 
 
-def _previous_line(done: dict[str, dict], path: Path) -> dict | None:
+def _previous_line(done: dict[tuple, dict], path: Path) -> dict | None:
+    """The line for this input path: its content's call_id and its path (a copy of a scored
+    recording under another name is an input of its own), or an error line for the path."""
     if not done:
         return None
     try:
-        return done.get(content_id(path)) or done.get(f"path:{path}")
+        found = done.get((content_id(path), str(path)))
     except OSError:
-        return done.get(f"path:{path}")
+        found = None
+    return found or done.get((None, str(path)))
 
 
 def _check_samples(audio, path: Path, limits: ValidateConfig) -> None:

@@ -94,7 +94,7 @@ def render_index(results: list[QAResult | QAError], out_dir: Path) -> str:
         '<p class="muted">Click a column header to sort (worst score first).</p></header>'
         f"<section>{table}</section>{err_html}"
     )
-    return page("Call QA batch", body, INDEX_JS)
+    return page(INDEX_TITLE, body, INDEX_JS)
 
 
 def summary_rows(results: list[QAResult | QAError]) -> tuple[list[str], list[dict]]:
@@ -107,12 +107,43 @@ def summary_rows(results: list[QAResult | QAError]) -> tuple[list[str], list[dic
     rows = []
     for r in results:
         row: dict = dict.fromkeys(columns, "")
-        row.update(call_id=r.call_id or "", path=r.path)
+        row.update(call_id=r.call_id or "", path=csv_text(r.path))
         if isinstance(r, QAError):
-            row["error"] = f"{r.error.code}: {r.error.message}"
+            row["error"] = csv_text(f"{r.error.code}: {r.error.message}")
         else:
             row.update(score=r.score, critical_fail=r.critical_fail, duration_s=r.duration_s)
             for c in r.checks:
                 row[c.id] = "" if c.passed is None else c.passed
         rows.append(row)
     return columns, rows
+
+
+def csv_text(value: str) -> str:
+    """A text cell a spreadsheet will not run as a formula: one starting with = + - @ (or a
+    tab / carriage return) gets a leading ' (OWASP, CSV injection)."""
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+INDEX_TITLE = "Call QA batch"
+CSV_HEADER = "call_id,path,score,"
+
+
+def check_report_dir(out_dir: Path) -> None:
+    """Raise ValueError when `out_dir` holds an `index.html` or `summary.csv` callqa did not
+    write: the batch index replaces both, and a user's own files must never go with it."""
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ValueError(f"{out_dir}: is a file; the report folder must be a folder")
+    ours = {"index.html": f"<title>{INDEX_TITLE}</title>", "summary.csv": CSV_HEADER}
+    for name, mark in ours.items():
+        f = out_dir / name
+        if f.exists() and (not f.is_file() or mark not in _head(f)):
+            raise ValueError(
+                f"{f}: not written by callqa, and the batch index would replace it; give "
+                "another --report-dir (or move that file away)"
+            )
+
+
+def _head(path: Path, n: int = 4096) -> str:
+    with open(path, "rb") as f:
+        return f.read(n).decode("utf-8", errors="replace")
