@@ -166,6 +166,30 @@ def test_scorecard_override_by_bare_name_only(client, good):
     assert "no_such_card" not in unknown.text
 
 
+def test_a_broken_scorecard_is_logged_at_start_and_answers_422(scorer, good, tmp_path, caplog):
+    """Found from outside: a scorecard in serve.scorecards_dir that does not load was found only
+    when a request named it, and that request got a 500; "default\\n" passed the name check."""
+    cards = tmp_path / "cards"
+    cards.mkdir()
+    (cards / "ok.yaml").write_bytes((ROOT / "scorecards" / "default.yaml").read_bytes())
+    (cards / "badre.yaml").write_text(
+        "checks:\n  - {id: a, role: any, type: phrase, patterns: ['(unclosed']}\n"
+    )
+
+    class Cards(Versions):
+        def load(self, version):
+            return ScorerLoaded(lambda: self.scorer, version, cards)
+
+    headers = {"Content-Type": "audio/wav"}
+    with caplog.at_level("WARNING"), serving(Cards(scorer)) as c:
+        assert "badre.yaml does not load" in caplog.text
+        bad = c.post("/v1/score?scorecard=badre", content=good, headers=headers)
+        _assert_clean_error(bad, 422, "scorecard_invalid")
+        assert c.post("/v1/score?scorecard=ok", content=good, headers=headers).status_code == 200
+        newline = c.post("/v1/score", params={"scorecard": "ok\n"}, content=good, headers=headers)
+        _assert_clean_error(newline, 422, "invalid_scorecard")
+
+
 def test_refuses_bad_requests_with_clean_errors(client):
     wav = {"Content-Type": "audio/wav"}
     garbage = SECRET + np.random.default_rng(0).integers(0, 256, 4000, np.uint8).tobytes()

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -20,14 +21,20 @@ import yaml
 
 from callqa.config import Params, parse_params
 
+logger = logging.getLogger(__name__)
+
 # the params sections a Scorer reads; the rest (training, paths of stages) does not ship
 SCORING_SECTIONS = ("validate", "preprocess", "transcribe", "score")
-SCORECARD_NAME = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+SCORECARD_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")  # fullmatch: "name\n" is no name
 BARE_NAME = "scorecard: give a bare name (at most 64 letters, digits, '-' or '_')"
 
 
 class UnknownScorecard(ValueError):
     """`?scorecard=NAME` names no scorecard this version can use."""
+
+
+class BrokenScorecard(ValueError):
+    """`?scorecard=NAME` names a scorecard file that does not load (the log says why)."""
 
 
 class ScorerLoaded:
@@ -42,6 +49,7 @@ class ScorerLoaded:
         self.scorer = scorer_factory()
         self.scorecards_dir = Path(scorecards_dir)
         self._by_scorecard: dict = {}
+        _warn_broken(self.scorecards_dir)
 
     def score_bytes(self, data: bytes, name: str, scorecard: str | None = None) -> dict:
         """The QA result as JSON data; raises AudioError or UnknownScorecard."""
@@ -51,19 +59,35 @@ class ScorerLoaded:
     def _with_scorecard(self, name: str):
         import copy
 
-        from callqa.qa.scorecard import Scorecard
+        from callqa.qa.scorecard import Scorecard, ScorecardError
 
-        if not SCORECARD_NAME.match(name):  # the only client string that reaches a path
+        if not SCORECARD_NAME.fullmatch(name):  # the only client string that reaches a path
             raise UnknownScorecard(BARE_NAME)
         if name not in self._by_scorecard:
             path = self.scorecards_dir / f"{name}.yaml"
             if not path.is_file():
                 raise UnknownScorecard("scorecard: no scorecard by that name")
             clone = copy.copy(self.scorer)
-            clone.scorecard = Scorecard.load(path)
+            try:
+                clone.scorecard = Scorecard.load(path)
+            except ScorecardError as err:
+                logger.error("scorecard %s does not load: %s", name, err)
+                raise BrokenScorecard("scorecard: that scorecard does not load") from None
             clone.agent_likeness = clone.scorecard.agent_likeness(clone.encoder)
             self._by_scorecard[name] = clone
         return self._by_scorecard[name]
+
+
+def _warn_broken(folder: Path) -> None:
+    """Log every scorecard in `folder` that does not load (found at start, not per request)."""
+    from callqa.qa.scorecard import Scorecard, ScorecardError
+
+    for path in sorted(folder.glob("*.yaml")) if folder.is_dir() else []:
+        try:
+            Scorecard.load(path)
+        except ScorecardError as err:
+            logger.warning("serve.scorecards_dir: %s does not load (requests naming it get "
+                           "422 scorecard_invalid): %s", path.name, err)  # fmt: skip
 
 
 def scoring_params(params: Params) -> dict:

@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 from callqa.mlops.pyfunc import (  # noqa: F401 - ScorerLoaded, UnknownScorecard re-exported
     BARE_NAME,
     SCORECARD_NAME,
+    BrokenScorecard,
     ScorerLoaded,
     UnknownScorecard,
 )
@@ -255,7 +256,7 @@ def create_app(
             _check_token(request, api_token)
         scorecard = request.query_params.get("scorecard")
         _check_headers(request, max_body)
-        if scorecard is not None and not SCORECARD_NAME.match(scorecard):
+        if scorecard is not None and not SCORECARD_NAME.fullmatch(scorecard):
             raise ApiError(422, "invalid_scorecard", BARE_NAME)
         loaded = slot.current  # taken once: a swap meanwhile does not touch this request
         if loaded is None:
@@ -295,6 +296,10 @@ def create_app(
                 raise _audio_error(err) from None
             except UnknownScorecard:
                 raise ApiError(422, "unknown_scorecard", "scorecard: no such scorecard") from None
+            except BrokenScorecard:
+                raise ApiError(
+                    422, "scorecard_invalid", "scorecard: that scorecard does not load"
+                ) from None
             except Exception:  # noqa: BLE001 - logged here with its traceback; never sent
                 logger.exception("scoring failed (model version %s)", loaded.version)
                 raise ApiError(
