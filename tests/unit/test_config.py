@@ -31,6 +31,12 @@ def test_nested_unknown_key_lists_nested_allowed():
         ({"synth": {"n_calls": "many"}}, "synth.n_calls"),
         ({"validate": {"min_accepted_share": 2}}, "validate.min_accepted_share"),
         ({"preprocess": {"channel_roles": ["agent", "agent"]}}, "agent"),
+        # found from outside: out-of-range ASR filters dropped all speech with exit 0; a bad
+        # compute type was blamed on transcribe.model; any language was accepted
+        ({"transcribe": {"min_avg_logprob": 5}}, "transcribe.min_avg_logprob"),
+        ({"transcribe": {"max_no_speech_prob": -1}}, "transcribe.max_no_speech_prob"),
+        ({"transcribe": {"compute_type": "bogus"}}, "transcribe.compute_type"),
+        ({"transcribe": {"language": "klingon"}}, "not a Whisper language code"),
         (
             {"nope": {}},
             "Allowed keys here: evaluate, featurize, flows, ingest, mlflow, preprocess, registry, "

@@ -189,7 +189,7 @@ def test_config_errors_exit_2_before_the_first_file(tmp_path, realdata):
     assert "Traceback" not in res.stderr
 
 
-def test_without_a_trained_model_scoring_uses_the_rules_only(tmp_path, caplog):
+def test_without_a_trained_model_scoring_uses_the_rules_only(tmp_path, caplog, monkeypatch):
     with caplog.at_level(logging.INFO, logger="callqa"):
         assert _load_model(tmp_path / "models" / "callqa-qa") is None
         assert _load_model(None) is None  # score.model: null
@@ -198,6 +198,13 @@ def test_without_a_trained_model_scoring_uses_the_rules_only(tmp_path, caplog):
         f"no trained model at {tmp_path / 'models' / 'callqa-qa'}: scoring with rules only "
         "(train one with `make model`)"
     ]
+    # the default folder before `make model`: INFO; a path set by hand (a typo?): WARNING
+    caplog.clear()
+    monkeypatch.chdir(tmp_path)  # no models/callqa-qa here
+    with caplog.at_level(logging.INFO, logger="callqa"):
+        _load_model(Path("models/callqa-qa"))
+        _load_model(tmp_path / "m14modle")
+    assert [r.levelname for r in caplog.records] == ["INFO", "WARNING"]
     (tmp_path / "empty").mkdir()
     with pytest.raises(ConfigError, match="score.model = .*empty.*not a callqa model directory"):
         _load_model(tmp_path / "empty")
