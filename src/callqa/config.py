@@ -505,6 +505,27 @@ def parse_params(data: dict | None, source: str = "params.yaml") -> Params:
         raise ConfigError(format_validation_error(err, source, Params)) from None
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """yaml.SafeLoader that refuses a key given twice in one mapping (PyYAML keeps the last
+    silently, so a merge mistake would go unnoticed)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, str | int | float | bool) and key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str):
+    """YAML text -> data, safely, with no key given twice in a mapping."""
+    return yaml.load(text, Loader=UniqueKeyLoader)  # noqa: S506 - a SafeLoader subclass
+
+
 def load_params(path: str | Path = "params.yaml") -> Params:
     """Read and validate params.yaml (or an overlay of it: see `read_params_data`)."""
     chain: list[Path] = []
@@ -523,7 +544,7 @@ def read_params_data(path: Path, _seen: tuple[Path, ...] = (), chain: list | Non
     if path.is_dir():
         raise ConfigError(f"{path}: is a folder; give the params YAML file")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = load_yaml(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from None
     except UnicodeDecodeError:

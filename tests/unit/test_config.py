@@ -96,3 +96,11 @@ def test_a_bad_value_in_an_extended_file_names_that_file_too(tmp_path):
     with pytest.raises(ConfigError, match="synth.channels") as err:
         load_params(tmp_path / "top.yaml")
     assert str(tmp_path / "base.yaml") in str(err.value)
+
+
+def test_a_key_given_twice_is_a_clear_error(tmp_path):
+    """Found from outside: `preprocess: {n_mels: 64, n_mels: 40}` ran with 40, no word said."""
+    p = tmp_path / "params.yaml"
+    p.write_text("preprocess:\n  n_mels: 64\n  n_mels: 40\n")
+    with pytest.raises(ConfigError, match=r"key 'n_mels' is given twice[\s\S]*line 3"):
+        load_params(p)
