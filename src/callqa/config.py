@@ -510,15 +510,20 @@ class UniqueKeyLoader(yaml.SafeLoader):
     silently, so a merge mistake would go unnoticed)."""
 
     def construct_mapping(self, node, deep=False):
-        seen = set()
+        seen: dict = {}
         for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=deep)
-            if isinstance(key, str | int | float | bool) and key in seen:
-                raise yaml.constructor.ConstructorError(
-                    None, None, f"key {key!r} is given twice", key_node.start_mark
+            key = self.construct_object(key_node, deep=True)
+            try:
+                first = seen.get(key)
+            except TypeError:  # unhashable: SafeLoader reports it
+                continue
+            if first is not None:
+                raise yaml.MarkedYAMLError(
+                    problem=f"key {key!r} is given twice (first at line {first})",
+                    problem_mark=key_node.start_mark,
                 )
-            seen.add(key)
-        return super().construct_mapping(node, deep=deep)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep)
 
 
 def load_yaml(text: str):

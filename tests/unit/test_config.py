@@ -102,5 +102,7 @@ def test_a_key_given_twice_is_a_clear_error(tmp_path):
     """Found from outside: `preprocess: {n_mels: 64, n_mels: 40}` ran with 40, no word said."""
     p = tmp_path / "params.yaml"
     p.write_text("preprocess:\n  n_mels: 64\n  n_mels: 40\n")
-    with pytest.raises(ConfigError, match=r"key 'n_mels' is given twice[\s\S]*line 3"):
+    with pytest.raises(
+        ConfigError, match=r"key .n_mels. is given twice \(first at line 2\)[\s\S]*line 3"
+    ):
         load_params(p)

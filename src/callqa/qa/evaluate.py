@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import logging
 import math
-import re
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+import regex
 
 from callqa.audio.metrics import metric_unit
 from callqa.qa.runs import Run, build_runs, candidate_spans, runs_for, span_evidence
 from callqa.qa.scorecard import (
+    REGEX_TIMEOUT_S,
     CheckBase,
     CombinationCheck,
     Encoder,
@@ -76,6 +77,41 @@ def _no_model() -> Outcome:
     return Outcome(None, 0.0, [], "not evaluated: no trained model (rules only)", ignored=True)
 
 
+class _PatternTimeout(Exception):
+    """A scorecard pattern ran past REGEX_TIMEOUT_S on one text."""
+
+    def __init__(self, pattern: str):
+        super().__init__(pattern)
+        self.pattern = pattern
+
+
+def _timed_out(check: CheckBase, pattern: str) -> Outcome:
+    logger.warning(
+        "check %s: pattern %r took longer than %g s (catastrophic backtracking?); the check is "
+        "left out of this call's score: simplify the pattern",
+        check.id,
+        pattern,
+        REGEX_TIMEOUT_S,
+    )
+    return Outcome(
+        None, 0.0, [], f"not evaluated: pattern {pattern!r} took longer than {REGEX_TIMEOUT_S:g} s"
+    )
+
+
+def _matches(rx: regex.Pattern, text: str) -> list[regex.Match]:
+    try:
+        return list(rx.finditer(text, timeout=REGEX_TIMEOUT_S))
+    except TimeoutError:
+        raise _PatternTimeout(rx.pattern) from None
+
+
+def _first_match(rx: regex.Pattern, text: str) -> regex.Match | None:
+    try:
+        return rx.search(text, timeout=REGEX_TIMEOUT_S)
+    except TimeoutError:
+        raise _PatternTimeout(rx.pattern) from None
+
+
 class _Context:
     def __init__(self, card, segments, metrics, duration_s, encoder, model):
         self.card = card
@@ -97,7 +133,10 @@ class _Context:
                 ModelCheck: _eval_model,
                 CombinationCheck: _eval_combination,
             }[type(check)]
-            self.done[check.id] = fn(check, self)
+            try:
+                self.done[check.id] = fn(check, self)
+            except _PatternTimeout as exc:
+                self.done[check.id] = _timed_out(check, exc.pattern)
             logger.debug("check %s: %s", check.id, self.done[check.id])
         return self.done[check.id]
 
@@ -153,17 +192,30 @@ def evaluate(
     return results, score, critical_fail
 
 
+def _phrase_spans(regexes: list[regex.Pattern], text: str) -> list[tuple[int, int]]:
+    """(start, end) of the regexes' matches, without overlaps: as one regex of alternatives
+    would, the earliest match wins and, at one position, the regex listed first."""
+    found = sorted(
+        (m.start(), i, m.end()) for i, rx in enumerate(regexes) for m in _matches(rx, text)
+    )
+    spans: list[tuple[int, int]] = []
+    for start, _, end in found:
+        if not spans or (start >= spans[-1][1] and start != spans[-1][0]):
+            spans.append((start, end))
+    return spans
+
+
 def _eval_phrase(check: PhraseCheck, ctx: _Context) -> Outcome:
-    regex = check.regex()
+    regexes = check.regexes()
     w0, w1 = resolve_window(check.window_s, ctx.duration_s)
     found: list[Evidence] = []
     for run in runs_for(ctx.runs, check.role):
         text = run.text(0, len(run.tokens))
         # Character offset of each token in `text`, to map a match back to words and times.
         offsets = np.cumsum([0] + [len(t.norm) + 1 for t in run.tokens])
-        for m in regex.finditer(text):
-            i0 = int(np.searchsorted(offsets, m.start(), side="right") - 1)
-            i1 = int(np.searchsorted(offsets, max(m.end() - 1, m.start()), side="right"))
+        for start, end in _phrase_spans(regexes, text):
+            i0 = int(np.searchsorted(offsets, start, side="right") - 1)
+            i1 = int(np.searchsorted(offsets, max(end - 1, start), side="right"))
             if w0 <= run.tokens[i0].start <= w1:
                 found.append(span_evidence(run, i0, i1))
     found.sort(key=lambda e: e.start)
@@ -181,12 +233,12 @@ def _eval_semantic(check: SemanticCheck, ctx: _Context) -> Outcome:
     if ctx.encoder is None:
         raise ScorecardError(f"check {check.id!r} is semantic and needs a sentence encoder")
     w0, w1 = resolve_window(check.window_s, ctx.duration_s)
-    anchor = re.compile("|".join(f"(?:{a})" for a in check.anchors)) if check.anchors else None
+    anchors = check.anchor_regexes()
     cands: list[tuple[Run, int, int]] = []
     for run in runs_for(ctx.runs, check.role):
         for i0, i1 in candidate_spans(run, check.span_words, check.stride_words):
             if w0 <= run.tokens[i0].start <= w1 and (
-                anchor is None or anchor.search(run.text(i0, i1))
+                not anchors or any(_first_match(a, run.text(i0, i1)) for a in anchors)
             ):
                 cands.append((run, i0, i1))
     best, best_i = 0.0, None

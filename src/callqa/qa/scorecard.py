@@ -8,32 +8,44 @@ A scorecard (`scorecards/*.yaml`) lists checks of seven types: `phrase` (keyword
 
 from __future__ import annotations
 
+import difflib
+import functools
 import hashlib
 import json
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, Protocol
 
 import numpy as np
+import regex
 import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
     Discriminator,
     Field,
+    FiniteFloat,
+    PositiveInt,
     Tag,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from callqa.config import INTENTS, load_setting
+from callqa.audio.metrics import call_metrics
+from callqa.config import INTENTS, UniqueKeyLoader, load_setting
 from callqa.text.normalize import normalize_text
 
 CheckRole = Literal["agent", "customer", "any", "call"]
 ID_PATTERN = r"^[A-Za-z0-9_.\-]+$"
+# Scorecard patterns run on the `regex` engine (re-compatible syntax) with this limit per search:
+# a pattern that backtracks catastrophically leaves its check out of one call's score instead of
+# hanging the batch (or the server).
+REGEX_TIMEOUT_S = 1.0
+MAX_WEIGHT = 1000.0
+# Keyword characters that only separate words, like spaces ("thank you." / "e-mail").
+_SEPARATORS = '.,;:!?"()[]{}-/\u2013\u2014\u2026'
 
 
 class ScorecardError(ValueError):
@@ -55,8 +67,8 @@ class CheckBase(BaseModel):
     role: CheckRole = "any"
     # [start, end] seconds from the call start; negative values count back from the end and an
     # end of 0 means the end of the call ([-30, 0] = last 30 s). Evidence must START inside.
-    window_s: tuple[float, float] | None = None
-    weight: float = Field(1.0, ge=0)
+    window_s: tuple[FiniteFloat, FiniteFloat] | None = None
+    weight: float = Field(1.0, ge=0, le=MAX_WEIGHT, allow_inf_nan=False)
     critical: bool = False
     # Its semantic examples describe how agents talk (used to pick the agent on mono calls).
     agent_marker: bool = False
@@ -85,21 +97,32 @@ class PhraseCheck(CheckBase):
     keywords: list[str] = []
     patterns: list[str] = []
 
+    @field_validator("keywords")
+    @classmethod
+    def _plain_words(cls, keywords: list[str]) -> list[str]:
+        for k in keywords:
+            _check_keyword(k)
+        return keywords
+
+    @field_validator("patterns")
+    @classmethod
+    def _valid_patterns(cls, patterns: list[str]) -> list[str]:
+        for p in patterns:
+            _check_regex(p, "pattern", regex.IGNORECASE)
+        return patterns
+
     @model_validator(mode="after")
-    def _compile(self) -> PhraseCheck:
+    def _something_to_find(self) -> PhraseCheck:
         if not self.keywords and not self.patterns:
             raise ValueError("a phrase check needs `keywords` or `patterns`")
-        for p in self.patterns:
-            try:
-                re.compile(p)
-            except re.error as exc:
-                raise ValueError(f"pattern {p!r} is not a valid regex: {exc}") from exc
         return self
 
-    def regex(self) -> re.Pattern:
-        parts = [_keyword_regex(k) for k in self.keywords if normalize_text(k)]
-        parts += [f"(?:{p})" for p in self.patterns]
-        return re.compile("|".join(parts), re.IGNORECASE)
+    def regexes(self) -> list[regex.Pattern]:
+        """What to search for, in order: the keywords as one regex, then each pattern on its own
+        (so inline flags, group names and backreferences mean what they mean alone)."""
+        joined = "|".join(map(_keyword_regex, self.keywords))
+        out = [regex.compile(joined, regex.IGNORECASE)] if self.keywords else []
+        return out + [regex.compile(p, regex.IGNORECASE) for p in self.patterns]
 
 
 class SemanticCheck(CheckBase):
@@ -110,7 +133,7 @@ class SemanticCheck(CheckBase):
     examples: list[str] = Field(min_length=1)
     threshold: float = Field(gt=0, le=1)
     # Sliding windows of consecutive words, so a phrase buried in a long segment is found.
-    span_words: list[int] = Field([6, 10, 15], min_length=1)
+    span_words: list[PositiveInt] = Field([6, 10, 15], min_length=1)
     stride_words: int = Field(3, ge=1)
     # Regexes (on normalised text); when given, only spans matching one are compared. Embeddings
     # of short, ASR-garbled spans drift: a word like "identity" in a misheard company name can
@@ -121,11 +144,12 @@ class SemanticCheck(CheckBase):
     @classmethod
     def _anchor_regexes(cls, anchors: list[str]) -> list[str]:
         for a in anchors:
-            try:
-                re.compile(a)
-            except re.error as exc:
-                raise ValueError(f"anchor {a!r} is not a valid regex: {exc}") from exc
+            _check_regex(a, "anchor")
         return anchors
+
+    def anchor_regexes(self) -> list[regex.Pattern]:
+        """The anchors, each compiled on its own (a span needs to match one of them)."""
+        return [regex.compile(a) for a in self.anchors]
 
 
 class MetricCheck(CheckBase):
@@ -133,10 +157,10 @@ class MetricCheck(CheckBase):
 
     type: Literal["metric"]
     metric: str = Field(pattern=r"^\w+(\.\w+)+$")
-    min: float | None = None  # pass when value >= min
-    max: float | None = None  # pass when value <= max
-    above: float | None = None  # pass when value > above
-    below: float | None = None  # pass when value < below
+    min: FiniteFloat | None = None  # pass when value >= min
+    max: FiniteFloat | None = None  # pass when value <= max
+    above: FiniteFloat | None = None  # pass when value > above
+    below: FiniteFloat | None = None  # pass when value < below
     # Event list (e.g. `call.overtalk`) whose items over the upper bound become evidence.
     events: str | None = Field(None, pattern=r"^\w+(\.\w+)+$")
     events_where: dict[str, str] = {}
@@ -148,6 +172,12 @@ class MetricCheck(CheckBase):
             raise ValueError("a metric check needs at least one of min, max, above, below")
         if "window_s" in self.model_fields_set and self.window_s is not None:
             raise ValueError("window_s does not apply to metric checks (metrics are per call)")
+        lower = [(k, getattr(self, k)) for k in ("min", "above") if getattr(self, k) is not None]
+        upper = [(k, getattr(self, k)) for k in ("max", "below") if getattr(self, k) is not None]
+        for lo_key, lo in lower:
+            for hi_key, hi in upper:
+                if lo > hi or (lo == hi and (lo_key, hi_key) != ("min", "max")):
+                    raise ValueError(f"{lo_key} {lo:g} and {hi_key} {hi:g}: no value can pass")
         return self
 
 
@@ -235,8 +265,12 @@ class Scorecard:
     def load(cls, path: str | Path) -> Scorecard:
         """Read and validate a scorecard YAML file.
 
+        Unlike `from_dict` (for any metrics dict), it also checks that every metric and event
+        path is one `callqa.audio.metrics.call_metrics` writes.
+
         Raises:
-            ScorecardError: unreadable file, bad YAML, unknown key or type, bad id reference.
+            ScorecardError: unreadable file, bad YAML (aliases and duplicate keys included),
+                unknown key, type or metric, bad id reference.
         """
         p = Path(path)
         try:
@@ -244,10 +278,12 @@ class Scorecard:
         except OSError as exc:
             raise ScorecardError(f"{p}: cannot read scorecard: {exc.strerror}") from exc
         try:
-            data = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ScorecardError(f"{p}: not valid YAML: {exc}") from exc
-        return cls.from_dict(data, path=str(p), sha256=hashlib.sha256(raw).hexdigest())
+            data = load_yaml_strict(raw, str(p))
+        except ValueError as exc:
+            raise ScorecardError(str(exc)) from None
+        card = cls.from_dict(data, path=str(p), sha256=hashlib.sha256(raw).hexdigest())
+        _check_metric_paths(card, str(p))
+        return card
 
     @classmethod
     def from_dict(cls, data: Any, path: str = "<dict>", sha256: str | None = None) -> Scorecard:
@@ -344,6 +380,36 @@ def _resolve(check, parent, where: str, path: str, by_id: dict) -> CheckBase:
     return check
 
 
+@functools.cache
+def known_metrics() -> dict[str, bool]:
+    """Every `section.key` path of the metrics dict -> whether it is an event list. Read off
+    what `call_metrics` writes for an empty call (all keys are there, most values null)."""
+    sample = call_metrics({}, None, 0.0, None, None, mono=False)
+    return {
+        f"{section}.{key}": isinstance(value, list)
+        for section, values in sample.items()
+        for key, value in values.items()
+    }
+
+
+def _check_metric_paths(card: Scorecard, path: str) -> None:
+    known = known_metrics()
+    for check in card.by_id.values():
+        if not isinstance(check, MetricCheck):
+            continue
+        for key, is_list in (("metric", False), ("events", True)):
+            value = getattr(check, key)
+            if value is None or known.get(value) is is_list:
+                continue
+            choices = [k for k, v in known.items() if v is is_list]
+            close = difflib.get_close_matches(value, choices, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"use one of {', '.join(choices)}"
+            kind = "event list" if is_list else "metric"
+            raise ScorecardError(
+                f"{path}: check {check.id!r}: {key}: unknown {kind} {value!r}; {hint}"
+            )
+
+
 def _check_refs(top: list[CheckBase], by_id: dict[str, CheckBase], path: str) -> None:
     def visit(check: CheckBase, stack: tuple[str, ...]) -> None:
         for child in getattr(check, "checks", []):
@@ -390,8 +456,59 @@ def _format_errors(path: str, data: dict, exc: ValidationError) -> str:
 
 def _keyword_regex(keyword: str) -> str:
     # Whole words, any whitespace between them, apostrophes optional ("you're" ~ "youre").
-    words = [re.escape(w).replace("'", "'?") for w in normalize_text(keyword).split()]
+    words = [regex.escape(w).replace("'", "'?") for w in normalize_text(keyword).split()]
     return r"(?<![\w'*])" + r"\s+".join(words) + r"(?![\w'*])"
+
+
+def _check_keyword(keyword: str) -> None:
+    """Transcripts are matched as plain words (`normalize_text`): a keyword must be words too,
+    or it finds something else ("$$$" everything, "c++" the letter c)."""
+    words = normalize_text(keyword)
+    if not words:
+        raise ValueError(f"keyword {keyword!r} has no letters or digits: it would match any call")
+    symbols = sorted(
+        {c for c in keyword if not (c.isalnum() or c.isspace() or c in "'\u2019*" + _SEPARATORS)}
+    )
+    if symbols:
+        raise ValueError(
+            f"keyword {keyword!r}: transcripts are plain words, so {''.join(symbols)!r} is "
+            f"dropped and it would match {words!r}; spell symbols out as they are spoken"
+        )
+
+
+def _check_regex(pattern: str, what: str, flags: int = 0) -> None:
+    """Compile `pattern` as evaluation does; ValueError naming it when it is invalid."""
+    try:
+        regex.compile(pattern, flags)
+    except regex.error as exc:
+        raise ValueError(f"{what} {pattern!r} is not a valid regex: {exc}") from None
+
+
+class _StrictLoader(UniqueKeyLoader):
+    """No key twice in a mapping, and no aliases (no "billion laughs")."""
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.MarkedYAMLError(
+                problem=f"aliases (*{event.anchor}) are not allowed", problem_mark=event.start_mark
+            )
+        return super().compose_node(parent, index)
+
+
+def load_yaml_strict(text: str | bytes, name: str) -> Any:
+    """`yaml.safe_load`, but aliases and duplicate keys are errors.
+
+    Raises:
+        ValueError: one line, "NAME: not valid YAML: line N: problem".
+    """
+    try:
+        return yaml.load(text, Loader=_StrictLoader)  # a SafeLoader: no arbitrary objects
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark is not None else ""
+        problem = getattr(exc, "problem", None) or str(exc)
+        raise ValueError(f"{name}: not valid YAML: {where}{' '.join(problem.split())}") from None
 
 
 def load_with_encoder(scorecard: Path, sentence_encoder: str) -> tuple[Scorecard, Encoder]:
